@@ -1,0 +1,50 @@
+//! What the kernel and the host runner agree on.
+//!
+//! This file is compiled into both: into `boot` as a module and into the
+//! kernel through `#[path]`. It must stay `no_std`-clean and free of
+//! dependencies, so both sides see the same numbers and strings.
+
+/// I/O port of QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
+pub const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+/// fw_cfg file through which the runner hands the kernel its command line.
+pub const CMDLINE_FW_CFG: &str = "opt/refcnt/cmdline";
+
+/// How the kernel ends a run. QEMU turns a value `v` written to the
+/// debug-exit port into the process status `(v << 1) | 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ExitCode {
+    /// Everything the run was asked to do succeeded.
+    Success = 0x10,
+    /// A panic, a CPU exception, a failed test or a bad command line.
+    Failure = 0x11,
+}
+
+impl ExitCode {
+    /// The QEMU process status this exit code produces.
+    pub const fn qemu_status(self) -> i32 {
+        ((self as i32) << 1) | 1
+    }
+
+    /// The exit code behind a QEMU process status, if the kernel wrote one.
+    pub const fn from_qemu_status(status: i32) -> Option<Self> {
+        if status == Self::Success.qemu_status() {
+            Some(Self::Success)
+        } else if status == Self::Failure.qemu_status() {
+            Some(Self::Failure)
+        } else {
+            None
+        }
+    }
+}
+
+/// Prefix of every line of the in-kernel test protocol on the serial console.
+///
+/// The kernel prints, one line each:
+/// - `ktest: test NAME smp=1,2,8 timeout=60 selftest=0` (list mode)
+/// - `ktest: start NAME`
+/// - `ktest: ok NAME 123us`
+/// - `ktest: FAILED NAME: reason`
+/// - `ktest: done N`
+pub const KTEST_PREFIX: &str = "ktest: ";

@@ -1,0 +1,313 @@
+//! Options of the runner (`cargo run -- [options]`, `scripts/run`).
+//!
+//! Every option is checked before QEMU starts; a bad one is an error that
+//! says what was wrong and what would be accepted.
+
+use std::fmt;
+use std::time::Duration;
+
+/// How QEMU runs the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// Software emulation: the default; boots in about two seconds here.
+    Tcg,
+    /// Hardware virtualisation through /dev/kvm (slow to boot when nested).
+    Kvm,
+}
+
+/// What the kernel does after boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Boot, print the banner, exit.
+    Boot,
+    /// Run the in-kernel tests and exit (`--tests` picks some).
+    Test,
+    /// List the in-kernel tests and exit.
+    List,
+}
+
+impl Mode {
+    /// The kernel command-line value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Boot => "boot",
+            Mode::Test => "test",
+            Mode::List => "list",
+        }
+    }
+}
+
+/// A complete, checked set of options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Number of CPUs (`-smp`).
+    pub smp: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Run mode.
+    pub mode: Mode,
+    /// Kill QEMU after this long; `None` waits forever.
+    pub timeout: Option<Duration>,
+    /// Start QEMU halted, waiting for GDB on port 1234.
+    pub gdb: bool,
+    /// In test mode: the tests to run (default: all).
+    pub tests: Option<Vec<String>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            smp: 8,
+            memory_mib: 1024,
+            accel: Accel::Tcg,
+            mode: Mode::Boot,
+            timeout: Some(Duration::from_secs(600)),
+            gdb: false,
+            tests: None,
+        }
+    }
+}
+
+impl Options {
+    /// The kernel command line these options imply.
+    pub fn kernel_cmdline(&self) -> String {
+        let mut line = format!("mode={}", self.mode.as_str());
+        if let Some(tests) = &self.tests {
+            line.push_str(" tests=");
+            line.push_str(&tests.join(","));
+        }
+        line
+    }
+}
+
+/// The result of parsing: run, or print help.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// Boot with these options.
+    Run(Options),
+    /// `--help` was given.
+    Help,
+}
+
+/// A bad command line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OptionError(pub String);
+
+impl fmt::Display for OptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (see --help)", self.0)
+    }
+}
+
+impl std::error::Error for OptionError {}
+
+/// The text of `--help`.
+pub const HELP: &str = "\
+Boot the refcnt kernel in QEMU and stream its serial console.
+
+Usage: cargo run --release -- [options]      (or scripts/run [options])
+
+Options:
+  --smp N          CPUs to boot, 1..=255 (default 8)
+  --memory SIZE    guest memory, e.g. 512M or 2G; 128M..=64G (default 1G)
+  --accel A        tcg (default) or kvm (needs /dev/kvm; slow to boot when nested)
+  --mode M         boot (default): banner, then exit
+                   test: run the in-kernel tests; list: list them
+  --tests A,B      with --mode test: run only these tests
+  --timeout SECS   kill QEMU after SECS seconds, 0 = never (default 600)
+  --gdb            start halted; QEMU waits for GDB on localhost:1234
+  -h, --help       print this help
+
+Exit status: 0 when the kernel reports success, 1 on a panic, CPU fault,
+failed test or timeout, 2 for a bad option.
+";
+
+/// Parses the runner's arguments (without the program name).
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionError> {
+    let mut opts = Options::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<String, OptionError> {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| OptionError(format!("{flag} needs a value: {what}")))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--smp" => {
+                let v = value("a CPU count from 1 to 255")?;
+                opts.smp = parse_in_range(&flag, &v, 1, 255)?;
+            }
+            "--memory" => opts.memory_mib = parse_memory(&value("a size such as 512M or 2G")?)?,
+            "--accel" => {
+                opts.accel = match value("tcg or kvm")?.as_str() {
+                    "tcg" => Accel::Tcg,
+                    "kvm" => Accel::Kvm,
+                    other => {
+                        return Err(OptionError(format!("--accel {other}: expected tcg or kvm")))
+                    }
+                }
+            }
+            "--mode" => {
+                opts.mode = match value("boot, test or list")?.as_str() {
+                    "boot" => Mode::Boot,
+                    "test" => Mode::Test,
+                    "list" => Mode::List,
+                    other => {
+                        return Err(OptionError(format!(
+                            "--mode {other}: expected boot, test or list"
+                        )))
+                    }
+                }
+            }
+            "--tests" => {
+                let v = value("comma-separated test names")?;
+                let names: Vec<String> = v.split(',').map(str::to_string).collect();
+                if names
+                    .iter()
+                    .any(|n| n.is_empty() || n.contains(char::is_whitespace))
+                {
+                    return Err(OptionError(format!(
+                        "--tests {v}: expected comma-separated test names without spaces"
+                    )));
+                }
+                opts.tests = Some(names);
+            }
+            "--timeout" => {
+                let secs = parse_in_range(&flag, &value("seconds, 0 for none")?, 0, 86_400)?;
+                opts.timeout = (secs > 0).then(|| Duration::from_secs(secs.into()));
+            }
+            "--gdb" => {
+                if inline.is_some() {
+                    return Err(OptionError("--gdb takes no value".into()));
+                }
+                opts.gdb = true;
+            }
+            other => return Err(OptionError(format!("unknown option `{other}`"))),
+        }
+    }
+    if opts.tests.is_some() && opts.mode != Mode::Test {
+        return Err(OptionError("--tests goes with --mode test".into()));
+    }
+    Ok(Parsed::Run(opts))
+}
+
+fn parse_in_range(flag: &str, v: &str, min: u32, max: u32) -> Result<u32, OptionError> {
+    match v.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(OptionError(format!(
+            "{flag} {v}: expected a whole number from {min} to {max}"
+        ))),
+    }
+}
+
+/// Parses `512M`, `2G`, `1024` (MiB) into MiB.
+fn parse_memory(v: &str) -> Result<u32, OptionError> {
+    let bad = || {
+        OptionError(format!(
+            "--memory {v}: expected a size from 128M to 64G, e.g. 512M or 2G"
+        ))
+    };
+    let (digits, scale) = match v.strip_suffix(['G', 'g']) {
+        Some(d) => (d, 1024),
+        None => (v.strip_suffix(['M', 'm']).unwrap_or(v), 1),
+    };
+    let mib = digits
+        .parse::<u32>()
+        .map_err(|_| bad())?
+        .checked_mul(scale)
+        .ok_or_else(bad)?;
+    if (128..=64 * 1024).contains(&mib) {
+        Ok(mib)
+    } else {
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Parsed, OptionError> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    fn run(args: &[&str]) -> Options {
+        match parse_strs(args).unwrap() {
+            Parsed::Run(o) => o,
+            Parsed::Help => panic!("expected options"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_eight_tcg_cpus() {
+        let o = run(&[]);
+        assert_eq!((o.smp, o.accel, o.mode), (8, Accel::Tcg, Mode::Boot));
+        assert_eq!(o.kernel_cmdline(), "mode=boot");
+    }
+
+    #[test]
+    fn every_option_is_read_in_both_spellings() {
+        let o = run(&[
+            "--smp",
+            "3",
+            "--memory=2G",
+            "--accel",
+            "kvm",
+            "--mode=test",
+            "--tests",
+            "a::b,c",
+            "--timeout",
+            "0",
+            "--gdb",
+        ]);
+        assert_eq!(o.smp, 3);
+        assert_eq!(o.memory_mib, 2048);
+        assert_eq!(o.accel, Accel::Kvm);
+        assert_eq!(o.timeout, None);
+        assert!(o.gdb);
+        assert_eq!(o.kernel_cmdline(), "mode=test tests=a::b,c");
+        assert_eq!(run(&["--memory", "512m"]).memory_mib, 512);
+        assert_eq!(parse_strs(&["--help"]).unwrap(), Parsed::Help);
+    }
+
+    #[test]
+    fn bad_options_say_what_was_wrong() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--smp", "0"],
+                "--smp 0: expected a whole number from 1 to 255",
+            ),
+            (&["--smp", "eight"], "expected a whole number"),
+            (&["--smp"], "--smp needs a value"),
+            (&["--memory", "12K"], "--memory 12K: expected a size"),
+            (&["--memory", "64M"], "from 128M to 64G"),
+            (&["--accel", "hvf"], "--accel hvf: expected tcg or kvm"),
+            (
+                &["--mode", "fast"],
+                "--mode fast: expected boot, test or list",
+            ),
+            (&["--tests", "a"], "--tests goes with --mode test"),
+            (
+                &["--mode", "test", "--tests", "a,,b"],
+                "expected comma-separated test names",
+            ),
+            (&["--frobnicate"], "unknown option `--frobnicate`"),
+            (&["--gdb=yes"], "--gdb takes no value"),
+        ];
+        for (args, message) in cases {
+            let err = parse_strs(args).expect_err(&format!("{args:?} must be refused"));
+            assert!(
+                err.to_string().contains(message),
+                "{args:?}: `{err}` lacks `{message}`"
+            );
+        }
+    }
+}

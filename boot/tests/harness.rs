@@ -1,0 +1,110 @@
+//! Tests of the harness and the runner: failing kernel tests are reported
+//! as failed (panic, page fault, hang) and the run goes on; bad options are
+//! refused before QEMU starts; a plain boot exits with success.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use boot::ktest::{self, TestResult};
+use boot::options::Options;
+
+fn run(tests: &[(&str, u64)]) -> std::collections::BTreeMap<String, TestResult> {
+    let tests: Vec<(String, Duration)> = tests
+        .iter()
+        .map(|(n, t)| (n.to_string(), Duration::from_secs(*t)))
+        .collect();
+    let opts = Options {
+        smp: 1,
+        ..Options::default()
+    };
+    ktest::run_batch(&opts, Path::new(boot::KERNEL_IMAGE), &tests)
+}
+
+fn failure(result: &TestResult) -> &str {
+    match result {
+        TestResult::Failed { reason, .. } => reason,
+        TestResult::Ok => panic!("expected a failure, got ok"),
+    }
+}
+
+#[test]
+fn panics_faults_and_hangs_fail_and_the_run_goes_on() {
+    let started = Instant::now();
+    let results = run(&[
+        ("ktest::selftest_panic_is_reported", 30),
+        ("arch::x86_64::idt::selftest_page_fault_is_reported", 30),
+        ("ktest::selftest_hang_is_caught", 3),
+        ("arch::x86_64::idt::breakpoint_is_handled_and_resumes", 30),
+    ]);
+    let panic = failure(&results["ktest::selftest_panic_is_reported"]);
+    assert!(panic.contains("deliberate failure 42"), "{panic}");
+    let fault = failure(&results["arch::x86_64::idt::selftest_page_fault_is_reported"]);
+    assert!(
+        fault.contains("page fault") && fault.contains("cr2 0x8"),
+        "{fault}"
+    );
+    let hang = failure(&results["ktest::selftest_hang_is_caught"]);
+    assert!(hang.contains("hung"), "{hang}");
+    assert_eq!(
+        results["arch::x86_64::idt::breakpoint_is_handled_and_resumes"],
+        TestResult::Ok
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the hang was waited for"
+    );
+}
+
+#[test]
+fn an_unknown_test_name_fails_that_name() {
+    let results = run(&[("no::such::test", 30)]);
+    assert!(failure(&results["no::such::test"]).contains("no such kernel test"));
+}
+
+fn runner(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_boot"))
+        .args(args)
+        .output()
+        .expect("runner starts")
+}
+
+#[test]
+fn bad_options_exit_2_before_qemu_starts() {
+    let out = runner(&["--smp", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--smp 0: expected a whole number from 1 to 255"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing booted");
+}
+
+#[test]
+fn a_plain_boot_prints_the_banner_and_exits_0() {
+    let out = runner(&["--smp", "2", "--timeout", "60"]);
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{console}");
+    assert!(console.contains("refcnt kernel"), "{console}");
+    assert!(console.contains("acpi: 2 cpus in MADT"), "{console}");
+    assert!(console.contains("cmdline: mode=boot"), "{console}");
+}
+
+#[test]
+fn a_failing_kernel_run_exits_1() {
+    let out = runner(&[
+        "--smp",
+        "1",
+        "--mode",
+        "test",
+        "--tests",
+        "ktest::selftest_panic_is_reported",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        console.contains("ktest: FAILED ktest::selftest_panic_is_reported: panicked at"),
+        "{console}"
+    );
+}

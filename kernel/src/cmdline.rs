@@ -1,0 +1,139 @@
+//! The kernel command line, handed over by the host runner through QEMU
+//! fw_cfg (see [`crate::abi::CMDLINE_FW_CFG`]).
+//!
+//! Format: space-separated `key=value` words. Unknown keys and bad values
+//! are errors: the runner validates options before QEMU starts, so a bad
+//! word here means the two sides disagree, and that must not pass silently.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::arch::fwcfg;
+
+/// What the kernel does after boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Boot, print the banner and exit with success.
+    Boot,
+    /// Run in-kernel tests (all, or the ones named by `tests=`).
+    Test,
+    /// Print the registered in-kernel tests and exit.
+    List,
+}
+
+/// A parsed command line.
+#[derive(Debug)]
+pub struct CommandLine {
+    raw: String,
+    mode: Mode,
+    tests: Option<Vec<String>>,
+}
+
+/// Why a command line was refused.
+#[derive(Debug)]
+pub enum CmdlineError {
+    /// A word is not `key=value`.
+    NotKeyValue(String),
+    /// A key the kernel does not know.
+    UnknownKey(String),
+    /// A key with a value outside its range.
+    BadValue {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What would have been accepted.
+        expected: &'static str,
+    },
+    /// The fw_cfg file exists but is not UTF-8.
+    NotUtf8,
+}
+
+impl fmt::Display for CmdlineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotKeyValue(w) => write!(f, "`{w}` is not of the form key=value"),
+            Self::UnknownKey(k) => write!(f, "unknown key `{k}` (known: mode, tests)"),
+            Self::BadValue {
+                key,
+                value,
+                expected,
+            } => write!(f, "`{key}={value}`: expected {expected}"),
+            Self::NotUtf8 => write!(f, "the command line is not UTF-8"),
+        }
+    }
+}
+
+impl CommandLine {
+    /// Reads the command line from fw_cfg; no fw_cfg file means an empty line.
+    pub fn from_firmware() -> Result<Self, CmdlineError> {
+        let bytes = fwcfg::read_file(crate::abi::CMDLINE_FW_CFG).unwrap_or_default();
+        let text = String::from_utf8(bytes).map_err(|_| CmdlineError::NotUtf8)?;
+        Self::parse(&text)
+    }
+
+    /// Parses a command line.
+    pub fn parse(text: &str) -> Result<Self, CmdlineError> {
+        let mut line = CommandLine {
+            raw: text.trim().to_string(),
+            mode: Mode::Boot,
+            tests: None,
+        };
+        for word in text.split_ascii_whitespace() {
+            let (key, value) = word
+                .split_once('=')
+                .ok_or_else(|| CmdlineError::NotKeyValue(word.to_string()))?;
+            let bad = |expected| CmdlineError::BadValue {
+                key: key.to_string(),
+                value: value.to_string(),
+                expected,
+            };
+            match key {
+                "mode" => {
+                    line.mode = match value {
+                        "boot" => Mode::Boot,
+                        "test" => Mode::Test,
+                        "list" => Mode::List,
+                        _ => return Err(bad("one of boot, test, list")),
+                    }
+                }
+                "tests" => {
+                    if value.is_empty() {
+                        return Err(bad("a comma-separated list of test names"));
+                    }
+                    line.tests = Some(value.split(',').map(String::from).collect());
+                }
+                _ => return Err(CmdlineError::UnknownKey(key.to_string())),
+            }
+        }
+        Ok(line)
+    }
+
+    /// The line as received.
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
+    /// The run mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The tests named by `tests=`, or `None` for all.
+    pub fn tests(&self) -> Option<&[String]> {
+        self.tests.as_deref()
+    }
+}
+
+crate::ktest! {
+    fn cmdline_parses_and_refuses() {
+        let line = CommandLine::parse("mode=test tests=a::b,c").unwrap();
+        assert_eq!(line.mode(), Mode::Test);
+        assert_eq!(line.tests().unwrap(), ["a::b", "c"]);
+        assert_eq!(CommandLine::parse("").unwrap().mode(), Mode::Boot);
+        assert!(matches!(CommandLine::parse("mode"), Err(CmdlineError::NotKeyValue(_))));
+        assert!(matches!(CommandLine::parse("colour=red"), Err(CmdlineError::UnknownKey(_))));
+        assert!(matches!(CommandLine::parse("mode=fast"), Err(CmdlineError::BadValue { .. })));
+    }
+}
