@@ -16,7 +16,7 @@ use ::x86_64::registers::control::Cr2;
 use ::x86_64::structures::idt::{
     InterruptDescriptorTable, InterruptStackFrame, PageFaultErrorCode,
 };
-use spin::Lazy;
+use spin::LazyLock;
 
 use super::{apic, gdt, smp};
 
@@ -111,7 +111,7 @@ extern "x86-interrupt" fn machine_check(frame: InterruptStackFrame) -> ! {
     die(&frame, 18, "machine check", None)
 }
 
-static IDT: Lazy<InterruptDescriptorTable> = Lazy::new(|| {
+static IDT: LazyLock<InterruptDescriptorTable> = LazyLock::new(|| {
     let mut idt = InterruptDescriptorTable::new();
     idt.divide_error.set_handler_fn(divide_error);
     idt.debug.set_handler_fn(debug);

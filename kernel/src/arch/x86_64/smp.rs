@@ -400,3 +400,103 @@ pub fn kick_all(include_self: bool) {
     };
     apic::send_ipi(dest, Delivery::Fixed(KICK_VECTOR));
 }
+
+/// Waits up to `ms` milliseconds for `cond`; false on timeout.
+pub fn wait_for(ms: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = time::now_ns() + ms * 1_000_000;
+    while !cond() {
+        if time::now_ns() > deadline {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+crate::ktest! {
+    /// Each kick IPI arrives exactly once: to each CPU, to all others, and
+    /// to all CPUs including the sender. (Sends of one vector that reach a
+    /// CPU before it took the previous one merge in its APIC's request
+    /// register, as on hardware; so each send waits for the arrival.)
+    #[smp(2, 8)]
+    fn ipis_arrive_exactly_once() {
+        let kicks = |cpu| idt::KICKS.read_remote(cpu);
+        let me = percpu::cpu_id();
+        for cpu in online().filter(|&c| c != me) {
+            let before = kicks(cpu);
+            for sent in 1..=5 {
+                kick(cpu);
+                let arrived = wait_for(1000, || kicks(cpu) >= before + sent);
+                assert!(arrived, "cpu {cpu}: kick {sent} did not arrive");
+            }
+            time::delay_us(5_000);
+            assert_eq!(kicks(cpu), before + 5, "cpu {cpu} got a kick twice");
+        }
+        for include_self in [false, true] {
+            let before: Vec<u64> = online().map(kicks).collect();
+            kick_all(include_self);
+            for (i, cpu) in online().enumerate() {
+                let want = before[i] + u64::from(cpu != me || include_self);
+                assert!(wait_for(1000, || kicks(cpu) >= want), "cpu {cpu}: {} kicks, want {want}", kicks(cpu));
+            }
+            time::delay_us(5_000);
+            for (i, cpu) in online().enumerate() {
+                let want = before[i] + u64::from(cpu != me || include_self);
+                assert_eq!(kicks(cpu), want, "cpu {cpu}: a broadcast kick arrived twice or went astray");
+            }
+        }
+    }
+}
+
+crate::ktest! {
+    /// `on_each_cpu` runs on every online CPU once; the no-wait form too.
+    #[smp(1, 2, 8)]
+    fn on_each_cpu_runs_on_all_cpus() {
+        let seen = AtomicU64::new(0);
+        let runs = AtomicUsize::new(0);
+        on_each_cpu(&|| {
+            seen.fetch_or(1 << percpu::cpu_id(), Ordering::Relaxed);
+            runs.fetch_add(1, Ordering::Relaxed);
+        });
+        let n = online_cpus();
+        assert_eq!(seen.load(Ordering::Relaxed), (1u64 << n) - 1);
+        assert_eq!(runs.load(Ordering::Relaxed), n);
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        on_each_cpu_nowait(Arc::new(move || {
+            c.fetch_add(1, Ordering::Relaxed);
+        }));
+        assert!(wait_for(1000, || count.load(Ordering::Relaxed) == n), "no-wait call ran {} of {n}", count.load(Ordering::Relaxed));
+    }
+}
+
+crate::ktest! {
+    /// The timer ticks on every CPU, at roughly HZ, and the clock never
+    /// goes backwards, on one CPU or from one CPU to the next.
+    #[smp(1, 2, 8)]
+    fn timer_ticks_everywhere_and_clock_is_monotonic() {
+        let before: Vec<u64> = online().map(|c| idt::TICKS.read_remote(c)).collect();
+        let t0 = time::now_ns();
+        time::delay_us(100_000);
+        let elapsed_ms = (time::now_ns() - t0) / 1_000_000;
+        for (i, cpu) in online().enumerate() {
+            let ticks = idt::TICKS.read_remote(cpu) - before[i];
+            assert!(ticks > 0, "cpu {cpu} took no timer tick in {elapsed_ms} ms");
+        }
+        let last = AtomicU64::new(0);
+        let backwards = AtomicUsize::new(0);
+        on_each_cpu(&|| {
+            for _ in 0..20_000 {
+                // Acquire/AcqRel: a time published by another CPU happens
+                // before our own read of the clock.
+                let seen = last.load(Ordering::Acquire);
+                let now = time::now_ns();
+                if now < seen {
+                    backwards.fetch_add(1, Ordering::Relaxed);
+                }
+                last.fetch_max(now, Ordering::AcqRel);
+            }
+        });
+        assert_eq!(backwards.load(Ordering::Relaxed), 0, "the clock went backwards");
+    }
+}
