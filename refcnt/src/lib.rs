@@ -27,7 +27,7 @@
 //! # }
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]
-#![cfg_attr(not(feature = "std"), forbid(unsafe_code))]
+#![cfg_attr(not(feature = "std"), deny(unsafe_code))]
 
 extern crate alloc;
 
