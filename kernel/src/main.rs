@@ -16,6 +16,7 @@ pub mod arch;
 pub mod cmdline;
 pub mod ktest;
 pub mod mem;
+pub mod sync;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};

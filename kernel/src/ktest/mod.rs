@@ -74,6 +74,8 @@ macro_rules! ktest {
         fn $name() $body
         const _: () = {
             #[used]
+            // The section holds nothing but these records (see `all`).
+            #[allow(unsafe_code)]
             #[link_section = "ktests"]
             static ENTRY: $crate::ktest::KernelTest = $crate::ktest::KernelTest {
                 path: concat!(module_path!(), "::", stringify!($name)),

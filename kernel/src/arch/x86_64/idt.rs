@@ -185,6 +185,7 @@ pub fn unexpected_interrupts() -> (u64, u64) {
 
 extern "x86-interrupt" fn timer_tick(_frame: InterruptStackFrame) {
     TICKS.add(1);
+    crate::sync::rcu::tick();
     apic::eoi();
 }
 

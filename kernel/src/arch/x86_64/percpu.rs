@@ -84,6 +84,8 @@ unsafe impl<T: Send> Sync for PerCpu<T> {}
 macro_rules! percpu {
     ($($(#[$m:meta])* $vis:vis static $name:ident: PerCpu<$ty:ty> = $init:expr;)*) => {$(
         $(#[$m])*
+        // The section holds nothing but `PerCpu` templates (see `init`).
+        #[allow(unsafe_code)]
         #[link_section = "percpu"]
         $vis static $name: $crate::arch::percpu::PerCpu<$ty> =
             $crate::arch::percpu::PerCpu::template($init);
