@@ -36,7 +36,9 @@ fn run(threads: usize, f: impl Fn(usize) + Sync) -> f64 {
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).fold(0.0, f64::max)
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .fold(0.0, f64::max)
     });
     best
 }
@@ -46,9 +48,19 @@ fn main() {
     let atomic = PercpuRef::<Host>::new(|| {}, Flags::INIT_ATOMIC).unwrap();
     let arc = Arc::new(0u64);
     let slots: Vec<Slot> = (0..2).map(|_| Slot(AtomicUsize::new(0))).collect();
-    println!("host: {} membarrier", if refcnt::host::uses_membarrier() { "with" } else { "without" });
-    println!("{:<28} {:>10} {:>10}", "ns per get+put pair", "1 thread", "2 threads");
-    let mut row = |name: &str, f: &(dyn Fn(usize) + Sync)| {
+    println!(
+        "host: {} membarrier",
+        if refcnt::host::uses_membarrier() {
+            "with"
+        } else {
+            "without"
+        }
+    );
+    println!(
+        "{:<28} {:>10} {:>10}",
+        "ns per get+put pair", "1 thread", "2 threads"
+    );
+    let row = |name: &str, f: &(dyn Fn(usize) + Sync)| {
         let one = run(1, f);
         let two = run(2, f);
         println!("{name:<28} {one:>10.2} {two:>10.2}");
@@ -59,7 +71,11 @@ fn main() {
         let c = &black_box(&slots[t]).0;
         c.store(c.load(Relaxed) - 1, Relaxed);
     });
-    row("percpu_ref per-CPU mode", &|_| drop(black_box(&percpu).get()));
-    row("percpu_ref atomic mode", &|_| drop(black_box(&atomic).get()));
+    row("percpu_ref per-CPU mode", &|_| {
+        drop(black_box(&percpu).get())
+    });
+    row("percpu_ref atomic mode", &|_| {
+        drop(black_box(&atomic).get())
+    });
     row("Arc clone+drop", &|_| drop(black_box(&arc).clone()));
 }

@@ -89,7 +89,8 @@ mod sys {
         }
         // SAFETY: membarrier takes three integer arguments and touches no
         // memory of ours; an unknown command just fails with an error.
-        let r = unsafe { libc::syscall(libc::SYS_membarrier, CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) };
+        let r =
+            unsafe { libc::syscall(libc::SYS_membarrier, CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) };
         r == 0
     }
 
@@ -319,7 +320,10 @@ unsafe impl Backend for Host {
         let s = w.load(Relaxed);
         if s & DEPTH_MASK == 0 {
             // Relaxed store, then the store-load barrier below.
-            w.store(((s >> DEPTH_BITS).wrapping_add(1) << DEPTH_BITS) | 1, Relaxed);
+            w.store(
+                ((s >> DEPTH_BITS).wrapping_add(1) << DEPTH_BITS) | 1,
+                Relaxed,
+            );
             // Relaxed: fixed before this thread claimed its slot.
             if FENCE_KIND.load(Relaxed) == FENCE_MEMBARRIER {
                 // The updater's membarrier supplies the hardware barrier.
@@ -328,7 +332,10 @@ unsafe impl Backend for Host {
                 fence(SeqCst);
             }
         } else {
-            assert!(s & DEPTH_MASK < DEPTH_MASK, "read-side sections nested too deep");
+            assert!(
+                s & DEPTH_MASK < DEPTH_MASK,
+                "read-side sections nested too deep"
+            );
             w.store(s + 1, Relaxed);
         }
         HostReadGuard {
@@ -343,7 +350,10 @@ unsafe impl Backend for Host {
         if me < MAX_CPUS {
             // Relaxed: our own word.
             let d = SECTIONS[me].0.load(Relaxed) & DEPTH_MASK;
-            assert!(d == 0, "synchronize_sched inside a read-side section would deadlock");
+            assert!(
+                d == 0,
+                "synchronize_sched inside a read-side section would deadlock"
+            );
         }
         // Pairs with the reader's entry barrier (see the module docs).
         updater_barrier();

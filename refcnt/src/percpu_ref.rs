@@ -180,7 +180,8 @@ const GET_ONE: usize = 1 << REF_BITS;
 const GET_MASK: usize = (1 << GET_BITS) - 1;
 const BIAS: usize = 1 << (REF_BITS - 1);
 
-const _: () = assert!(GET_MASK + 1 >= DYNAMIC_BATCH && (GET_MASK + 1) % DYNAMIC_BATCH == 0);
+const _: () =
+    assert!(GET_MASK + 1 >= DYNAMIC_BATCH && (GET_MASK + 1).is_multiple_of(DYNAMIC_BATCH));
 
 fn refs(word: usize) -> usize {
     word & REF_MASK
@@ -429,7 +430,7 @@ impl<B: Backend> Inner<B> {
 
     fn dyn_tick(&self, old: usize) {
         let gets = ((old >> REF_BITS) + 1) & GET_MASK;
-        if gets % DYNAMIC_BATCH != 0 || self.batch_ns == 0 {
+        if !gets.is_multiple_of(DYNAMIC_BATCH) || self.batch_ns == 0 {
             return;
         }
         let now = B::now_ns();
@@ -597,7 +598,10 @@ impl<B: Backend> PercpuRef<B> {
     /// assert!(r.is_zero() && r.is_dying());
     /// assert_eq!(r.stats().mode, Mode::Atomic);
     /// ```
-    pub fn new(release: impl Fn() + Send + Sync + 'static, flags: Flags) -> Result<Self, AllocError> {
+    pub fn new(
+        release: impl Fn() + Send + Sync + 'static,
+        flags: Flags,
+    ) -> Result<Self, AllocError> {
         Self::new_with_rate(release, flags, DEFAULT_DYNAMIC_RATE)
     }
 
@@ -643,11 +647,9 @@ impl<B: Backend> PercpuRef<B> {
         if dynamic && !dead && !force_atomic {
             mode |= DYN;
         }
-        let batch_ns = if gets_per_sec == 0 {
-            0
-        } else {
-            (DYNAMIC_BATCH as u64).saturating_mul(1_000_000_000) / gets_per_sec
-        };
+        let batch_ns = (DYNAMIC_BATCH as u64 * 1_000_000_000)
+            .checked_div(gets_per_sec)
+            .unwrap_or(0);
         Ok(Self {
             inner: Arc::new(Inner {
                 mode: AtomicUsize::new(mode),

@@ -17,9 +17,12 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 fn counting_ref(flags: Flags) -> (Arc<PercpuRef<Loom>>, Arc<AtomicUsize>) {
     let released = Arc::new(AtomicUsize::new(0));
     let r2 = released.clone();
-    let r = PercpuRef::<Loom>::new(move || {
-        r2.fetch_add(1, SeqCst);
-    }, flags)
+    let r = PercpuRef::<Loom>::new(
+        move || {
+            r2.fetch_add(1, SeqCst);
+        },
+        flags,
+    )
     .unwrap();
     (Arc::new(r), released)
 }
@@ -78,7 +81,10 @@ fn kill_vs_tryget_live() {
         let t = thread::spawn(move || {
             let was_confirmed = c1.load(SeqCst);
             if let Some(g) = r1.tryget_live() {
-                assert!(!was_confirmed, "tryget_live succeeded after kill was confirmed");
+                assert!(
+                    !was_confirmed,
+                    "tryget_live succeeded after kill was confirmed"
+                );
                 drop(g);
             }
         });

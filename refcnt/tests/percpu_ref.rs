@@ -114,11 +114,15 @@ fn kill_confirm_runs_before_release() {
     let confirmed = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(AtomicBool::new(false));
     let (c, s) = (confirmed.clone(), seen.clone());
-    let r = PercpuRef::<Host>::new(move || s.store(c.load(SeqCst), SeqCst), Flags::empty()).unwrap();
+    let r =
+        PercpuRef::<Host>::new(move || s.store(c.load(SeqCst), SeqCst), Flags::empty()).unwrap();
     let c = confirmed.clone();
     r.kill_and_confirm(move || c.store(true, SeqCst));
     r.wait_for_release();
-    assert!(seen.load(SeqCst), "release ran before the kill confirmation");
+    assert!(
+        seen.load(SeqCst),
+        "release ran before the kill confirmation"
+    );
 }
 
 #[test]
@@ -375,7 +379,7 @@ fn dynamic_never_switches_after_kill() {
     let g = r.get();
     r.kill();
     for _ in 0..10_000 {
-        r.tryget().map(drop);
+        drop(r.tryget());
     }
     assert_eq!(r.stats().switches_to_percpu, 0);
     assert_eq!(r.stats().mode, Mode::Atomic);

@@ -124,7 +124,10 @@ fn torture() {
         assert!(r.kill_and_confirm(move || st.store((epoch << 1) | 1, SeqCst)));
         let t0 = Instant::now();
         while state.load(SeqCst) & 1 == 0 {
-            assert!(t0.elapsed() < Duration::from_secs(10), "kill never confirmed: {r:?}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "kill never confirmed: {r:?}"
+            );
             std::thread::yield_now();
         }
         if rng.below(4) == 0 {
@@ -134,7 +137,10 @@ fn torture() {
         } else {
             let t0 = Instant::now();
             while r.stats().releases < r.stats().lives {
-                assert!(t0.elapsed() < Duration::from_secs(10), "never released: {r:?}");
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "never released: {r:?}"
+                );
                 std::thread::yield_now();
             }
             r.wait_for_release();
@@ -163,5 +169,8 @@ fn torture() {
     assert_eq!(take_reports(), []);
     let after: Vec<usize> = Misuse::ALL.iter().map(|&m| misuse_count(m)).collect();
     assert_eq!(before, after, "misuse reported during the torture test");
-    eprintln!("torture: {ops} worker ops, {} lives, {} switches to atomic", s.lives, s.switches_to_atomic);
+    eprintln!(
+        "torture: {ops} worker ops, {} lives, {} switches to atomic",
+        s.lives, s.switches_to_atomic
+    );
 }
