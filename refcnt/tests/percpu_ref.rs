@@ -265,7 +265,10 @@ fn exit_then_use_is_reported() {
     assert!(r.tryget().is_none());
     assert!(!r.kill());
     r.switch_to_percpu();
-    assert_eq!(take_reports(), [Misuse::GetAfterExit; 5]);
+    r.switch_to_atomic_sync();
+    r.switch_to_atomic(|| panic!("confirm after exit"));
+    assert!(!r.resurrect());
+    assert_eq!(take_reports(), [Misuse::GetAfterExit; 8]);
     r.exit();
 }
 
@@ -354,6 +357,7 @@ fn dynamic_idle_stays_atomic() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "a million gets is too slow under Miri")]
 fn dynamic_hot_goes_percpu() {
     let (r, n) = counting(Flags::DYNAMIC);
     let mut i = 0;
