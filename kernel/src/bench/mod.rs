@@ -121,7 +121,7 @@ const CASES: &[Case] = &[
     }),
     ("irq off+on (pushf/cli, popf)", |_, n| {
         for _ in 0..n {
-            black_box(IrqGuard::new());
+            drop(black_box(IrqGuard::new()));
         }
     }),
 ];

@@ -22,14 +22,14 @@ impl Report for Kernel {
     }
 }
 
-// SAFETY: (1) `this_cpu_add` is one `add` on this CPU's word, which an
-// interrupt cannot split, and no other CPU writes it; (2) `sum` reads the
-// word in every area, and every CPU that can run has an area; (3) a
-// read-side section has interrupts off, and `synchronize_sched` returns
-// only after every other CPU has taken an IPI (so left such sections),
-// with the fences documented in `rcu`; (4) `call_sched` queues the callback
-// and runs it from a later tick, after every CPU took a tick.
 #[allow(unsafe_code)] // the one promise this module makes; the arch layer keeps it
+                      // SAFETY: (1) `this_cpu_add` is one `add` on this CPU's word, which an
+                      // interrupt cannot split, and no other CPU writes it; (2) `sum` reads the
+                      // word in every area, and every CPU that can run has an area; (3) a
+                      // read-side section has interrupts off, and `synchronize_sched` returns
+                      // only after every other CPU has taken an IPI (so left such sections),
+                      // with the fences documented in `rcu`; (4) `call_sched` queues the callback
+                      // and runs it from a later tick, after every CPU took a tick.
 unsafe impl Backend for Kernel {
     type PerCpu = KernelPerCpu;
     type ReadGuard = IrqGuard;
@@ -93,9 +93,14 @@ mod tests {
 
     /// Takes one handed-off reference, if there is one.
     fn claim(handoff: &AtomicUsize) -> bool {
-        handoff
-            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+        let mut n = handoff.load(SeqCst);
+        while n > 0 {
+            match handoff.compare_exchange_weak(n, n - 1, SeqCst, SeqCst) {
+                Ok(_) => return true,
+                Err(seen) => n = seen,
+            }
+        }
+        false
     }
 
     crate::ktest! {

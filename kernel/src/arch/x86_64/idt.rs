@@ -246,7 +246,7 @@ crate::ktest! {
     /// fail the test. Run by boot/tests/harness.rs, not by the suite.
     #[selftest]
     fn selftest_page_fault_is_reported() {
-        let bad = 0x8 as *const u64; // in the unmapped null page
+        let bad = core::ptr::without_provenance::<u64>(0x8); // in the unmapped null page
         // SAFETY: deliberately unsound: this read faults, which is what the
         // test checks; the fault handler ends the run before it returns.
         let _ = unsafe { core::ptr::read_volatile(bad) };

@@ -212,7 +212,7 @@ pub fn start_aps(apic_ids: &[u32]) -> Bringup {
             mailbox.write_volatile(Mailbox {
                 cr3,
                 stack_top,
-                entry: ap_main as usize as u64,
+                entry: ap_main as *const () as u64,
                 cpu: cpu as u64,
             });
         }
