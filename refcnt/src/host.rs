@@ -133,9 +133,10 @@ fn updater_barrier() {
     fence(SeqCst);
 }
 
-struct Slot(Cell<usize>);
+/// Gives the slot back when its thread exits.
+struct SlotOwner(Cell<usize>);
 
-impl Drop for Slot {
+impl Drop for SlotOwner {
     fn drop(&mut self) {
         let id = self.0.get();
         if id < MAX_CPUS {
@@ -146,7 +147,11 @@ impl Drop for Slot {
 }
 
 thread_local! {
-    static SLOT: Slot = const { Slot(Cell::new(usize::MAX)) };
+    // The slot id lives in a Drop-free cell, so reading it on the fast
+    // path is a plain TLS load with no destructor-registration check; the
+    // owner with the destructor is touched only when claiming.
+    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    static OWNER: SlotOwner = const { SlotOwner(Cell::new(usize::MAX)) };
     static REPORTS: RefCell<Vec<Misuse>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -156,6 +161,7 @@ fn claim() -> usize {
     for (i, t) in SLOT_TAKEN.iter().enumerate() {
         // Acquire: pairs with the Release in Slot::drop (previous owner).
         if t.compare_exchange(false, true, Acquire, Relaxed).is_ok() {
+            OWNER.with(|o| o.0.set(i));
             return i;
         }
     }
@@ -172,12 +178,12 @@ fn claim() -> usize {
 #[inline]
 pub fn cpu() -> usize {
     SLOT.with(|s| {
-        let id = s.0.get();
+        let id = s.get();
         if id < MAX_CPUS {
             id
         } else {
             let id = claim();
-            s.0.set(id);
+            s.set(id);
             id
         }
     })
@@ -211,6 +217,7 @@ pub struct HostPerCpu {
 }
 
 impl HostPerCpu {
+    #[inline]
     fn cell(&self, cpu: usize, slot: usize) -> &AtomicUsize {
         &self.cells[cpu * self.lines + slot / 16].0[slot % 16]
     }
@@ -224,6 +231,7 @@ pub struct HostReadGuard {
 }
 
 impl Drop for HostReadGuard {
+    #[inline]
     fn drop(&mut self) {
         let w = &SECTIONS[self.slot].0;
         // Release: everything done in the section happens before an
@@ -346,7 +354,7 @@ unsafe impl Backend for Host {
 
     fn synchronize_sched() {
         decide_fences();
-        let me = SLOT.with(|s| s.0.get());
+        let me = SLOT.with(|s| s.get());
         if me < MAX_CPUS {
             // Relaxed: our own word.
             let d = SECTIONS[me].0.load(Relaxed) & DEPTH_MASK;
