@@ -57,6 +57,33 @@ fn panics_faults_and_hangs_fail_and_the_run_goes_on() {
 }
 
 #[test]
+fn a_panic_on_another_cpu_names_that_cpu_and_ends_the_run() {
+    let tests = vec![(
+        "arch::x86_64::idt::selftest_panic_on_another_cpu_stops_all".to_string(),
+        Duration::from_secs(30),
+    )];
+    let opts = Options {
+        smp: 2,
+        ..Options::default()
+    };
+    let results = ktest::run_batch(&opts, Path::new(boot::KERNEL_IMAGE), &tests);
+    let reason = failure(&results[&tests[0].0]);
+    assert!(
+        reason.contains("deliberate failure on an application processor"),
+        "{reason}"
+    );
+    assert!(!reason.contains("did not end the run"), "{reason}");
+    let TestResult::Failed { log, .. } = &results[&tests[0].0] else {
+        unreachable!()
+    };
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("FATAL on cpu 1: panicked at")),
+        "{log:#?}"
+    );
+}
+
+#[test]
 fn an_unknown_test_name_fails_that_name() {
     let results = run(&[("no::such::test", 30)]);
     assert!(failure(&results["no::such::test"]).contains("no such kernel test"));

@@ -119,6 +119,11 @@ const CASES: &[Case] = &[
             black_box(*w.spin.lock());
         }
     }),
+    ("rcu-sched read lock+unlock (gs inc/dec)", |_, n| {
+        for _ in 0..n {
+            drop(black_box(percpu::sched_read_lock()));
+        }
+    }),
     ("irq off+on (pushf/cli, popf)", |_, n| {
         for _ in 0..n {
             drop(black_box(IrqGuard::new()));

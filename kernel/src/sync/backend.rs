@@ -1,13 +1,14 @@
 //! The kernel's [`refcnt::Backend`]: per-CPU counters in the GS areas
-//! (one `add qword ptr gs:[off], reg` per update), read-side sections with
-//! interrupts off, and the rcu-sched grace periods of [`super::rcu`].
+//! (one `add qword ptr gs:[off], reg` per update), read-side sections that
+//! are a per-CPU nesting count ([`SchedGuard`]: one `inc` and one `dec`,
+//! interrupts stay on), and the rcu-sched grace periods of [`super::rcu`].
 //! Misuse reports go to the serial console with the CPU number.
 
 use alloc::boxed::Box;
 
 use refcnt::{AllocError, Backend, Misuse, Report};
 
-use crate::arch::percpu::{self, IrqGuard, PercpuAlloc};
+use crate::arch::percpu::{self, PercpuAlloc, SchedGuard};
 use crate::arch::time;
 
 /// The kernel backend (a zero-sized type; all calls are static).
@@ -32,7 +33,7 @@ impl Report for Kernel {
                       // and runs it from a later tick, after every CPU took a tick.
 unsafe impl Backend for Kernel {
     type PerCpu = KernelPerCpu;
-    type ReadGuard = IrqGuard;
+    type ReadGuard = SchedGuard;
 
     fn alloc_percpu(slots: usize) -> Result<Self::PerCpu, AllocError> {
         percpu::alloc_percpu(slots * 8)
@@ -53,8 +54,8 @@ unsafe impl Backend for Kernel {
     }
 
     #[inline(always)]
-    fn read_lock_sched() -> IrqGuard {
-        IrqGuard::new()
+    fn read_lock_sched() -> SchedGuard {
+        percpu::sched_read_lock()
     }
 
     fn synchronize_sched() {

@@ -1,26 +1,36 @@
 //! rcu-sched grace periods.
 //!
-//! A read-side section here is a stretch of code with local interrupts off
-//! (an [`IrqGuard`](crate::arch::percpu::IrqGuard)) or a single instruction;
-//! the fast paths of percpu_ref and SRCU-fast are exactly that. So a CPU
-//! that takes an interrupt is, at that moment, in no section, and every
-//! section it was in before has ended. Two ways to wait for that on every
-//! CPU:
+//! A read-side section is a [`SchedGuard`](crate::arch::percpu::SchedGuard)
+//! (a per-CPU nesting count, interrupts left on), a stretch with local
+//! interrupts off, or a single instruction; the fast paths of percpu_ref
+//! and SRCU-fast are such sections. A grace period asks every CPU for a
+//! *quiescent state*: a moment in none of its sections. A CPU asked while
+//! in no section reports at once; asked inside one, it reports when the
+//! outermost section ends (see `arch::percpu::quiescent_state`). A CPU with
+//! interrupts off is not asked until they are back on.
 //!
-//! - [`synchronize_sched`]: an IPI to every other CPU, waiting until each
-//!   has run the handler (`on_each_cpu`). Microseconds, not a tick.
-//! - [`call_sched`]: queue a callback with a snapshot of every CPU's
-//!   timer-tick count; once each CPU has taken a tick after the snapshot
-//!   the callback is ready. No IPIs; one or two ticks.
+//! - [`synchronize_sched`]: bumps the grace-period number and sends every
+//!   other CPU the grace-period IPI; each records the number it saw when it
+//!   reports; the caller waits until every online CPU has recorded its
+//!   number or a later one. Microseconds when the CPUs are idle or outside
+//!   sections, not a tick.
+//! - [`call_sched`]: queues a callback with a snapshot of every CPU's
+//!   quiescent-state count, which the timer tick also advances (through the
+//!   same report). Once every CPU has reported after the snapshot, the
+//!   callback is ready. No IPIs; one or two ticks.
 //!
-//! Ordering: the caller's writes before the grace period are ordered
-//! before the snapshot by a `SeqCst` fence; a CPU's section that starts
-//! after the tick (or IPI) that ends the wait begins after an `iret`, which
-//! is serialising on x86, so the tick's counter store is visible before
-//! the section's first load and the section sees the caller's writes.
+//! Ordering: the caller's writes are ordered before the new number (and
+//! before the snapshot) by a `SeqCst` fence, and the IPI is sent after that.
+//! A report loads the number with `Acquire`, so a CPU that recorded number
+//! `n` reported after the writes that preceded `n`, and its sections that
+//! begin later see them (on x86 the interrupt return in between is
+//! serialising as well). A CPU's section writes precede its report in its
+//! own program order, and x86 keeps stores in order, so a waiter that sees
+//! the report sees the writes; the waiter's final `SeqCst` fence orders them
+//! before what it does next.
 //!
 //! Ready callbacks run from [`poll_callbacks`], which idle CPUs call after
-//! every wakeup (and [`smp::wait_for`] calls, so a single-CPU system makes
+//! every wakeup (and wait points call, so a single-CPU system makes
 //! progress too): never from an interrupt handler and never from inside
 //! the caller, so a callback may take locks, spin or wait for another grace
 //! period. One CPU drains at a time, so callbacks run in queue order.
@@ -29,19 +39,82 @@
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, Ordering};
+use core::sync::atomic::{fence, AtomicU64, Ordering};
 
 use spin::Mutex;
 
-use crate::arch::percpu::{possible_cpus, IrqGuard};
+use crate::arch::apic::{self, Delivery, Dest};
+use crate::arch::percpu::{self, cpu_id, possible_cpus, IrqGuard};
 use crate::arch::smp;
 
 crate::percpu! {
-    /// Timer ticks taken (each one a quiescent state of this CPU).
+    /// Quiescent states reported by this CPU (ticks outside sections and
+    /// answered grace-period requests).
     static QUIESCENT: PerCpu<u64> = 0;
-    /// Grace periods this CPU has served (synchronous IPIs answered and,
-    /// on the boot CPU, callbacks completed).
+    /// The latest grace-period number this CPU has reported for.
+    static GP_SEEN: PerCpu<u64> = 0;
+    /// Grace periods this CPU has served (reports that advanced `GP_SEEN`).
     pub static GP_SERVED: PerCpu<u64> = 0;
+}
+
+/// Number of the latest grace period started.
+static GP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// This CPU is in no read-side section: say so.
+fn report_quiescent() {
+    QUIESCENT.add(1);
+    // Acquire: pairs with the SeqCst increment in `synchronize_sched`; the
+    // writes before that grace period are visible from here on.
+    let seq = GP_SEQ.load(Ordering::Acquire);
+    if seq > GP_SEEN.get() {
+        GP_SEEN.set(seq);
+        GP_SERVED.add(1);
+    }
+}
+
+/// The grace-period IPI handler.
+pub fn gp_ipi() {
+    percpu::quiescent_state(report_quiescent);
+}
+
+/// Called from every CPU's timer tick: a quiescent state, now or at the
+/// end of the section the tick interrupted.
+pub fn tick() {
+    percpu::quiescent_state(report_quiescent);
+}
+
+/// Waits until every CPU has left every read-side section it was in when
+/// the call began.
+///
+/// # Panics
+/// Inside a read-side section of this CPU: the grace period would wait for
+/// the caller itself, forever.
+pub fn synchronize_sched() {
+    assert!(
+        percpu::sched_depth() == 0,
+        "synchronize_sched inside an rcu-sched read-side section on cpu {} would wait for itself; end the section (drop the guard) first",
+        cpu_id()
+    );
+    // SeqCst: the caller's writes are visible before the new number is.
+    fence(Ordering::SeqCst);
+    let seq = GP_SEQ.fetch_add(1, Ordering::SeqCst) + 1;
+    let me = cpu_id();
+    let others: Vec<usize> = smp::online().filter(|&c| c != me).collect();
+    if !others.is_empty() {
+        apic::send_ipi(Dest::AllButSelf, Delivery::Fixed(smp::GP_VECTOR));
+    }
+    for cpu in others {
+        while GP_SEEN.read_remote(cpu) < seq {
+            // Another CPU may be waiting for us with interrupts off; we are
+            // in no section, so answer for ourselves.
+            if GP_SEEN.get() < GP_SEQ.load(Ordering::Relaxed) {
+                report_quiescent();
+            }
+            core::hint::spin_loop();
+        }
+    }
+    // SeqCst: the ended sections' writes come before what the caller does.
+    fence(Ordering::SeqCst);
 }
 
 struct Waiting {
@@ -50,18 +123,6 @@ struct Waiting {
 }
 
 static QUEUE: Mutex<VecDeque<Waiting>> = Mutex::new(VecDeque::new());
-
-/// Waits until every CPU has left every read-side section it was in when
-/// the call began.
-pub fn synchronize_sched() {
-    // SeqCst: the caller's writes are globally visible before any CPU runs
-    // the IPI handler that ends its old sections.
-    fence(Ordering::SeqCst);
-    smp::on_each_cpu(&|| GP_SERVED.add(1));
-    // SeqCst: the sections' writes (published by the handlers' Release
-    // decrements, acquired by on_each_cpu) come before what follows.
-    fence(Ordering::SeqCst);
-}
 
 /// Runs `callback` after a grace period, from an idle CPU or a wait point.
 pub fn call_sched(callback: Box<dyn FnOnce() + Send>) {
@@ -73,11 +134,6 @@ pub fn call_sched(callback: Box<dyn FnOnce() + Send>) {
         .collect();
     let _irq = IrqGuard::new();
     QUEUE.lock().push_back(Waiting { snapshot, callback });
-}
-
-/// Called from every CPU's timer tick.
-pub fn tick() {
-    QUIESCENT.add(1);
 }
 
 /// Held by the CPU draining ready callbacks, so they run in order.
@@ -118,8 +174,8 @@ pub fn poll_callbacks() {
 }
 
 crate::ktest! {
-    /// A synchronous grace period waits for a section that is in progress
-    /// on another CPU, and every CPU counts it as served.
+    /// A synchronous grace period waits for a section (interrupts off) that
+    /// is in progress on another CPU, and every other CPU counts it served.
     #[smp(2, 8)]
     fn synchronize_sched_waits_for_sections_in_progress() {
         use alloc::sync::Arc;
@@ -144,9 +200,45 @@ crate::ktest! {
         synchronize_sched();
         assert_eq!(state.load(Ordering::SeqCst), 2, "returned while the section was still running");
         assert!(job.join(1000));
-        for (i, cpu) in smp::online().enumerate() {
+        for (i, cpu) in smp::online().enumerate().skip(1) {
             assert!(GP_SERVED.read_remote(cpu) > served_before[i], "cpu {cpu} served no grace period");
         }
+    }
+}
+
+crate::ktest! {
+    /// The same with interrupts on inside the section (a `SchedGuard`):
+    /// timer ticks and grace-period IPIs arrive inside it and are deferred
+    /// to its end, for synchronous and asynchronous grace periods alike.
+    #[smp(2, 8)]
+    fn grace_periods_wait_for_sched_guard_sections() {
+        use alloc::sync::Arc;
+        use core::sync::atomic::{AtomicBool, AtomicU8};
+        let state = Arc::new(AtomicU8::new(0));
+        let release = Arc::new(AtomicBool::new(false));
+        let (s, r) = (state.clone(), release.clone());
+        let job = smp::spawn_on(1, move || {
+            let outer = percpu::sched_read_lock();
+            let inner = percpu::sched_read_lock(); // nested
+            s.store(1, Ordering::SeqCst);
+            while !r.load(Ordering::SeqCst) {
+                core::hint::spin_loop();
+            }
+            crate::arch::time::delay_us(30_000); // several ticks, inside
+            drop(inner);
+            s.store(2, Ordering::SeqCst);
+            drop(outer);
+        });
+        assert!(smp::wait_for(1000, || state.load(Ordering::SeqCst) == 1));
+        let callback_saw = Arc::new(AtomicU8::new(0));
+        let (st, saw) = (state.clone(), callback_saw.clone());
+        call_sched(Box::new(move || saw.store(st.load(Ordering::SeqCst) + 10, Ordering::SeqCst)));
+        release.store(true, Ordering::SeqCst);
+        synchronize_sched();
+        assert_eq!(state.load(Ordering::SeqCst), 2, "returned while the section was still running");
+        assert!(job.join(1000));
+        assert!(smp::wait_for(2000, || callback_saw.load(Ordering::SeqCst) != 0));
+        assert_eq!(callback_saw.load(Ordering::SeqCst), 12, "the callback ran before the section ended");
     }
 }
 

@@ -157,6 +157,7 @@ static IDT: LazyLock<InterruptDescriptorTable> = LazyLock::new(|| {
     idt[apic::TIMER_VECTOR].set_handler_fn(timer_tick);
     idt[smp::CALL_VECTOR].set_handler_fn(call_ipi);
     idt[smp::KICK_VECTOR].set_handler_fn(kick_ipi);
+    idt[smp::GP_VECTOR].set_handler_fn(gp_ipi);
     idt[apic::SPURIOUS_VECTOR].set_handler_fn(spurious);
     idt
 });
@@ -191,6 +192,11 @@ extern "x86-interrupt" fn timer_tick(_frame: InterruptStackFrame) {
 
 extern "x86-interrupt" fn call_ipi(_frame: InterruptStackFrame) {
     smp::handle_call_ipi();
+    apic::eoi();
+}
+
+extern "x86-interrupt" fn gp_ipi(_frame: InterruptStackFrame) {
+    crate::sync::rcu::gp_ipi();
     apic::eoi();
 }
 
@@ -250,5 +256,31 @@ crate::ktest! {
         // SAFETY: deliberately unsound: this read faults, which is what the
         // test checks; the fault handler ends the run before it returns.
         let _ = unsafe { core::ptr::read_volatile(bad) };
+    }
+}
+
+crate::ktest! {
+    /// An interrupt at a vector nobody handles is counted, reported once,
+    /// and not fatal.
+    #[smp(1)]
+    fn unexpected_interrupts_are_counted_not_fatal() {
+        let (before, _) = unexpected_interrupts();
+        for _ in 0..3 {
+            apic::send_ipi(apic::Dest::Apic(apic::id()), apic::Delivery::Fixed(0x80));
+            assert!(smp::wait_for(1000, || unexpected_interrupts().0 > before));
+        }
+        assert!(smp::wait_for(1000, || unexpected_interrupts().0 == before + 3));
+    }
+}
+
+crate::ktest! {
+    /// Harness self-test: a panic on an application processor stops every
+    /// CPU and names the CPU. Run by boot/tests/harness.rs.
+    #[selftest]
+    #[smp(2)]
+    fn selftest_panic_on_another_cpu_stops_all() {
+        let job = smp::spawn_on(1, || panic!("deliberate failure on an application processor"));
+        job.join(10_000);
+        panic!("the panic on cpu 1 did not end the run");
     }
 }

@@ -138,3 +138,19 @@ macro_rules! println {
     () => ($crate::print!("\n"));
     ($($arg:tt)*) => ($crate::arch::serial::_print(format_args!("{}\n", format_args!($($arg)*))));
 }
+
+crate::ktest! {
+    /// Every CPU prints at once from interrupt context (the call IPI) and
+    /// nothing deadlocks; messages are folded onto one line.
+    #[smp(1, 8)]
+    fn console_is_usable_from_every_cpu_and_from_interrupts() {
+        super::smp::on_each_cpu(&|| {
+            for i in 0..3 {
+                crate::println!("serial: line {i} from cpu {} in an IPI handler", super::cpu_id());
+            }
+        });
+        let mut folded = alloc::string::String::new();
+        write!(OneLine(&mut folded), "a\nb\n{}", "c\nd").unwrap();
+        assert_eq!(folded, "a b c d");
+    }
+}

@@ -38,6 +38,8 @@ pub const AP_START_TIMEOUT_MS: u64 = 1000;
 pub const CALL_VECTOR: u8 = 0xf0;
 /// Vector of the kick IPI (wakes a halted CPU; counted).
 pub const KICK_VECTOR: u8 = 0xf1;
+/// Vector of the grace-period IPI (asks for a quiescent state).
+pub const GP_VECTOR: u8 = 0xf2;
 /// Bytes of each application processor's boot stack.
 const AP_STACK_SIZE: usize = 64 * 1024;
 
