@@ -1,2 +1,45 @@
 //! Per-CPU reference counts, SRCU and kref for `no_std` kernels.
+//!
+//! The crate owns the counting algorithms; the environment it runs in (a
+//! kernel, a host test process, a loom model) owns the per-CPU memory, the
+//! read-side sections and the grace periods, and hands them over through the
+//! [`Backend`] trait. That split keeps this crate free of architecture code
+//! and of `unsafe`: everything that needs either lives in a backend. The
+//! alternative, a crate that reads GS itself, would tie the algorithms to
+//! x86 and make them impossible to model-check.
+//!
+//! * [`percpu_ref`]: Linux-style `percpu_ref`, plus the dynamic mode of the
+//!   2013 patch (start atomic, go per-CPU when gets are frequent).
+//! * [`kref`]: a single atomic count with `refcount_t` saturation rules.
+//! * [`misuse`]: what counts as misuse, with per-kind counters.
+//! * [`host`] (feature `std`): threads own CPU slots; for tests and benches.
+//!
+//! # Examples
+//!
+//! ```
+//! # #[cfg(feature = "std")] {
+//! use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+//! let r = PercpuRef::<Host>::new(|| println!("released"), Flags::empty()).unwrap();
+//! let guard = r.get();
+//! drop(guard);
+//! r.kill();
+//! r.wait_for_release();
+//! # }
+//! ```
 #![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(not(feature = "std"), forbid(unsafe_code))]
+
+extern crate alloc;
+
+pub mod backend;
+#[cfg(feature = "std")]
+pub mod host;
+pub mod kref;
+#[cfg(loom)]
+pub mod loom_backend;
+pub mod misuse;
+pub mod percpu_ref;
+mod sync;
+
+pub use backend::{AllocError, Backend, Report};
+pub use misuse::Misuse;

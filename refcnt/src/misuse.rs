@@ -1,0 +1,143 @@
+//! Misuse: what it is, how it is counted, what it says.
+//!
+//! Misuse never causes undefined behaviour and never a second release: the
+//! code that detects it repairs what it can (an underflowing put is undone,
+//! a repeated zero does not release again), bumps the per-kind counter
+//! returned by [`misuse_count`], and hands the kind to the backend's
+//! [`Report::report`](crate::Report::report). Linux warns in the same places;
+//! we also count, so tests can assert on it.
+
+use core::fmt;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::backend::Report;
+
+/// A kind of misuse. More kinds (for SRCU) will be added; match with a
+/// wildcard arm.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::Misuse;
+/// let m = Misuse::DoubleKill;
+/// assert!(m.to_string().contains("kill"));
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Misuse {
+    /// `kill` on a ref that was already dead.
+    DoubleKill,
+    /// A put took the count below zero; the put was ignored.
+    Underflow,
+    /// get, put or tryget on a ref after `exit`.
+    GetAfterExit,
+    /// `switch_to_percpu` on a dead ref; the ref stayed atomic.
+    PercpuOnDeadRef,
+    /// `get` on a ref whose count was already zero (use after release).
+    GetOnZero,
+    /// The count reached zero again in a life that was already released;
+    /// release was not run a second time.
+    RepeatedZero,
+    /// `resurrect` on a ref that was not dead.
+    ResurrectLive,
+    /// `reinit` on a ref whose count was not zero; nothing was changed.
+    ReinitNonZero,
+    /// A [`Kref`](crate::kref::Kref) overflowed and is now saturated.
+    KrefSaturated,
+    /// A [`Kref`](crate::kref::Kref) was incremented or decremented at zero.
+    KrefUseAfterZero,
+}
+
+impl Misuse {
+    /// Every kind, in counter order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(refcnt::Misuse::ALL.contains(&refcnt::Misuse::Underflow));
+    /// ```
+    pub const ALL: [Misuse; 10] = [
+        Misuse::DoubleKill,
+        Misuse::Underflow,
+        Misuse::GetAfterExit,
+        Misuse::PercpuOnDeadRef,
+        Misuse::GetOnZero,
+        Misuse::RepeatedZero,
+        Misuse::ResurrectLive,
+        Misuse::ReinitNonZero,
+        Misuse::KrefSaturated,
+        Misuse::KrefUseAfterZero,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Misuse::DoubleKill => {
+                "percpu_ref: kill on a ref that is already dead; \
+                 kill once per life (kill returns whether this call killed)"
+            }
+            Misuse::Underflow => {
+                "refcount: put without a matching get would take the count below zero; \
+                 the put was ignored: pair every put with a get"
+            }
+            Misuse::GetAfterExit => {
+                "percpu_ref: used after exit; exit only once nobody can reach the ref"
+            }
+            Misuse::PercpuOnDeadRef => {
+                "percpu_ref: switch_to_percpu on a dead ref, which stays atomic; \
+                 resurrect it first"
+            }
+            Misuse::GetOnZero => {
+                "percpu_ref: get on a ref whose count is zero (use after release); \
+                 use tryget, or resurrect/reinit first"
+            }
+            Misuse::RepeatedZero => {
+                "percpu_ref: count hit zero again in a life already released; \
+                 release was not run twice: look for an extra put"
+            }
+            Misuse::ResurrectLive => {
+                "percpu_ref: resurrect on a ref that is not dead; kill it first"
+            }
+            Misuse::ReinitNonZero => {
+                "percpu_ref: reinit while references are held; \
+                 wait for release (wait_for_release) first"
+            }
+            Misuse::KrefSaturated => {
+                "kref: count overflowed and is saturated; the object is leaked, \
+                 never freed: look for a missing put"
+            }
+            Misuse::KrefUseAfterZero => {
+                "kref: get or put on a count of zero (use after free); \
+                 use get_unless_zero when the object may be dying"
+            }
+        })
+    }
+}
+
+static COUNTS: [AtomicUsize; Misuse::ALL.len()] =
+    [const { AtomicUsize::new(0) }; Misuse::ALL.len()];
+
+/// How many times `kind` was reported since boot (or process start).
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::misuse::misuse_count;
+/// let _n = misuse_count(refcnt::Misuse::Underflow);
+/// ```
+pub fn misuse_count(kind: Misuse) -> usize {
+    // Relaxed: a statistic; nothing is published through it.
+    COUNTS[kind.index()].load(Ordering::Relaxed)
+}
+
+/// Counts `m` and hands it to `R`.
+pub(crate) fn report<R: Report>(m: Misuse) {
+    // Relaxed: a statistic; nothing is published through it.
+    COUNTS[m.index()].fetch_add(1, Ordering::Relaxed);
+    R::report(m);
+}

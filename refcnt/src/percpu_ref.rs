@@ -1,0 +1,1210 @@
+//! `percpu_ref`: a reference count whose gets and puts touch only the
+//! calling CPU's counter, until someone needs to know whether it is zero.
+//!
+//! # How it works
+//!
+//! A ref has two counters: one word shared by everybody (`count`) and one
+//! per-CPU slot per CPU (allocated by the [`Backend`]). A mode word says
+//! which one the fast paths use. Gets and puts run inside a backend
+//! read-side section (interrupts off, in a kernel), read the mode word, and
+//! either add to this CPU's slot (per-CPU mode) or do an atomic
+//! read-modify-write on `count` (atomic mode). In per-CPU mode a CPU's slot
+//! may go "negative" (wrap), because a reference taken on one CPU may be
+//! dropped on another: only the sum over all CPUs means anything.
+//!
+//! While in per-CPU mode, `count` carries a large bias, so that no atomic
+//! put (from a reader that still saw atomic mode) can take it to zero.
+//!
+//! **Switching to atomic** sets the ATOMIC bit in the mode word, then waits
+//! for a grace period ([`Backend::synchronize_sched`] or, asynchronously,
+//! [`Backend::call_sched`]). Then it adds the per-CPU sum (what changed
+//! since the last fold) to `count` and removes the bias in one
+//! read-modify-write.
+//!
+//! # Why no reader is missed
+//!
+//! Every fast path reads the mode word and applies its change inside one
+//! read-side section. Take any reader and the grace period of a switch:
+//!
+//! * if the reader's section began before the grace period started, the
+//!   grace period waits for it, and its per-CPU add is visible to the fold
+//!   that follows (backend promise 3 of [`Backend`]);
+//! * if it began after, the backend promises it sees the ATOMIC bit, which
+//!   was stored before the grace period started, so it goes to `count`.
+//!
+//! So the fold sees every per-CPU change that will ever be made in that
+//! per-CPU period, and `count` alone is exact afterwards. That is why the
+//! fast path may load the mode word `Relaxed`: the ordering comes from the
+//! grace period, not from the load. (Linux gets the same from `READ_ONCE`
+//! under `rcu_read_lock_sched`.)
+//!
+//! **Switching back to per-CPU** needs no grace period: it adds the bias to
+//! `count` and then clears ATOMIC (a `Release` store). A reader that still
+//! sees ATOMIC does an atomic operation, which is always correct, and the
+//! bias keeps `count` above zero until the next fold removes it. Each
+//! per-CPU slot has exactly one writer, its own CPU, and is never reset:
+//! the fold subtracts the sum it folded last time instead. So there is no
+//! cross-CPU write to a slot that a fast path could race with.
+//!
+//! **Release** runs when `count` reaches zero in atomic mode, which can only
+//! happen after the initial reference is dropped by [`PercpuRef::kill`].
+//! Puts on `count` are `Release`, and the put that reaches zero issues an
+//! `Acquire` fence before calling release (as `Arc` does); the fold is a
+//! `Release` read-modify-write on the same word, so whatever the grace
+//! period made visible to the folding CPU is visible to whoever releases.
+//!
+//! A life ends with one release: the release is claimed by a compare and
+//! swap on a per-ref counter of lives, so a misused extra put that reaches
+//! zero again is reported ([`Misuse::RepeatedZero`]), not run twice.
+//!
+//! # Serialised switches
+//!
+//! All mode changes take one per-ref lock (a spin lock; the fast paths
+//! never take it). At most one grace-period switch is in flight. A request
+//! made while one is in flight is not lost: switch-to-atomic confirmations
+//! ride on the flight, kill confirmations (which need every CPU to see the
+//! DEAD bit, stored after the flight's grace period may have begun) get a
+//! further grace period, and a switch-to-per-CPU request is carried out when
+//! the flight lands. The callback never blocks on the lock of another
+//! switch.
+//!
+//! # Dynamic mode (beyond Linux)
+//!
+//! With [`Flags::DYNAMIC`] a ref starts atomic, as in the 2013 patch that
+//! introduced per-CPU refcounting, and counts its gets in the top bits of
+//! `count` (one atomic add does both). Every [`DYNAMIC_BATCH`] gets, it
+//! compares the time the batch took with the configured rate (default
+//! [`DEFAULT_DYNAMIC_RATE`] gets a second); a faster batch switches the ref
+//! to per-CPU. A ref never switches after kill. The low bits hold the
+//! reference count; every test of the count masks the top bits off.
+//!
+//! # Differences from Linux
+//!
+//! * `get` returns a guard ([`RefGuard`]) that puts on drop;
+//!   [`RefGuard::leak`] or [`PercpuRef::get_many`] give the explicit form.
+//! * The per-CPU counters are kept until [`PercpuRef::exit`] (or drop), not
+//!   freed at kill, so every ref can be resurrected; [`Flags::ALLOW_REINIT`]
+//!   is accepted for parity.
+//! * A kill confirmation always waits for a grace period that began after
+//!   the kill, even when the ref was already atomic.
+//! * Misuse is reported and repaired, see [`Misuse`].
+
+use alloc::{boxed::Box, sync::Arc, vec::Vec};
+use core::fmt;
+use core::ops::BitOr;
+
+use crate::backend::{AllocError, Backend};
+use crate::misuse::{self, Misuse};
+use crate::sync::atomic::{
+    fence, AtomicBool, AtomicU64, AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
+use crate::sync::Mutex;
+
+/// Options for [`PercpuRef::new`], combined with `|`.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::percpu_ref::Flags;
+/// let f = Flags::INIT_ATOMIC | Flags::ALLOW_REINIT;
+/// assert!(f.contains(Flags::INIT_ATOMIC));
+/// assert!(!f.contains(Flags::INIT_DEAD));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags(u32);
+
+impl Flags {
+    /// Start in atomic mode and stay there until
+    /// [`PercpuRef::switch_to_percpu`].
+    pub const INIT_ATOMIC: Flags = Flags(1);
+    /// Start dead, with a count of zero; [`PercpuRef::reinit`] or
+    /// [`PercpuRef::resurrect`] brings it to life.
+    pub const INIT_DEAD: Flags = Flags(2);
+    /// Linux's permission to resurrect after kill; always granted here.
+    pub const ALLOW_REINIT: Flags = Flags(4);
+    /// Start atomic and switch to per-CPU by itself once gets are frequent
+    /// (see the module documentation).
+    pub const DYNAMIC: Flags = Flags(8);
+
+    /// No flags: start alive, in per-CPU mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(refcnt::percpu_ref::Flags::empty(), Default::default());
+    /// ```
+    pub const fn empty() -> Flags {
+        Flags(0)
+    }
+
+    /// Whether every flag in `other` is set in `self`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::percpu_ref::Flags;
+    /// assert!((Flags::DYNAMIC | Flags::INIT_DEAD).contains(Flags::DYNAMIC));
+    /// ```
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+/// Default switching rate of the dynamic mode: gets per second, from the
+/// 2013 patch.
+pub const DEFAULT_DYNAMIC_RATE: u64 = 4096;
+
+/// How many gets the dynamic mode counts between two looks at the clock.
+pub const DYNAMIC_BATCH: usize = 128;
+
+// Mode word bits. Stored only with the control lock held (or with `&mut`).
+const ATOMIC: usize = 1;
+const DEAD: usize = 2;
+const DYN: usize = 4;
+const EXITED: usize = 8;
+
+// `count` layout: low REF_BITS hold the count (modulo 2^REF_BITS), the top
+// GET_BITS count gets in dynamic mode and are ignored by everything else.
+const GET_BITS: u32 = usize::BITS / 4;
+const REF_BITS: u32 = usize::BITS - GET_BITS;
+const REF_MASK: usize = (1 << REF_BITS) - 1;
+const GET_ONE: usize = 1 << REF_BITS;
+const GET_MASK: usize = (1 << GET_BITS) - 1;
+const BIAS: usize = 1 << (REF_BITS - 1);
+
+const _: () = assert!(GET_MASK + 1 >= DYNAMIC_BATCH && (GET_MASK + 1) % DYNAMIC_BATCH == 0);
+
+fn refs(word: usize) -> usize {
+    word & REF_MASK
+}
+
+type Confirm = Box<dyn FnOnce() + Send>;
+
+/// Slow-path state, under `Inner::ctl`.
+struct Ctl {
+    /// The user asked for atomic mode (INIT_ATOMIC or switch_to_atomic).
+    force_atomic: bool,
+    /// Resurrection re-enters dynamic mode.
+    dynamic: bool,
+    /// A grace-period switch (or confirmation) is running.
+    in_flight: bool,
+    /// The flight in progress began in per-CPU mode and must fold.
+    fold: bool,
+    /// Per-CPU sum already folded into `count`.
+    folded: usize,
+    /// Run when the flight in progress lands.
+    confirms: Vec<Confirm>,
+    /// Need a grace period that starts after the flight in progress lands.
+    next: Vec<Confirm>,
+}
+
+struct Inner<B: Backend> {
+    mode: AtomicUsize,
+    count: AtomicUsize,
+    percpu: Option<B::PerCpu>,
+    window_start: AtomicU64,
+    batch_ns: u64,
+    lives: AtomicUsize,
+    claimed: AtomicUsize,
+    releases: AtomicUsize,
+    to_percpu: AtomicUsize,
+    to_atomic: AtomicUsize,
+    release: Box<dyn Fn() + Send + Sync>,
+    ctl: Mutex<Ctl>,
+}
+
+/// A per-CPU reference count with Linux `percpu_ref` semantics.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+/// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+///
+/// let done = Arc::new(AtomicBool::new(false));
+/// let d = done.clone();
+/// let r = PercpuRef::<Host>::new(move || d.store(true, Ordering::SeqCst), Flags::empty()).unwrap();
+/// {
+///     let _a = r.get();
+///     let _b = r.tryget_live().unwrap();
+///     assert!(r.kill());
+///     assert!(r.tryget_live().is_none());
+///     assert!(!done.load(Ordering::SeqCst));
+/// }
+/// r.wait_for_release();
+/// assert!(done.load(Ordering::SeqCst) && r.is_zero());
+/// ```
+pub struct PercpuRef<B: Backend> {
+    inner: Arc<Inner<B>>,
+}
+
+/// A reference obtained from [`PercpuRef::get`] and friends; dropping it
+/// puts the reference.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+/// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_ATOMIC).unwrap();
+/// let g = r.get();
+/// assert_eq!(r.count_atomic(), 2);
+/// drop(g);
+/// assert_eq!(r.count_atomic(), 1);
+/// ```
+#[must_use = "dropping the guard puts the reference at once"]
+pub struct RefGuard<'a, B: Backend> {
+    r: &'a PercpuRef<B>,
+}
+
+impl<B: Backend> RefGuard<'_, B> {
+    /// Keeps the reference without the guard; the caller must later call
+    /// [`PercpuRef::put`] once. This is Linux's plain `percpu_ref_get`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_ATOMIC).unwrap();
+    /// r.get().leak();
+    /// assert_eq!(r.count_atomic(), 2);
+    /// r.put();
+    /// ```
+    pub fn leak(self) {
+        core::mem::forget(self)
+    }
+}
+
+impl<B: Backend> Drop for RefGuard<'_, B> {
+    fn drop(&mut self) {
+        self.r.put_many(1)
+    }
+}
+
+/// Which counter the fast paths use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Per-CPU counters.
+    PerCpu,
+    /// The shared atomic count.
+    Atomic,
+    /// The shared atomic count, measuring the get rate (dynamic mode).
+    DynamicAtomic,
+    /// After [`PercpuRef::exit`].
+    Exited,
+}
+
+/// A snapshot of a ref's statistics, from [`PercpuRef::stats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// The current mode.
+    pub mode: Mode,
+    /// Whether a grace-period switch is in flight.
+    pub switching: bool,
+    /// Switches from atomic to per-CPU mode (dynamic ones included).
+    pub switches_to_percpu: usize,
+    /// Switches from per-CPU to atomic mode.
+    pub switches_to_atomic: usize,
+    /// Lives begun (by init, resurrect or reinit).
+    pub lives: usize,
+    /// Releases that have returned.
+    pub releases: usize,
+}
+
+enum Action {
+    Nothing,
+    RunNow(Option<Confirm>),
+    Start,
+}
+
+impl<B: Backend> Inner<B> {
+    fn mode(&self) -> usize {
+        // Relaxed: see the module documentation; ordering comes from the
+        // grace period (or, for slow paths, from the control lock).
+        self.mode.load(Relaxed)
+    }
+
+    fn atomic_amount(mode: usize, n: usize) -> usize {
+        if mode & DYN != 0 {
+            n.wrapping_add(GET_ONE)
+        } else {
+            n
+        }
+    }
+
+    #[cold]
+    fn get_atomic(&self, mode: usize, n: usize) {
+        if mode & EXITED != 0 {
+            return misuse::report::<B>(Misuse::GetAfterExit);
+        }
+        // Relaxed: taking a reference publishes nothing; the caller already
+        // reaches the object through a reference it holds (as Arc::clone).
+        let old = self.count.fetch_add(Self::atomic_amount(mode, n), Relaxed);
+        if refs(old) == 0 {
+            misuse::report::<B>(Misuse::GetOnZero);
+        }
+        if mode & DYN != 0 {
+            self.dyn_tick(old);
+        }
+    }
+
+    #[cold]
+    fn tryget_atomic(&self, mode: usize, n: usize, live: bool) -> bool {
+        if mode & EXITED != 0 {
+            misuse::report::<B>(Misuse::GetAfterExit);
+            return false;
+        }
+        if live && mode & DEAD != 0 {
+            return false;
+        }
+        let add = Self::atomic_amount(mode, n);
+        let mut cur = self.count.load(Relaxed);
+        loop {
+            if refs(cur) == 0 {
+                return false;
+            }
+            // Acquire on success: the caller may now use an object it found
+            // through a lookup, so order that use after the increment (as
+            // Weak::upgrade does). Relaxed on failure: we only retry.
+            match self
+                .count
+                .compare_exchange_weak(cur, cur.wrapping_add(add), Acquire, Relaxed)
+            {
+                Ok(_) => break,
+                Err(c) => cur = c,
+            }
+        }
+        if mode & DYN != 0 {
+            self.dyn_tick(cur);
+        }
+        true
+    }
+
+    fn put_atomic(&self, mode: usize, n: usize) {
+        if mode & EXITED != 0 {
+            return misuse::report::<B>(Misuse::GetAfterExit);
+        }
+        // Release: everything this holder did with the object happens
+        // before the release callback; pairs with the Acquire fence below,
+        // run by whoever takes the count to zero.
+        let old = self.count.fetch_sub(n, Release);
+        let r = refs(old);
+        if r < n {
+            // Relaxed: undoing our own change; we publish nothing.
+            self.count.fetch_add(n, Relaxed);
+            return misuse::report::<B>(Misuse::Underflow);
+        }
+        if r == n {
+            fence(Acquire);
+            self.release_now();
+        }
+    }
+
+    fn release_now(&self) {
+        // Acquire: pairs with the Release increment in resurrect, so we
+        // claim the life that resurrect started, not an older one.
+        let l = self.lives.load(Acquire);
+        // AcqRel: the claim is the single point that decides who releases.
+        if l > 0
+            && self
+                .claimed
+                .compare_exchange(l - 1, l, AcqRel, Relaxed)
+                .is_ok()
+        {
+            (self.release)();
+            // Release: waiters that see this see everything release did.
+            self.releases.store(l, Release);
+        } else {
+            misuse::report::<B>(Misuse::RepeatedZero);
+        }
+    }
+
+    fn dyn_tick(&self, old: usize) {
+        let gets = ((old >> REF_BITS) + 1) & GET_MASK;
+        if gets % DYNAMIC_BATCH != 0 || self.batch_ns == 0 {
+            return;
+        }
+        let now = B::now_ns();
+        // Relaxed: a heuristic; a stale window only delays the switch.
+        let start = self.window_start.swap(now, Relaxed);
+        if now.saturating_sub(start) < self.batch_ns {
+            self.promote();
+        }
+    }
+
+    #[cold]
+    fn promote(&self) {
+        // try_lock: we may be in a read-side section (interrupts off); never
+        // wait here. A missed chance is retried after the next batch.
+        let Some(mut ctl) = self.ctl.try_lock() else {
+            return;
+        };
+        let mode = self.mode();
+        if mode & DYN == 0 || mode & DEAD != 0 || ctl.in_flight {
+            return;
+        }
+        ctl.force_atomic = false;
+        self.to_percpu_locked(&mut ctl);
+    }
+
+    /// Atomic to per-CPU; needs no grace period (see the module essay).
+    fn to_percpu_locked(&self, ctl: &mut Ctl) -> bool {
+        let mode = self.mode();
+        if mode & ATOMIC == 0 {
+            return true;
+        }
+        if mode & (DEAD | EXITED) != 0 || ctl.in_flight || self.percpu.is_none() {
+            return false;
+        }
+        // Relaxed: the bias only has to be in `count` before the next fold,
+        // which is a later read-modify-write on the same word.
+        self.count.fetch_add(BIAS, Relaxed);
+        // Release: a reader that sees per-CPU mode also sees the bias
+        // and the lock-protected state before it (belt and braces; the
+        // argument in the module essay does not rely on it).
+        self.mode.store(mode & !(ATOMIC | DYN), Release);
+        // Relaxed: statistics.
+        self.to_percpu.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// Under the lock: make the ref atomic, adding `set` to the mode word,
+    /// and arrange for `confirm` to run once every CPU sees the new word.
+    fn want_atomic(&self, ctl: &mut Ctl, confirm: Option<Confirm>, set: usize) -> Action {
+        let mode = self.mode();
+        let new = (mode | set | ATOMIC) & !DYN;
+        if new != mode {
+            // Release: pairs with nothing on the fast path (Relaxed loads);
+            // visibility to readers comes from the grace period below.
+            self.mode.store(new, Release);
+        }
+        // A new bit (DEAD) must be seen by readers that began after any
+        // grace period already running, so it needs a fresh one.
+        let fresh = new & !mode & !ATOMIC != 0;
+        if ctl.in_flight {
+            if fresh {
+                ctl.next.extend(confirm);
+            } else {
+                ctl.confirms.extend(confirm);
+            }
+            return Action::Nothing;
+        }
+        if mode & ATOMIC != 0 && (!fresh || confirm.is_none()) {
+            return Action::RunNow(confirm);
+        }
+        ctl.fold = mode & ATOMIC == 0;
+        if ctl.fold {
+            // Relaxed: statistics.
+            self.to_atomic.fetch_add(1, Relaxed);
+        }
+        ctl.in_flight = true;
+        ctl.confirms.extend(confirm);
+        Action::Start
+    }
+
+    fn run(this: &Arc<Self>, a: Action, sync: bool) {
+        match a {
+            Action::Nothing => {}
+            Action::RunNow(c) => {
+                if let Some(c) = c {
+                    c()
+                }
+            }
+            Action::Start if sync => {
+                B::synchronize_sched();
+                Self::land(this);
+            }
+            Action::Start => {
+                let t = Arc::clone(this);
+                B::call_sched(Box::new(move || Self::land(&t)));
+            }
+        }
+    }
+
+    /// A flight's grace period has passed: fold, confirm, and either start
+    /// the next grace period or settle into the wanted mode.
+    fn land(this: &Arc<Self>) {
+        loop {
+            let mut ctl = this.ctl.lock();
+            let mut extra = false;
+            if ctl.fold {
+                if let Some(pc) = &this.percpu {
+                    let sum = B::sum(pc, 0);
+                    let delta = sum.wrapping_sub(ctl.folded);
+                    ctl.folded = sum;
+                    // One extra reference keeps the count above zero until
+                    // the confirmations have run (Linux holds one too).
+                    let add = delta.wrapping_sub(BIAS).wrapping_add(1);
+                    // AcqRel: Release hands what the grace period made
+                    // visible here (the per-CPU changes) to whoever later
+                    // reaches zero; Acquire pairs with earlier Release puts.
+                    let old = this.count.fetch_add(add, AcqRel);
+                    if refs(old.wrapping_add(add)) >= BIAS {
+                        misuse::report::<B>(Misuse::Underflow);
+                    }
+                    extra = true;
+                }
+                ctl.fold = false;
+            }
+            let confirms = core::mem::take(&mut ctl.confirms);
+            let again = !ctl.next.is_empty();
+            if again {
+                ctl.confirms = core::mem::take(&mut ctl.next);
+            } else {
+                ctl.in_flight = false;
+                let mode = this.mode();
+                if mode & (DEAD | DYN | EXITED) == 0 && !ctl.force_atomic {
+                    this.to_percpu_locked(&mut ctl);
+                }
+            }
+            drop(ctl);
+            for c in confirms {
+                c();
+            }
+            if extra {
+                this.put_atomic(this.mode(), 1);
+            }
+            if !again {
+                return;
+            }
+            B::synchronize_sched();
+        }
+    }
+}
+
+impl<B: Backend> PercpuRef<B> {
+    /// Creates a ref holding one reference (the initial one, dropped by
+    /// [`kill`](Self::kill)), unless [`Flags::INIT_DEAD`]. `release` runs
+    /// once per life, when the count reaches zero after kill.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError`] if the per-CPU counters cannot be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, Mode, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_DEAD).unwrap();
+    /// assert!(r.is_zero() && r.is_dying());
+    /// assert_eq!(r.stats().mode, Mode::Atomic);
+    /// ```
+    pub fn new(release: impl Fn() + Send + Sync + 'static, flags: Flags) -> Result<Self, AllocError> {
+        Self::new_with_rate(release, flags, DEFAULT_DYNAMIC_RATE)
+    }
+
+    /// As [`new`](Self::new), with the dynamic mode's switching rate in gets
+    /// per second (0: never switch by itself).
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError`] if the per-CPU counters cannot be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, Mode, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new_with_rate(|| {}, Flags::DYNAMIC, 0).unwrap();
+    /// for _ in 0..1000 {
+    ///     r.get().leak();
+    /// }
+    /// assert_eq!(r.stats().mode, Mode::DynamicAtomic);
+    /// ```
+    pub fn new_with_rate(
+        release: impl Fn() + Send + Sync + 'static,
+        flags: Flags,
+        gets_per_sec: u64,
+    ) -> Result<Self, AllocError> {
+        let percpu = B::alloc_percpu(1)?;
+        let dead = flags.contains(Flags::INIT_DEAD);
+        let dynamic = flags.contains(Flags::DYNAMIC);
+        let force_atomic = flags.contains(Flags::INIT_ATOMIC);
+        let atomic = dead || dynamic || force_atomic;
+        let mut mode = 0;
+        let mut count = 0;
+        if atomic {
+            mode |= ATOMIC;
+        } else {
+            count += BIAS;
+        }
+        if dead {
+            mode |= DEAD;
+        } else {
+            count += 1;
+        }
+        if dynamic && !dead && !force_atomic {
+            mode |= DYN;
+        }
+        let batch_ns = if gets_per_sec == 0 {
+            0
+        } else {
+            (DYNAMIC_BATCH as u64).saturating_mul(1_000_000_000) / gets_per_sec
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                mode: AtomicUsize::new(mode),
+                count: AtomicUsize::new(count),
+                percpu: Some(percpu),
+                window_start: AtomicU64::new(B::now_ns()),
+                batch_ns,
+                lives: AtomicUsize::new(usize::from(!dead)),
+                claimed: AtomicUsize::new(0),
+                releases: AtomicUsize::new(0),
+                to_percpu: AtomicUsize::new(0),
+                to_atomic: AtomicUsize::new(0),
+                release: Box::new(release),
+                ctl: Mutex::new(Ctl {
+                    force_atomic,
+                    dynamic,
+                    in_flight: false,
+                    fold: false,
+                    folded: 0,
+                    confirms: Vec::new(),
+                    next: Vec::new(),
+                }),
+            }),
+        })
+    }
+
+    /// Takes a reference; the guard puts it when dropped. Never fails; on a
+    /// ref whose count is zero it reports [`Misuse::GetOnZero`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// let _g = r.get();
+    /// ```
+    #[inline]
+    pub fn get(&self) -> RefGuard<'_, B> {
+        self.get_many(1);
+        RefGuard { r: self }
+    }
+
+    /// Takes `n` references (explicit form: put them with
+    /// [`put_many`](Self::put_many)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_ATOMIC).unwrap();
+    /// r.get_many(3);
+    /// assert_eq!(r.count_atomic(), 4);
+    /// r.put_many(3);
+    /// ```
+    #[inline]
+    pub fn get_many(&self, n: usize) {
+        let inner = &*self.inner;
+        let _g = B::read_lock_sched();
+        let mode = inner.mode();
+        if mode & ATOMIC == 0 {
+            if let Some(pc) = &inner.percpu {
+                return B::this_cpu_add(pc, 0, n);
+            }
+        }
+        inner.get_atomic(mode, n)
+    }
+
+    /// Drops one reference (Linux `percpu_ref_put`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// r.get_many(1);
+    /// r.put();
+    /// ```
+    #[inline]
+    pub fn put(&self) {
+        self.put_many(1)
+    }
+
+    /// Drops `n` references; the one that takes the count to zero runs the
+    /// release callback. Dropping more than are held reports
+    /// [`Misuse::Underflow`] (in atomic mode at once, in per-CPU mode at the
+    /// next switch) and is ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// r.get_many(2);
+    /// r.put_many(2);
+    /// ```
+    #[inline]
+    pub fn put_many(&self, n: usize) {
+        let inner = &*self.inner;
+        let _g = B::read_lock_sched();
+        let mode = inner.mode();
+        if mode & ATOMIC == 0 {
+            if let Some(pc) = &inner.percpu {
+                return B::this_cpu_add(pc, 0, n.wrapping_neg());
+            }
+        }
+        inner.put_atomic(mode, n)
+    }
+
+    /// Takes a reference unless the count is zero (dead refs included).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_DEAD).unwrap();
+    /// assert!(r.tryget().is_none());
+    /// ```
+    #[inline]
+    pub fn tryget(&self) -> Option<RefGuard<'_, B>> {
+        self.tryget_many(1).then_some(RefGuard { r: self })
+    }
+
+    /// Takes `n` references unless the count is zero; explicit form.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// assert!(r.tryget_many(2));
+    /// r.put_many(2);
+    /// ```
+    #[inline]
+    pub fn tryget_many(&self, n: usize) -> bool {
+        let inner = &*self.inner;
+        let _g = B::read_lock_sched();
+        let mode = inner.mode();
+        if mode & ATOMIC == 0 {
+            if let Some(pc) = &inner.percpu {
+                B::this_cpu_add(pc, 0, n);
+                return true;
+            }
+        }
+        inner.tryget_atomic(mode, n, false)
+    }
+
+    /// Takes a reference unless the ref is dead (killed) or zero. Once the
+    /// confirmation of [`kill_and_confirm`](Self::kill_and_confirm) has run,
+    /// this fails on every CPU.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// let g = r.tryget_live().unwrap();
+    /// r.kill();
+    /// assert!(r.tryget_live().is_none());
+    /// assert!(r.tryget().is_some()); // still referenced by g
+    /// drop(g);
+    /// ```
+    #[inline]
+    pub fn tryget_live(&self) -> Option<RefGuard<'_, B>> {
+        let inner = &*self.inner;
+        let _g = B::read_lock_sched();
+        let mode = inner.mode();
+        // Per-CPU mode is never dead: kill sets DEAD and ATOMIC in one store.
+        if mode & ATOMIC == 0 {
+            if let Some(pc) = &inner.percpu {
+                B::this_cpu_add(pc, 0, 1);
+                return Some(RefGuard { r: self });
+            }
+        }
+        inner
+            .tryget_atomic(mode, 1, true)
+            .then_some(RefGuard { r: self })
+    }
+
+    /// Kills the ref: marks it dead, starts the switch to atomic mode and
+    /// drops the initial reference. Returns whether this call killed it; a
+    /// second kill reports [`Misuse::DoubleKill`] and changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// assert!(r.kill());
+    /// assert!(!r.kill());
+    /// ```
+    pub fn kill(&self) -> bool {
+        self.kill_inner(None)
+    }
+
+    /// As [`kill`](Self::kill), and runs `confirm` (from a worker) once every
+    /// CPU sees the ref dead, so [`tryget_live`](Self::tryget_live) fails
+    /// everywhere. Confirm runs before the release that the kill may cause.
+    /// A second kill drops `confirm` without running it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// let (tx, rx) = mpsc::channel();
+    /// assert!(r.kill_and_confirm(move || tx.send(()).unwrap()));
+    /// rx.recv().unwrap();
+    /// assert!(r.tryget_live().is_none());
+    /// ```
+    pub fn kill_and_confirm(&self, confirm: impl FnOnce() + Send + 'static) -> bool {
+        self.kill_inner(Some(Box::new(confirm)))
+    }
+
+    fn kill_inner(&self, confirm: Option<Confirm>) -> bool {
+        let mut ctl = self.inner.ctl.lock();
+        let mode = self.inner.mode();
+        let bad = if mode & EXITED != 0 {
+            Some(Misuse::GetAfterExit)
+        } else if mode & DEAD != 0 {
+            Some(Misuse::DoubleKill)
+        } else {
+            None
+        };
+        if let Some(m) = bad {
+            drop(ctl);
+            misuse::report::<B>(m);
+            return false;
+        }
+        let a = self.inner.want_atomic(&mut ctl, confirm, DEAD);
+        drop(ctl);
+        Inner::run(&self.inner, a, false);
+        self.put_many(1);
+        true
+    }
+
+    /// Switches to atomic mode (and keeps it there until
+    /// [`switch_to_percpu`](Self::switch_to_percpu)); `confirm` runs once
+    /// every CPU uses the atomic count. Does not wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use refcnt::{host::Host, percpu_ref::{Flags, Mode, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// let (tx, rx) = mpsc::channel();
+    /// r.switch_to_atomic(move || tx.send(()).unwrap());
+    /// rx.recv().unwrap();
+    /// assert_eq!(r.stats().mode, Mode::Atomic);
+    /// ```
+    pub fn switch_to_atomic(&self, confirm: impl FnOnce() + Send + 'static) {
+        self.to_atomic(Some(Box::new(confirm)), false)
+    }
+
+    /// Switches to atomic mode and waits until the switch has landed (the
+    /// grace period runs on the caller if no switch was in flight).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// r.get().leak();
+    /// r.switch_to_atomic_sync();
+    /// assert_eq!(r.count_atomic(), 2);
+    /// ```
+    pub fn switch_to_atomic_sync(&self) {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = Arc::clone(&done);
+        // Release/Acquire: the waiter sees the landed state.
+        self.to_atomic(Some(Box::new(move || d.store(true, Release))), true);
+        while !done.load(Acquire) {
+            B::relax();
+        }
+    }
+
+    fn to_atomic(&self, confirm: Option<Confirm>, sync: bool) {
+        let mut ctl = self.inner.ctl.lock();
+        if self.inner.mode() & EXITED != 0 {
+            drop(ctl);
+            return misuse::report::<B>(Misuse::GetAfterExit);
+        }
+        ctl.force_atomic = true;
+        let a = self.inner.want_atomic(&mut ctl, confirm, 0);
+        drop(ctl);
+        Inner::run(&self.inner, a, sync);
+    }
+
+    /// Switches to per-CPU mode (at once, or when a switch in flight lands).
+    /// On a dead ref this reports [`Misuse::PercpuOnDeadRef`] and the ref
+    /// stays atomic (it goes per-CPU when resurrected).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, Mode, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_ATOMIC).unwrap();
+    /// r.switch_to_percpu();
+    /// assert_eq!(r.stats().mode, Mode::PerCpu);
+    /// ```
+    pub fn switch_to_percpu(&self) {
+        let mut ctl = self.inner.ctl.lock();
+        ctl.force_atomic = false;
+        let mode = self.inner.mode();
+        let bad = if mode & EXITED != 0 {
+            Some(Misuse::GetAfterExit)
+        } else if mode & DEAD != 0 {
+            Some(Misuse::PercpuOnDeadRef)
+        } else {
+            None
+        };
+        if bad.is_none() {
+            // Cleared even if a flight is running: landing then goes per-CPU.
+            if mode & DYN != 0 {
+                self.inner.mode.store(mode & !DYN, Release);
+            }
+            self.inner.to_percpu_locked(&mut ctl);
+        }
+        drop(ctl);
+        if let Some(m) = bad {
+            misuse::report::<B>(m);
+        }
+    }
+
+    /// Brings a dead ref back to life with one (initial) reference, in the
+    /// mode it would have now had it never been killed. If the count was
+    /// zero, a new life begins (waiting, if needed, for the last put's
+    /// release to return). Returns false (and reports) if the ref is not
+    /// dead. Must not be called from the release callback.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// r.kill();
+    /// assert!(r.resurrect());
+    /// assert!(!r.is_dying());
+    /// ```
+    pub fn resurrect(&self) -> bool {
+        let inner = &*self.inner;
+        let mut ctl = inner.ctl.lock();
+        let mode = inner.mode();
+        let bad = if mode & EXITED != 0 {
+            Some(Misuse::GetAfterExit)
+        } else if mode & DEAD == 0 {
+            Some(Misuse::ResurrectLive)
+        } else {
+            None
+        };
+        if let Some(m) = bad {
+            drop(ctl);
+            misuse::report::<B>(m);
+            return false;
+        }
+        // Relaxed: a dead ref is atomic; the increment itself publishes
+        // nothing (the new life is published by the `lives` store).
+        let old = inner.count.fetch_add(1, Relaxed);
+        if refs(old) == 0 {
+            // The last put of the old life may still be releasing: let it
+            // finish, so it does not claim the life we are starting.
+            // Acquire: pairs with the Release store after release returns.
+            while inner.releases.load(Acquire) < inner.lives.load(Relaxed) {
+                B::relax();
+            }
+            // Release: pairs with the Acquire load in release_now.
+            inner.lives.fetch_add(1, Release);
+        }
+        let mut new = mode & !DEAD;
+        if !ctl.force_atomic && ctl.dynamic {
+            new |= DYN;
+            // Relaxed: heuristic.
+            inner.window_start.store(B::now_ns(), Relaxed);
+        }
+        // Release: as every mode store; readers rely on grace periods.
+        inner.mode.store(new, Release);
+        if !ctl.force_atomic && !ctl.dynamic && !ctl.in_flight {
+            inner.to_percpu_locked(&mut ctl);
+        }
+        true
+    }
+
+    /// Linux `percpu_ref_reinit`: [`resurrect`](Self::resurrect) a ref whose
+    /// count is zero. With references still held it reports
+    /// [`Misuse::ReinitNonZero`] and returns false.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_DEAD | Flags::ALLOW_REINIT).unwrap();
+    /// assert!(r.reinit());
+    /// assert!(r.tryget_live().is_some());
+    /// ```
+    pub fn reinit(&self) -> bool {
+        if !self.is_zero() {
+            misuse::report::<B>(Misuse::ReinitNonZero);
+            return false;
+        }
+        self.resurrect()
+    }
+
+    /// Frees the per-CPU counters; the ref stays readable
+    /// ([`is_zero`](Self::is_zero), [`stats`](Self::stats)) but every get,
+    /// put or switch afterwards reports [`Misuse::GetAfterExit`]. Waits for
+    /// a switch still in flight. Dropping the ref does the same implicitly.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let mut r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// r.kill();
+    /// r.exit();
+    /// assert!(r.is_zero() && r.is_dying());
+    /// assert!(r.tryget().is_none());
+    /// ```
+    pub fn exit(&mut self) {
+        let inner = loop {
+            // Only in-flight switches hold another Arc; wait for them.
+            if let Some(i) = Arc::get_mut(&mut self.inner) {
+                break i;
+            }
+            B::relax();
+        };
+        let mode = inner.mode.load(Relaxed);
+        if mode & EXITED != 0 {
+            return;
+        }
+        if mode & ATOMIC == 0 {
+            if let Some(pc) = &inner.percpu {
+                // We hold the only handle: no reader can be in a fast path.
+                let mut ctl = inner.ctl.lock();
+                let sum = B::sum(pc, 0);
+                let delta = sum.wrapping_sub(ctl.folded);
+                ctl.folded = sum;
+                inner.count.fetch_add(delta.wrapping_sub(BIAS), Relaxed);
+            }
+        }
+        inner
+            .mode
+            .store((mode | ATOMIC | DEAD | EXITED) & !DYN, Relaxed);
+        inner.percpu = None;
+    }
+
+    /// Whether the count is zero. Always false in per-CPU mode (the sum is
+    /// not known there), as in Linux.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_ATOMIC).unwrap();
+    /// assert!(!r.is_zero());
+    /// r.kill();
+    /// assert!(r.is_zero());
+    /// ```
+    pub fn is_zero(&self) -> bool {
+        let mode = self.inner.mode();
+        // Acquire: a caller that sees zero may free what the holders used.
+        mode & ATOMIC != 0 && refs(self.inner.count.load(Acquire)) == 0
+    }
+
+    /// Whether the ref has been killed (and not resurrected).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// assert!(!r.is_dying());
+    /// r.kill();
+    /// assert!(r.is_dying());
+    /// ```
+    pub fn is_dying(&self) -> bool {
+        self.inner.mode() & DEAD != 0
+    }
+
+    /// The reference count held in the shared word (meaningful in atomic
+    /// mode; in per-CPU mode it includes the bias). For tests and
+    /// diagnostics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_ATOMIC).unwrap();
+    /// assert_eq!(r.count_atomic(), 1);
+    /// ```
+    pub fn count_atomic(&self) -> usize {
+        // Relaxed: diagnostics.
+        refs(self.inner.count.load(Relaxed))
+    }
+
+    /// Waits (spinning with [`Backend::relax`]) until the current life has
+    /// been released and its release callback has returned. Returns at once
+    /// on a ref that was created dead and never brought to life.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// r.kill();
+    /// r.wait_for_release();
+    /// assert_eq!(r.stats().releases, 1);
+    /// ```
+    pub fn wait_for_release(&self) {
+        // Acquire: pairs with the Release stores of lives and releases, so
+        // that we return only after release's effects are visible.
+        let target = self.inner.lives.load(Acquire);
+        while self.inner.releases.load(Acquire) < target {
+            B::relax();
+        }
+    }
+
+    /// A snapshot of the mode and counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, Mode, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// let s = r.stats();
+    /// assert_eq!((s.mode, s.lives, s.releases), (Mode::PerCpu, 1, 0));
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let i = &*self.inner;
+        let switching = i.ctl.lock().in_flight;
+        let m = i.mode();
+        let mode = if m & EXITED != 0 {
+            Mode::Exited
+        } else if m & DYN != 0 {
+            Mode::DynamicAtomic
+        } else if m & ATOMIC != 0 {
+            Mode::Atomic
+        } else {
+            Mode::PerCpu
+        };
+        // Relaxed: statistics.
+        Stats {
+            mode,
+            switching,
+            switches_to_percpu: i.to_percpu.load(Relaxed),
+            switches_to_atomic: i.to_atomic.load(Relaxed),
+            lives: i.lives.load(Relaxed),
+            releases: i.releases.load(Relaxed),
+        }
+    }
+}
+
+impl<B: Backend> fmt::Debug for PercpuRef<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PercpuRef")
+            .field("stats", &self.stats())
+            .field("count_atomic", &self.count_atomic())
+            .finish()
+    }
+}
