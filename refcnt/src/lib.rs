@@ -11,6 +11,7 @@
 //! * [`percpu_ref`]: Linux-style `percpu_ref`, plus the dynamic mode of the
 //!   2013 patch (start atomic, go per-CPU when gets are frequent).
 //! * [`kref`]: a single atomic count with `refcount_t` saturation rules.
+//! * [`srcu`]: sleepable RCU (normal and fast flavours) and [`srcu::SrcuPtr`].
 //! * [`misuse`]: what counts as misuse, with per-kind counters.
 //! * [`host`] (feature `std`): threads own CPU slots; for tests and benches.
 //!
@@ -27,7 +28,9 @@
 //! # }
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]
-#![cfg_attr(not(feature = "std"), forbid(unsafe_code))]
+// `deny`, not `forbid`: `srcu::ptr` (the SRCU-protected pointer) is the one
+// module of the algorithms that needs `unsafe`, and says why.
+#![cfg_attr(not(feature = "std"), deny(unsafe_code))]
 
 extern crate alloc;
 
@@ -39,6 +42,7 @@ pub mod kref;
 pub mod loom_backend;
 pub mod misuse;
 pub mod percpu_ref;
+pub mod srcu;
 mod sync;
 
 pub use backend::{AllocError, Backend, Report};
