@@ -46,6 +46,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         .into_option()
         .expect("the bootloader did not map physical memory");
     let memory = mem::init(phys_offset, &boot_info.memory_regions);
+    arch::paging::init(
+        phys_offset,
+        &boot_info.memory_regions,
+        memory.heap_phys.clone(),
+    );
 
     let cmdline = match cmdline::CommandLine::from_firmware() {
         Ok(cmdline) => cmdline,
@@ -63,15 +68,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         memory.usable_bytes >> 20,
         memory.heap_bytes >> 10
     );
-    match &madt {
-        Some(madt) => println!(
-            "acpi: {} cpus in MADT (apic ids {:?}), local apic at {:#x}",
-            madt.cpus.len(),
-            madt.apic_ids().collect::<alloc::vec::Vec<_>>(),
-            madt.local_apic_addr
-        ),
-        None => println!("acpi: no RSDP or MADT found; assuming one cpu"),
-    }
+    let smp = arch::bring_up_cpus(madt.as_ref(), phys_offset);
     println!("cmdline: {}", cmdline.raw());
 
     match cmdline.mode() {
@@ -79,6 +76,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         cmdline::Mode::List => ktest::list(),
         cmdline::Mode::Boot => {
             println!("boot: ok");
+            let _ = smp;
             arch::qemu::exit(abi::ExitCode::Success)
         }
     }

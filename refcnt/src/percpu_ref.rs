@@ -767,7 +767,7 @@ impl<B: Backend> PercpuRef<B> {
     /// ```
     #[inline]
     pub fn tryget(&self) -> Option<RefGuard<'_, B>> {
-        self.tryget_many(1).then_some(RefGuard { r: self })
+        self.tryget_many(1).then(|| RefGuard { r: self })
     }
 
     /// Takes `n` references unless the count is zero; explicit form.
@@ -823,7 +823,7 @@ impl<B: Backend> PercpuRef<B> {
         }
         inner
             .tryget_atomic(mode, 1, true)
-            .then_some(RefGuard { r: self })
+            .then(|| RefGuard { r: self })
     }
 
     /// Kills the ref: marks it dead, starts the switch to atomic mode and

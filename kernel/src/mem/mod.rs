@@ -9,12 +9,14 @@ use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
 const MAX_HEAP: u64 = 256 << 20;
 
 /// What boot-time memory setup found.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MemoryInfo {
     /// Total usable RAM in bytes.
     pub usable_bytes: u64,
     /// Bytes given to the heap.
     pub heap_bytes: u64,
+    /// Physical range of the heap.
+    pub heap_phys: core::ops::Range<u64>,
 }
 
 /// Sets up the heap in the largest usable region, reached through the
@@ -37,5 +39,6 @@ pub fn init(phys_offset: u64, regions: &MemoryRegions) -> MemoryInfo {
     MemoryInfo {
         usable_bytes,
         heap_bytes,
+        heap_phys: largest.start..largest.start + heap_bytes,
     }
 }

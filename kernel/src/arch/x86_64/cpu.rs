@@ -6,13 +6,6 @@ fn cpuid(leaf: u32) -> CpuidResult {
     __cpuid(leaf)
 }
 
-/// The initial local APIC ID of the running CPU (CPUID leaf 1, EBX[31:24]).
-///
-/// Until per-CPU areas exist this is the CPU number the console prints.
-pub fn cpu_id() -> u32 {
-    cpuid(1).ebx >> 24
-}
-
 /// The processor brand string (CPUID leaves 0x8000_0002..=0x8000_0004).
 pub fn brand_string() -> BrandString {
     let mut brand = BrandString { bytes: [0; 48] };

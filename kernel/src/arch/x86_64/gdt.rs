@@ -6,6 +6,7 @@
 //! a double fault caused by a stack overflow must not run on the stack that
 //! overflowed.
 
+use alloc::boxed::Box;
 use core::cell::UnsafeCell;
 
 use ::x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
@@ -54,26 +55,44 @@ struct Tables {
 static BSP_TSS: Once<TaskStateSegment> = Once::new();
 static BSP_TABLES: Once<Tables> = Once::new();
 
-/// Loads the boot CPU's GDT and TSS and reloads the segment registers.
+fn tss_with(double_fault: VirtAddr, nmi: VirtAddr) -> TaskStateSegment {
+    let mut tss = TaskStateSegment::new();
+    tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = double_fault;
+    tss.interrupt_stack_table[NMI_IST as usize] = nmi;
+    tss
+}
+
+fn tables_for(tss: &'static TaskStateSegment) -> Tables {
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss = gdt.append(Descriptor::tss_segment(tss));
+    Tables {
+        gdt,
+        code,
+        data,
+        tss,
+    }
+}
+
+/// Loads the boot CPU's GDT and TSS (static: the heap does not exist yet).
 pub fn init_this_cpu() {
-    let tss = BSP_TSS.call_once(|| {
-        let mut tss = TaskStateSegment::new();
-        tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = BSP_DOUBLE_FAULT_STACK.top();
-        tss.interrupt_stack_table[NMI_IST as usize] = BSP_NMI_STACK.top();
-        tss
-    });
-    let tables = BSP_TABLES.call_once(|| {
-        let mut gdt = GlobalDescriptorTable::new();
-        let code = gdt.append(Descriptor::kernel_code_segment());
-        let data = gdt.append(Descriptor::kernel_data_segment());
-        let tss = gdt.append(Descriptor::tss_segment(tss));
-        Tables {
-            gdt,
-            code,
-            data,
-            tss,
-        }
-    });
+    let tss = BSP_TSS.call_once(|| tss_with(BSP_DOUBLE_FAULT_STACK.top(), BSP_NMI_STACK.top()));
+    load(BSP_TABLES.call_once(|| tables_for(tss)));
+}
+
+/// Gives an application processor its own GDT, TSS and IST stacks (a
+/// shared TSS would be marked busy by the first CPU that loads it).
+pub fn init_ap() {
+    let stack = || {
+        let stack: &'static mut IstStack = Box::leak(Box::new(IstStack::new()));
+        stack.top()
+    };
+    let tss: &'static TaskStateSegment = Box::leak(Box::new(tss_with(stack(), stack())));
+    load(Box::leak(Box::new(tables_for(tss))));
+}
+
+fn load(tables: &'static Tables) {
     tables.gdt.load();
     // SAFETY: the selectors index the GDT just loaded, whose code segment is
     // a 64-bit ring-0 segment and whose data segment is writable; the TSS

@@ -4,6 +4,11 @@
 //! vector, its name, the error code, RIP, CR2 (for page faults) and the CPU,
 //! then ends the run through [`super::fatal`]. A breakpoint (`int3`) is
 //! counted and execution resumes after it.
+//!
+//! Vectors 32..=255 are device and inter-processor interrupts: the timer
+//! tick, the function-call and kick IPIs (see [`super::smp`]), and the
+//! APIC's spurious vector. Any other vector is unexpected: it is counted
+//! and reported on the console, not fatal.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,7 +18,7 @@ use ::x86_64::structures::idt::{
 };
 use spin::Lazy;
 
-use super::gdt;
+use super::{apic, gdt, smp};
 
 /// Breakpoints taken since boot, on all CPUs.
 static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
@@ -60,7 +65,6 @@ macro_rules! fatal_handlers_with_code {
 fatal_handlers! {
     divide_error: 0 "divide error";
     debug: 1 "debug";
-    nmi: 2 "non-maskable interrupt";
     overflow: 4 "overflow";
     bound_range: 5 "bound range exceeded";
     invalid_opcode: 6 "invalid opcode";
@@ -80,6 +84,14 @@ fatal_handlers_with_code! {
     cp_protection: 21 "control protection";
     vmm_communication: 29 "VMM communication";
     security: 30 "security exception";
+}
+
+extern "x86-interrupt" fn nmi(frame: InterruptStackFrame) {
+    // The fatal path of another CPU stops this one with an NMI.
+    if super::is_failing() {
+        super::halt_forever();
+    }
+    die(&frame, 2, "non-maskable interrupt", None)
 }
 
 extern "x86-interrupt" fn breakpoint(_frame: InterruptStackFrame) {
@@ -139,8 +151,80 @@ static IDT: Lazy<InterruptDescriptorTable> = Lazy::new(|| {
     idt.vmm_communication_exception
         .set_handler_fn(vmm_communication);
     idt.security_exception.set_handler_fn(security);
+    for (vector, handler) in UNEXPECTED.iter().enumerate() {
+        idt[32 + vector as u8].set_handler_fn(*handler);
+    }
+    idt[apic::TIMER_VECTOR].set_handler_fn(timer_tick);
+    idt[smp::CALL_VECTOR].set_handler_fn(call_ipi);
+    idt[smp::KICK_VECTOR].set_handler_fn(kick_ipi);
+    idt[apic::SPURIOUS_VECTOR].set_handler_fn(spurious);
     idt
 });
+
+crate::percpu! {
+    /// Timer ticks taken by this CPU.
+    pub static TICKS: PerCpu<u64> = 0;
+    /// Kick IPIs taken by this CPU.
+    pub static KICKS: PerCpu<u64> = 0;
+}
+
+/// Unexpected interrupts since boot, per vector, on all CPUs.
+static UNEXPECTED_COUNTS: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+/// APIC spurious interrupts since boot, on all CPUs.
+static SPURIOUS: AtomicU64 = AtomicU64::new(0);
+
+/// Unexpected interrupts counted so far (all vectors), and spurious ones.
+pub fn unexpected_interrupts() -> (u64, u64) {
+    // Relaxed: statistics.
+    let unexpected = UNEXPECTED_COUNTS
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum();
+    (unexpected, SPURIOUS.load(Ordering::Relaxed))
+}
+
+extern "x86-interrupt" fn timer_tick(_frame: InterruptStackFrame) {
+    TICKS.add(1);
+    apic::eoi();
+}
+
+extern "x86-interrupt" fn call_ipi(_frame: InterruptStackFrame) {
+    smp::handle_call_ipi();
+    apic::eoi();
+}
+
+extern "x86-interrupt" fn kick_ipi(_frame: InterruptStackFrame) {
+    KICKS.add(1);
+    apic::eoi();
+}
+
+extern "x86-interrupt" fn spurious(_frame: InterruptStackFrame) {
+    // Relaxed: a statistic. No EOI: a spurious interrupt is not in service.
+    SPURIOUS.fetch_add(1, Ordering::Relaxed);
+}
+
+extern "x86-interrupt" fn unexpected<const V: u8>(_frame: InterruptStackFrame) {
+    // Relaxed: a statistic; the first one of each vector is also printed.
+    if UNEXPECTED_COUNTS[V as usize].fetch_add(1, Ordering::Relaxed) == 0 {
+        crate::println!(
+            "irq: unexpected interrupt, vector {V:#x} on cpu {} (counted; further ones are silent)",
+            super::percpu::cpu_id()
+        );
+    }
+    // A legacy PIC vector (0x20..0x30) is a spurious PIC interrupt (the PIC
+    // is masked) and must not be acknowledged at the APIC.
+    if !(0x20..0x30).contains(&V) {
+        apic::eoi();
+    }
+}
+
+type Handler = extern "x86-interrupt" fn(InterruptStackFrame);
+
+macro_rules! unexpected_table {
+    ($($v:literal)*) => { [$(unexpected::<$v> as Handler),*] };
+}
+
+static UNEXPECTED: [Handler; 224] = unexpected_table!(32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95 96 97 98 99 100 101 102 103 104 105 106 107 108 109 110 111 112 113 114 115 116 117 118 119 120 121 122 123 124 125 126 127 128 129 130 131 132 133 134 135 136 137 138 139 140 141 142 143 144 145 146 147 148 149 150 151 152 153 154 155 156 157 158 159 160 161 162 163 164 165 166 167 168 169 170 171 172 173 174 175 176 177 178 179 180 181 182 183 184 185 186 187 188 189 190 191 192 193 194 195 196 197 198 199 200 201 202 203 204 205 206 207 208 209 210 211 212 213 214 215 216 217 218 219 220 221 222 223 224 225 226 227 228 229 230 231 232 233 234 235 236 237 238 239 240 241 242 243 244 245 246 247 248 249 250 251 252 253 254 255);
 
 /// Loads the IDT on this CPU.
 pub fn load() {

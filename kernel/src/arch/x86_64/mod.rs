@@ -2,20 +2,120 @@
 //! firmware tables, and the way out of QEMU.
 
 pub mod acpi;
+pub mod apic;
 pub mod cpu;
 pub mod fwcfg;
 pub mod gdt;
 pub mod idt;
+pub mod paging;
+pub mod percpu;
 pub mod qemu;
 pub mod serial;
+pub mod smp;
+pub mod time;
+
+pub use percpu::cpu_id;
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-/// Sets up the boot CPU: GDT and TSS (with IST stacks), then the IDT.
+/// Sets up the boot CPU: GS at the boot header (so `cpu_id()` works from
+/// here on), GDT and TSS (with IST stacks), the IDT, and the legacy PICs
+/// moved off the exception vectors and masked (the APIC replaces them).
 pub fn init_bsp() {
+    percpu::init_early();
     gdt::init_this_cpu();
     idt::load();
+    mask_legacy_pics();
+}
+
+/// Remaps the 8259 PICs to vectors 0x20..0x30 and masks every line, so a
+/// stray (spurious) PIC interrupt lands on a counted vector instead of on
+/// an exception vector.
+fn mask_legacy_pics() {
+    use ::x86_64::instructions::port::Port;
+    let writes: [(u16, u8); 10] = [
+        (0x20, 0x11), // ICW1: init, ICW4 follows
+        (0xa0, 0x11),
+        (0x21, 0x20), // ICW2: vector base 0x20
+        (0xa1, 0x28), // ... and 0x28
+        (0x21, 0x04), // ICW3: slave on line 2
+        (0xa1, 0x02),
+        (0x21, 0x01), // ICW4: 8086 mode
+        (0xa1, 0x01),
+        (0x21, 0xff), // mask all lines
+        (0xa1, 0xff),
+    ];
+    for (port, value) in writes {
+        // SAFETY: the PICs' command and data ports; programming them only
+        // changes which vectors they would raise, and masks them.
+        unsafe { Port::<u8>::new(port).write(value) };
+    }
+}
+
+/// Whether a CPU has entered the fatal path (other CPUs then halt on the
+/// NMI it sends).
+pub fn is_failing() -> bool {
+    // Relaxed: the NMI that makes other CPUs ask is sent after the store,
+    // and the IPI itself orders the two.
+    FAILING.load(Ordering::Relaxed)
+}
+
+/// Brings every CPU the MADT lists online: per-CPU areas, the TSC clock,
+/// the local APIC and its timer, the application processors. Prints the
+/// `clock:` and `cpus:` banner lines. Returns the number of CPUs online.
+pub fn bring_up_cpus(madt: Option<&acpi::Madt>, phys_offset: u64) -> usize {
+    let tsc_khz = time::calibrate();
+    let mode = apic::select_mode(|| {
+        let phys = madt.map_or(0xfee0_0000, |m| m.local_apic_addr);
+        let virt = phys_offset + phys;
+        // SAFETY: the page holds the local APIC's registers, mapped
+        // uncached at its place in the physical-memory window, which the
+        // bootloader left unmapped or mapped to the same frame.
+        unsafe {
+            paging::map(
+                virt,
+                phys,
+                ::x86_64::structures::paging::PageTableFlags::PRESENT
+                    | ::x86_64::structures::paging::PageTableFlags::WRITABLE
+                    | ::x86_64::structures::paging::PageTableFlags::NO_CACHE,
+            );
+        }
+        virt
+    });
+    apic::enable_this_cpu();
+    let bsp = apic::id();
+    // The boot CPU is index 0; the others follow in MADT order.
+    let mut apic_ids = alloc::vec![bsp];
+    if let Some(madt) = madt {
+        apic_ids.extend(madt.apic_ids().filter(|&id| id != bsp));
+    }
+    apic_ids.truncate(percpu::MAX_CPUS);
+    percpu::init(&apic_ids);
+    let lapic_per_ms = apic::calibrate_timer();
+    apic::start_timer();
+    crate::println!(
+        "clock: tsc {}.{:03} MHz (calibrated against the PIT), local apic timer {} counts/ms, {} Hz tick",
+        tsc_khz / 1000,
+        tsc_khz % 1000,
+        lapic_per_ms,
+        apic::HZ
+    );
+    let bringup = smp::start_aps(&apic_ids);
+    ::x86_64::instructions::interrupts::enable();
+    crate::println!(
+        "cpus: {}/{} online ({mode}, apic ids {:?})",
+        smp::online_cpus(),
+        apic_ids.len(),
+        apic_ids
+    );
+    for apic_id in &bringup.failed {
+        crate::println!(
+            "cpus: cpu with apic id {apic_id} did not start within {} ms; going on without it",
+            smp::AP_START_TIMEOUT_MS
+        );
+    }
+    smp::online_cpus()
 }
 
 /// Set by the first CPU that fails; later failures stay silent.
@@ -34,7 +134,8 @@ pub fn fatal(args: fmt::Arguments<'_>) -> ! {
     if FAILING.swap(true, Ordering::Relaxed) {
         halt_forever();
     }
-    serial::emergency_println(format_args!("FATAL on cpu {}: {}", cpu::cpu_id(), args));
+    apic::nmi_others();
+    serial::emergency_println(format_args!("FATAL on cpu {}: {}", cpu_id(), args));
     crate::ktest::report_fatal(args);
     qemu::exit(crate::abi::ExitCode::Failure)
 }

@@ -1,0 +1,444 @@
+//! Per-CPU areas reached through the GS base.
+//!
+//! Every CPU owns one area and its `IA32_GS_BASE` points at it:
+//!
+//! ```text
+//! gs:0                  header (self pointer, CPU index, APIC ID)
+//! gs:HEADER_SIZE        copy of the `percpu` linker section (statics declared with `percpu!`)
+//! gs:dynamic_start()    dynamic region (alloc_percpu: one offset, valid on every CPU)
+//! ```
+//!
+//! Because every area has the same layout, one offset names a variable on
+//! every CPU, and the access is one `gs:`-relative instruction
+//! (`mov`, `add`, `inc` on `gs:[off]`). A single instruction cannot be split
+//! by an interrupt on the same CPU, so those accesses need no guard; a
+//! multi-step update takes an [`IrqGuard`]. Other CPUs' instances are read
+//! through their areas' linear addresses ([`PerCpu::remote`]), as relaxed
+//! atomic loads: aligned 8-byte accesses are single-copy atomic on x86.
+//!
+//! Rejected alternative: a `[T; MAX_CPUS]` array indexed by `cpu_id()`.
+//! It needs the CPU number in a register first and then a dependent access,
+//! and its elements for different CPUs share cache lines unless padded.
+
+use alloc::vec::Vec;
+use core::arch::asm;
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use ::x86_64::registers::model_specific::GsBase;
+use ::x86_64::VirtAddr;
+use linked_list_allocator::Heap;
+use spin::{Mutex, Once};
+
+/// The fixed start of every area. Fields are read by offset from assembly,
+/// so the layout is `repr(C)` and checked below.
+#[repr(C, align(64))]
+pub struct Header {
+    /// Linear address of this area (what GS base points at).
+    self_ptr: u64,
+    /// Dense CPU index, 0 for the boot CPU.
+    cpu_index: u32,
+    /// Local APIC ID.
+    apic_id: u32,
+}
+
+const SELF_PTR_OFFSET: usize = core::mem::offset_of!(Header, self_ptr);
+const CPU_INDEX_OFFSET: usize = core::mem::offset_of!(Header, cpu_index);
+const APIC_ID_OFFSET: usize = core::mem::offset_of!(Header, apic_id);
+/// Bytes before the copy of the static section.
+pub const HEADER_SIZE: usize = size_of::<Header>();
+const _: () = assert!(SELF_PTR_OFFSET == 0 && CPU_INDEX_OFFSET == 8 && APIC_ID_OFFSET == 12);
+
+/// Bytes of each area given to `alloc_percpu`.
+pub const DYNAMIC_SIZE: usize = 64 * 1024;
+
+/// The most CPUs the kernel handles.
+pub const MAX_CPUS: usize = 256;
+
+/// A per-CPU variable: the static is only the template every CPU's copy
+/// starts from; the variable itself lives in each CPU's area.
+#[repr(transparent)]
+pub struct PerCpu<T> {
+    template: UnsafeCell<T>,
+}
+
+// SAFETY: the template is never written after boot, and each CPU's copy is
+// reached only through the methods below, which use either a single
+// instruction on the own CPU's copy, an interrupts-off guard, or relaxed
+// atomic reads of other CPUs' copies.
+unsafe impl<T: Send> Sync for PerCpu<T> {}
+
+/// Declares per-CPU statics.
+///
+/// ```ignore
+/// percpu! {
+///     /// Ticks seen by this CPU.
+///     pub static TICKS: PerCpu<u64> = 0;
+/// }
+/// TICKS.add(1); // add qword ptr gs:[off], 1
+/// ```
+#[macro_export]
+macro_rules! percpu {
+    ($($(#[$m:meta])* $vis:vis static $name:ident: PerCpu<$ty:ty> = $init:expr;)*) => {$(
+        $(#[$m])*
+        #[link_section = "percpu"]
+        $vis static $name: $crate::arch::percpu::PerCpu<$ty> =
+            $crate::arch::percpu::PerCpu::template($init);
+    )*};
+}
+
+unsafe extern "C" {
+    static __start_percpu: u8;
+    static __stop_percpu: u8;
+}
+
+fn section() -> (usize, usize) {
+    let start = (&raw const __start_percpu) as usize;
+    let stop = (&raw const __stop_percpu) as usize;
+    (start, stop - start)
+}
+
+/// Offset of the dynamic region in every area.
+fn dynamic_start() -> usize {
+    (HEADER_SIZE + section().1).next_multiple_of(64)
+}
+
+fn area_size() -> usize {
+    (dynamic_start() + DYNAMIC_SIZE).next_multiple_of(4096)
+}
+
+impl<T> PerCpu<T> {
+    /// A template; use [`percpu!`](crate::percpu) to declare one.
+    pub const fn template(init: T) -> Self {
+        PerCpu {
+            template: UnsafeCell::new(init),
+        }
+    }
+
+    /// This variable's offset in every area.
+    #[inline(always)]
+    pub fn offset(&'static self) -> usize {
+        HEADER_SIZE + (self.template.get() as usize - section().0)
+    }
+
+    /// Pointer to `cpu`'s instance.
+    pub fn remote(&'static self, cpu: usize) -> *mut T {
+        (area_base(cpu) + self.offset()) as *mut T
+    }
+
+    /// Runs `f` on this CPU's instance with interrupts off (the guard proves
+    /// it), so the closure cannot be interrupted or moved to another CPU.
+    pub fn with<R>(&'static self, _guard: &IrqGuard, f: impl FnOnce(&mut T) -> R) -> R {
+        let ptr = (this_area_base() + self.offset()) as *mut T;
+        // SAFETY: the pointer is this CPU's instance; interrupts are off for
+        // as long as the guard lives, so no other code on this CPU runs, and
+        // other CPUs only read it through relaxed atomic loads of 8-byte
+        // words (for counters) or not at all.
+        f(unsafe { &mut *ptr })
+    }
+}
+
+/// Single-instruction operations on 8-byte per-CPU counters.
+impl PerCpu<u64> {
+    /// Adds to this CPU's instance: one `add qword ptr gs:[off], v`.
+    #[inline(always)]
+    pub fn add(&'static self, v: u64) {
+        gs_add(self.offset(), v);
+    }
+
+    /// Reads this CPU's instance: one `mov reg, qword ptr gs:[off]`.
+    #[inline(always)]
+    pub fn get(&'static self) -> u64 {
+        gs_load(self.offset())
+    }
+
+    /// Writes this CPU's instance: one `mov qword ptr gs:[off], v`.
+    #[inline(always)]
+    pub fn set(&'static self, v: u64) {
+        gs_store(self.offset(), v);
+    }
+
+    /// Reads `cpu`'s instance (a racy but untorn snapshot).
+    pub fn read_remote(&'static self, cpu: usize) -> u64 {
+        load_remote(cpu, self.offset())
+    }
+
+    /// Sum over every CPU's instance.
+    pub fn sum(&'static self) -> u64 {
+        (0..possible_cpus())
+            .map(|cpu| self.read_remote(cpu))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+/// `add qword ptr gs:[offset], v`: atomic with respect to interrupts on
+/// this CPU (one instruction), not with respect to other CPUs (no `lock`:
+/// no other CPU writes this CPU's area).
+#[inline(always)]
+pub fn gs_add(offset: usize, v: u64) {
+    // SAFETY: GS base points at this CPU's area (set before any caller can
+    // run) and `offset` is within it: it comes from a `PerCpu` template or
+    // from `alloc_percpu`. The instruction touches only that word.
+    unsafe {
+        asm!("add qword ptr gs:[{off}], {v}", off = in(reg) offset, v = in(reg) v, options(nostack, preserves_flags));
+    }
+}
+
+/// `mov reg, qword ptr gs:[offset]`.
+#[inline(always)]
+pub fn gs_load(offset: usize) -> u64 {
+    let v;
+    // SAFETY: as in `gs_add`; a plain read of this CPU's word.
+    unsafe {
+        asm!("mov {v}, qword ptr gs:[{off}]", off = in(reg) offset, v = out(reg) v, options(nostack, preserves_flags, readonly));
+    }
+    v
+}
+
+/// `mov qword ptr gs:[offset], v`.
+#[inline(always)]
+pub fn gs_store(offset: usize, v: u64) {
+    // SAFETY: as in `gs_add`.
+    unsafe {
+        asm!("mov qword ptr gs:[{off}], {v}", off = in(reg) offset, v = in(reg) v, options(nostack, preserves_flags));
+    }
+}
+
+/// Reads the 8-byte word at `offset` in `cpu`'s area.
+pub fn load_remote(cpu: usize, offset: usize) -> u64 {
+    let ptr = (area_base(cpu) + offset) as *const AtomicU64;
+    // SAFETY: `offset` names an 8-byte-aligned word inside every area and
+    // the area lives for the rest of the run. The owner writes it with
+    // single instructions; reading it as an atomic is the Rust view of an
+    // aligned x86 load, which never sees a torn value.
+    // Relaxed: callers that need ordering (grace periods) fence themselves.
+    unsafe { (*ptr).load(Ordering::Relaxed) }
+}
+
+/// Dense index of the running CPU: one `mov eax, dword ptr gs:[8]`.
+#[inline(always)]
+pub fn cpu_id() -> usize {
+    let id: u32;
+    // SAFETY: GS base always points at an area or at the boot header, both
+    // of which start with a `Header`.
+    unsafe {
+        asm!("mov {0:e}, dword ptr gs:[{off}]", out(reg) id, off = const CPU_INDEX_OFFSET, options(nostack, preserves_flags, readonly));
+    }
+    id as usize
+}
+
+/// Local APIC ID of the running CPU, from its area header.
+pub fn apic_id() -> u32 {
+    let id: u32;
+    // SAFETY: as in `cpu_id`.
+    unsafe {
+        asm!("mov {0:e}, dword ptr gs:[{off}]", out(reg) id, off = const APIC_ID_OFFSET, options(nostack, preserves_flags, readonly));
+    }
+    id
+}
+
+fn this_area_base() -> usize {
+    let base: u64;
+    // SAFETY: as in `cpu_id`.
+    unsafe {
+        asm!("mov {0}, qword ptr gs:[{off}]", out(reg) base, off = const SELF_PTR_OFFSET, options(nostack, preserves_flags, readonly));
+    }
+    base as usize
+}
+
+/// The areas, once allocated.
+struct Areas {
+    bases: Vec<usize>,
+}
+
+static AREAS: Once<Areas> = Once::new();
+
+/// The header GS points at before the areas exist, so that `cpu_id()` (and
+/// thus the fatal path) works from the first instruction.
+#[repr(transparent)]
+struct BootHeader(UnsafeCell<Header>);
+// SAFETY: written once by the boot CPU before any other CPU runs.
+unsafe impl Sync for BootHeader {}
+static BOOT_HEADER: BootHeader = BootHeader(UnsafeCell::new(Header {
+    self_ptr: 0,
+    cpu_index: 0,
+    apic_id: 0,
+}));
+
+/// Points the boot CPU's GS base at the static boot header. First thing at
+/// boot, before anything reads `cpu_id()`.
+pub fn init_early() {
+    let header = BOOT_HEADER.0.get();
+    // SAFETY: only the boot CPU runs, nothing reads the header yet.
+    unsafe { (*header).self_ptr = header as u64 };
+    GsBase::write(VirtAddr::from_ptr(header));
+}
+
+/// Number of CPUs that have an area (every CPU the kernel may bring up).
+pub fn possible_cpus() -> usize {
+    AREAS.get().map_or(1, |a| a.bases.len())
+}
+
+fn area_base(cpu: usize) -> usize {
+    match AREAS.get() {
+        Some(areas) => areas.bases[cpu],
+        None => BOOT_HEADER.0.get() as usize,
+    }
+}
+
+/// Allocates one area per CPU (`apic_ids[i]` is CPU `i`'s APIC ID), copies
+/// the static section into each, and moves the boot CPU (index 0) onto its
+/// area.
+pub fn init(apic_ids: &[u32]) {
+    assert!(
+        !apic_ids.is_empty() && apic_ids.len() <= MAX_CPUS,
+        "1..={MAX_CPUS} CPUs supported"
+    );
+    let size = area_size();
+    let (start, len) = section();
+    let bases = apic_ids
+        .iter()
+        .enumerate()
+        .map(|(i, &apic_id)| {
+            let layout = core::alloc::Layout::from_size_align(size, 4096).unwrap();
+            // SAFETY: the layout has a non-zero size.
+            let base = unsafe { alloc::alloc::alloc_zeroed(layout) };
+            assert!(!base.is_null(), "no memory for the per-CPU area of CPU {i}");
+            // SAFETY: `base` is a fresh allocation of `size` bytes, enough
+            // for the header plus `len` bytes of section copy; the section
+            // is readable kernel data.
+            unsafe {
+                base.cast::<Header>().write(Header {
+                    self_ptr: base as u64,
+                    cpu_index: i as u32,
+                    apic_id,
+                });
+                core::ptr::copy_nonoverlapping(start as *const u8, base.add(HEADER_SIZE), len);
+            }
+            base as usize
+        })
+        .collect();
+    let areas = AREAS.call_once(|| Areas { bases });
+    // The dynamic allocator hands out ranges of the boot CPU's dynamic
+    // region; the same offsets are then valid in every area.
+    let dyn_base = areas.bases[0] + dynamic_start();
+    // SAFETY: the range is the boot CPU's dynamic region, owned by the
+    // allocator from now on (its free list lives in unallocated parts).
+    unsafe { DYNAMIC.lock().init(dyn_base as *mut u8, DYNAMIC_SIZE) };
+    enter_area(0);
+}
+
+/// Points this CPU's GS base at area `cpu`. Called once per CPU, by the
+/// CPU itself, before it uses per-CPU data.
+pub fn enter_area(cpu: usize) {
+    GsBase::write(VirtAddr::new(area_base(cpu) as u64));
+}
+
+static DYNAMIC: Mutex<Heap> = Mutex::new(Heap::empty());
+
+/// One dynamic per-CPU allocation: the same offset in every CPU's area.
+/// Freed when dropped.
+#[derive(Debug)]
+pub struct PercpuAlloc {
+    offset: usize,
+    layout: core::alloc::Layout,
+}
+
+/// The dynamic per-CPU region is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PercpuExhausted {
+    /// Bytes asked for.
+    pub requested: usize,
+}
+
+impl core::fmt::Display for PercpuExhausted {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "the per-CPU region ({DYNAMIC_SIZE} bytes per CPU) has no room for {} more bytes; free per-CPU objects or raise DYNAMIC_SIZE",
+            self.requested
+        )
+    }
+}
+
+/// Allocates `size` zeroed bytes (8-byte aligned) at one offset valid on
+/// every CPU.
+pub fn alloc_percpu(size: usize) -> Result<PercpuAlloc, PercpuExhausted> {
+    let layout = core::alloc::Layout::from_size_align(size.max(8), 8).unwrap();
+    let ptr = IrqGuard::new().run(|| DYNAMIC.lock().allocate_first_fit(layout));
+    let ptr = ptr.map_err(|()| PercpuExhausted { requested: size })?;
+    let offset = ptr.as_ptr() as usize - area_base(0);
+    for cpu in 0..possible_cpus() {
+        // SAFETY: the range was just allocated, so no one else uses it on
+        // any CPU; it lies inside every area (same layout everywhere).
+        unsafe { core::ptr::write_bytes((area_base(cpu) + offset) as *mut u8, 0, layout.size()) };
+    }
+    Ok(PercpuAlloc { offset, layout })
+}
+
+impl PercpuAlloc {
+    /// Offset of the allocation in every area.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Bytes allocated.
+    pub fn size(&self) -> usize {
+        self.layout.size()
+    }
+}
+
+impl Drop for PercpuAlloc {
+    fn drop(&mut self) {
+        let ptr = NonNull::new((area_base(0) + self.offset) as *mut u8).unwrap();
+        // SAFETY: the block came from this allocator with this layout and is
+        // given back once (we are its only owner).
+        IrqGuard::new().run(|| unsafe { DYNAMIC.lock().deallocate(ptr, self.layout) });
+    }
+}
+
+/// Interrupts off on this CPU while it lives; the previous state comes
+/// back on drop, so guards nest.
+#[must_use = "dropping the guard restores interrupts at once"]
+pub struct IrqGuard {
+    were_enabled: bool,
+    /// Not `Send`: the guard belongs to the CPU whose interrupts it holds off.
+    _cpu_bound: PhantomData<*const ()>,
+}
+
+impl IrqGuard {
+    /// Disables interrupts, remembering whether they were on.
+    #[inline(always)]
+    pub fn new() -> Self {
+        let were_enabled = ::x86_64::instructions::interrupts::are_enabled();
+        ::x86_64::instructions::interrupts::disable();
+        IrqGuard {
+            were_enabled,
+            _cpu_bound: PhantomData,
+        }
+    }
+
+    /// Runs `f` and drops the guard.
+    pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        let r = f();
+        drop(self);
+        r
+    }
+}
+
+impl Default for IrqGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for IrqGuard {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.were_enabled {
+            ::x86_64::instructions::interrupts::enable();
+        }
+    }
+}
