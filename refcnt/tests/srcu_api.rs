@@ -132,7 +132,10 @@ fn synchronize_waits_for_existing_reader() {
         });
         rx.recv().unwrap();
         s.synchronize().unwrap();
-        assert!(done.load(SeqCst), "{fl:?}: synchronize returned under a reader");
+        assert!(
+            done.load(SeqCst),
+            "{fl:?}: synchronize returned under a reader"
+        );
         t.join().unwrap();
     }
 }
@@ -206,6 +209,7 @@ fn no_starvation_under_reader_stream() {
         }
         stop.store(true, SeqCst);
         let n: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(n >= 2, "both readers ran");
         assert!(s.completed() >= rounds);
         assert!(t0.elapsed() < Duration::from_secs(60));
     }
@@ -352,7 +356,10 @@ fn polling() {
         let c = s.start_poll();
         let t0 = Instant::now();
         while !s.poll_state(c) {
-            assert!(t0.elapsed() < Duration::from_secs(30), "start_poll never ended");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "start_poll never ended"
+            );
             thread::yield_now();
         }
 
@@ -400,7 +407,10 @@ fn misuse_cleanup_busy() {
     let failed = s.cleanup().unwrap_err();
     assert!(matches!(
         failed.error,
-        SrcuError::CallbacksPending { callbacks: 1..=2, .. }
+        SrcuError::CallbacksPending {
+            callbacks: 1..=2,
+            ..
+        }
     ));
     assert!(failed.error.to_string().contains("barrier"));
     let s = failed.srcu;

@@ -165,5 +165,9 @@ fn torture_both_flavours() {
     let budget = Duration::from_millis(if cfg!(miri) { 3_600_000 } else { 1000 });
     torture(Flavour::Normal, budget);
     torture(Flavour::Fast, budget);
-    assert_eq!(CREATED.load(SeqCst), FREED.load(SeqCst), "every object freed once");
+    assert_eq!(
+        CREATED.load(SeqCst),
+        FREED.load(SeqCst),
+        "every object freed once"
+    );
 }
