@@ -22,7 +22,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::fmt;
 use core::marker::PhantomData;
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 use super::{Inner, Srcu, SrcuError, SrcuReadGuard};
 use crate::backend::Backend;
@@ -147,19 +147,19 @@ impl<T, B: Backend> SrcuPtr<T, B> {
         unsafe { &mut *p }
     }
 
-    /// Publishes `value` and takes the old box out, without waiting.
-    fn swap(&self, value: T) -> Box<T> {
+    /// Publishes `value` and takes the old value out, without waiting.
+    /// It stays a raw pointer: readers may still hold `&T` into it, and a
+    /// `Box` would claim it is unique.
+    fn swap(&self, value: T) -> Retired<T> {
         let new = Box::into_raw(Box::new(value));
         // AcqRel: Release publishes the new box's contents to readers'
         // Acquire loads; Acquire makes the old box's contents (published by
         // whoever stored it) visible to us, who will drop or return it.
         let old = self.ptr.swap(new, Ordering::AcqRel);
-        // SAFETY: `old` came from `Box::into_raw` (type invariant) and, now
-        // unpublished, is owned by nobody else: each swap takes out a
-        // different pointer. Readers may still use it; the callers keep
-        // rule (P) by dropping or returning the box only after a grace
-        // period.
-        unsafe { Box::from_raw(old) }
+        // INVARIANT (of `Retired`): `old` came from `Box::into_raw` (type
+        // invariant), is non-null, and, now unpublished, is owned by nobody
+        // else: each swap takes out a different pointer.
+        Retired(NonNull::new(old).expect("SrcuPtr is never null"))
     }
 
     /// Publishes `value`, waits for a grace period
@@ -192,7 +192,7 @@ impl<T, B: Backend> SrcuPtr<T, B> {
         let old = self.swap(value);
         // Rule (P): the grace period's cookie is taken after the swap.
         self.domain.wait_for(self.domain.snap(), false);
-        Ok(*old)
+        Ok(*old.into_box())
     }
 
     /// Publishes `value` and has the old value dropped by a callback after
@@ -213,8 +213,9 @@ impl<T, B: Backend> SrcuPtr<T, B> {
         T: Send + 'static,
     {
         let old = self.swap(value);
-        // Rule (P): `call` takes its cookie after the swap.
-        self.domain.call(Box::new(move || drop(old)));
+        // Rule (P): `call` takes its cookie after the swap, and runs the
+        // callback only after that grace period.
+        self.domain.call(Box::new(move || drop(old.into_box())));
     }
 
     /// The current value; the pointer is consumed, so no reader holds it.
@@ -235,6 +236,30 @@ impl<T, B: Backend> SrcuPtr<T, B> {
         // pointer, so freed exactly once, here; we own `self`, so no reader
         // holds it.
         *unsafe { Box::from_raw(p) }
+    }
+}
+
+/// A value taken out of an [`SrcuPtr`] that readers may still be using.
+/// Leaks if dropped; [`Retired::into_box`] after a grace period frees it.
+///
+/// # Invariants
+///
+/// The pointer came from `Box::into_raw`, is owned by this value alone, and
+/// is no longer published.
+struct Retired<T>(NonNull<T>);
+
+// SAFETY: a `Retired<T>` owns a `T` (type invariant) and gives access to it
+// only through `into_box`, so sending it sends a `T`.
+unsafe impl<T: Send> Send for Retired<T> {}
+
+impl<T> Retired<T> {
+    /// The value as a `Box`. Call only once a grace period that began after
+    /// the value was unpublished has ended (rule (P)).
+    fn into_box(self) -> Box<T> {
+        // SAFETY: from `Box::into_raw`, owned by us alone (type invariant);
+        // callers keep rule (P), so no reader's `&T` into it is live any
+        // more and a unique `Box` is allowed.
+        unsafe { Box::from_raw(self.0.as_ptr()) }
     }
 }
 
