@@ -24,6 +24,8 @@ pub enum Mode {
     Test,
     /// List the in-kernel tests and exit.
     List,
+    /// Run the in-kernel benchmarks and exit.
+    Bench,
 }
 
 impl Mode {
@@ -33,6 +35,7 @@ impl Mode {
             Mode::Boot => "boot",
             Mode::Test => "test",
             Mode::List => "list",
+            Mode::Bench => "bench",
         }
     }
 }
@@ -54,6 +57,10 @@ pub struct Options {
     pub gdb: bool,
     /// In test mode: the tests to run (default: all).
     pub tests: Option<Vec<String>>,
+    /// In bench mode: pairs per reader per run (default: the kernel's).
+    pub bench_loops: Option<u32>,
+    /// In bench mode: runs per setting (default: the kernel's).
+    pub bench_runs: Option<u32>,
 }
 
 impl Default for Options {
@@ -66,6 +73,8 @@ impl Default for Options {
             timeout: Some(Duration::from_secs(600)),
             gdb: false,
             tests: None,
+            bench_loops: None,
+            bench_runs: None,
         }
     }
 }
@@ -77,6 +86,12 @@ impl Options {
         if let Some(tests) = &self.tests {
             line.push_str(" tests=");
             line.push_str(&tests.join(","));
+        }
+        if let Some(n) = self.bench_loops {
+            line.push_str(&format!(" bench_loops={n}"));
+        }
+        if let Some(n) = self.bench_runs {
+            line.push_str(&format!(" bench_runs={n}"));
         }
         line
     }
@@ -115,7 +130,10 @@ Options:
   --accel A        tcg (default) or kvm (needs /dev/kvm; slow to boot when nested)
   --mode M         boot (default): banner, then exit
                    test: run the in-kernel tests; list: list them
+                   bench: run the benchmarks at 1, 2, 4, 8 CPUs
   --tests A,B      with --mode test: run only these tests
+  --bench-loops N  with --mode bench: pairs per reader per run (default 200000)
+  --bench-runs N   with --mode bench: runs per setting (default 5)
   --timeout SECS   kill QEMU after SECS seconds, 0 = never (default 600)
   --gdb            start halted; QEMU waits for GDB on localhost:1234
   -h, --help       print this help
@@ -156,13 +174,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
                 }
             }
             "--mode" => {
-                opts.mode = match value("boot, test or list")?.as_str() {
+                opts.mode = match value("boot, test, list or bench")?.as_str() {
                     "boot" => Mode::Boot,
                     "test" => Mode::Test,
                     "list" => Mode::List,
+                    "bench" => Mode::Bench,
                     other => {
                         return Err(OptionError(format!(
-                            "--mode {other}: expected boot, test or list"
+                            "--mode {other}: expected boot, test, list or bench"
                         )))
                     }
                 }
@@ -184,6 +203,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
                 let secs = parse_in_range(&flag, &value("seconds, 0 for none")?, 0, 86_400)?;
                 opts.timeout = (secs > 0).then(|| Duration::from_secs(secs.into()));
             }
+            "--bench-loops" => {
+                let v = value("pairs per reader per run")?;
+                opts.bench_loops = Some(parse_in_range(&flag, &v, 1, 1_000_000_000)?);
+            }
+            "--bench-runs" => {
+                let v = value("runs per setting")?;
+                opts.bench_runs = Some(parse_in_range(&flag, &v, 1, 1000)?);
+            }
             "--gdb" => {
                 if inline.is_some() {
                     return Err(OptionError("--gdb takes no value".into()));
@@ -195,6 +222,11 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
     }
     if opts.tests.is_some() && opts.mode != Mode::Test {
         return Err(OptionError("--tests goes with --mode test".into()));
+    }
+    if (opts.bench_loops.is_some() || opts.bench_runs.is_some()) && opts.mode != Mode::Bench {
+        return Err(OptionError(
+            "--bench-loops and --bench-runs go with --mode bench".into(),
+        ));
     }
     Ok(Parsed::Run(opts))
 }
@@ -292,12 +324,17 @@ mod tests {
             (&["--accel", "hvf"], "--accel hvf: expected tcg or kvm"),
             (
                 &["--mode", "fast"],
-                "--mode fast: expected boot, test or list",
+                "--mode fast: expected boot, test, list or bench",
             ),
             (&["--tests", "a"], "--tests goes with --mode test"),
             (
                 &["--mode", "test", "--tests", "a,,b"],
                 "expected comma-separated test names",
+            ),
+            (&["--bench-runs", "3"], "go with --mode bench"),
+            (
+                &["--mode", "bench", "--bench-loops", "0"],
+                "--bench-loops 0: expected a whole number from 1",
             ),
             (&["--frobnicate"], "unknown option `--frobnicate`"),
             (&["--gdb=yes"], "--gdb takes no value"),

@@ -87,7 +87,7 @@ fn a_plain_boot_prints_the_banner_and_exits_0() {
     let console = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{console}");
     assert!(console.contains("refcnt kernel"), "{console}");
-    assert!(console.contains("acpi: 2 cpus in MADT"), "{console}");
+    assert!(console.contains("cpus: 2/2 online"), "{console}");
     assert!(console.contains("cmdline: mode=boot"), "{console}");
 }
 
@@ -107,4 +107,56 @@ fn a_failing_kernel_run_exits_1() {
         console.contains("ktest: FAILED ktest::selftest_panic_is_reported: panicked at"),
         "{console}"
     );
+}
+
+#[test]
+fn a_short_bench_runs_and_its_output_parses() {
+    let out = runner(&[
+        "--smp",
+        "2",
+        "--mode",
+        "bench",
+        "--bench-loops",
+        "2000",
+        "--bench-runs",
+        "1",
+        "--timeout",
+        "120",
+    ]);
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{console}");
+    let rows: Vec<(&str, usize, f64, f64)> = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("bench: "))
+        .filter(|l| l.contains(" | cpus="))
+        .map(|l| {
+            let parts: Vec<&str> = l.split(" | ").collect();
+            assert_eq!(parts.len(), 4, "bad bench line `{l}`");
+            let num = |p: &str, key: &str| {
+                p.strip_prefix(key)
+                    .unwrap_or_else(|| panic!("`{p}` lacks {key}"))
+                    .to_string()
+            };
+            (
+                parts[0],
+                num(parts[1], "cpus=").parse().unwrap(),
+                num(parts[2], "min=").parse().unwrap(),
+                num(parts[3], "median=").parse().unwrap(),
+            )
+        })
+        .collect();
+    // Every case at 1 and 2 CPUs, and no case timed at zero (an optimised-
+    // away loop would be).
+    assert!(rows.len() >= 20, "{console}");
+    assert!(
+        rows.iter().any(|r| r.0.starts_with("floor") && r.1 == 2),
+        "{console}"
+    );
+    for (name, cpus, min, median) in &rows {
+        assert!(
+            *min > 0.0 && median >= min,
+            "{name} at {cpus} cpus: min {min}, median {median}"
+        );
+    }
+    assert!(console.contains("bench-table: | primitive"), "{console}");
 }

@@ -20,6 +20,8 @@ pub enum Mode {
     Test,
     /// Print the registered in-kernel tests and exit.
     List,
+    /// Run the benchmarks and exit.
+    Bench,
 }
 
 /// A parsed command line.
@@ -28,6 +30,8 @@ pub struct CommandLine {
     raw: String,
     mode: Mode,
     tests: Option<Vec<String>>,
+    bench_loops: u64,
+    bench_runs: usize,
 }
 
 /// Why a command line was refused.
@@ -54,7 +58,10 @@ impl fmt::Display for CmdlineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotKeyValue(w) => write!(f, "`{w}` is not of the form key=value"),
-            Self::UnknownKey(k) => write!(f, "unknown key `{k}` (known: mode, tests)"),
+            Self::UnknownKey(k) => write!(
+                f,
+                "unknown key `{k}` (known: mode, tests, bench_loops, bench_runs)"
+            ),
             Self::BadValue {
                 key,
                 value,
@@ -79,6 +86,8 @@ impl CommandLine {
             raw: text.trim().to_string(),
             mode: Mode::Boot,
             tests: None,
+            bench_loops: 200_000,
+            bench_runs: 5,
         };
         for word in text.split_ascii_whitespace() {
             let (key, value) = word
@@ -95,7 +104,8 @@ impl CommandLine {
                         "boot" => Mode::Boot,
                         "test" => Mode::Test,
                         "list" => Mode::List,
-                        _ => return Err(bad("one of boot, test, list")),
+                        "bench" => Mode::Bench,
+                        _ => return Err(bad("one of boot, test, list, bench")),
                     }
                 }
                 "tests" => {
@@ -103,6 +113,20 @@ impl CommandLine {
                         return Err(bad("a comma-separated list of test names"));
                     }
                     line.tests = Some(value.split(',').map(String::from).collect());
+                }
+                "bench_loops" => {
+                    line.bench_loops = value
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| bad("a positive number of pairs"))?
+                }
+                "bench_runs" => {
+                    line.bench_runs = value
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| bad("a positive number of runs"))?
                 }
                 _ => return Err(CmdlineError::UnknownKey(key.to_string())),
             }
@@ -118,6 +142,11 @@ impl CommandLine {
     /// The run mode.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Benchmark settings: pairs per reader per run, runs per setting.
+    pub fn bench(&self) -> (u64, usize) {
+        (self.bench_loops, self.bench_runs)
     }
 
     /// The tests named by `tests=`, or `None` for all.

@@ -13,9 +13,11 @@ extern crate alloc;
 #[path = "../../boot/src/abi.rs"]
 pub mod abi;
 pub mod arch;
+pub mod bench;
 pub mod cmdline;
 pub mod ktest;
 pub mod mem;
+pub mod sync;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
@@ -68,15 +70,19 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         memory.usable_bytes >> 20,
         memory.heap_bytes >> 10
     );
-    let smp = arch::bring_up_cpus(madt.as_ref(), phys_offset);
+    arch::bring_up_cpus(madt.as_ref(), phys_offset);
     println!("cmdline: {}", cmdline.raw());
 
     match cmdline.mode() {
         cmdline::Mode::Test => ktest::run(cmdline.tests()),
         cmdline::Mode::List => ktest::list(),
+        cmdline::Mode::Bench => {
+            let (loops, runs) = cmdline.bench();
+            bench::run(bench::Config { loops, runs });
+            arch::qemu::exit(abi::ExitCode::Success)
+        }
         cmdline::Mode::Boot => {
             println!("boot: ok");
-            let _ = smp;
             arch::qemu::exit(abi::ExitCode::Success)
         }
     }

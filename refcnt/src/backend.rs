@@ -123,6 +123,7 @@ pub trait Report: 'static {
 /// assert!(r.kill());
 /// assert!(r.is_zero());
 /// ```
+#[allow(unsafe_code)] // declaring the contract is not unsafe code; implementing it is
 pub unsafe trait Backend: Report {
     /// One per-CPU allocation of `slots` counters, all zero, at the same
     /// offset on every CPU (in a kernel). Freed when dropped.

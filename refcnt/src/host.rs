@@ -89,7 +89,8 @@ mod sys {
         }
         // SAFETY: membarrier takes three integer arguments and touches no
         // memory of ours; an unknown command just fails with an error.
-        let r = unsafe { libc::syscall(libc::SYS_membarrier, CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) };
+        let r =
+            unsafe { libc::syscall(libc::SYS_membarrier, CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) };
         r == 0
     }
 
@@ -132,9 +133,10 @@ fn updater_barrier() {
     fence(SeqCst);
 }
 
-struct Slot(Cell<usize>);
+/// Gives the slot back when its thread exits.
+struct SlotOwner(Cell<usize>);
 
-impl Drop for Slot {
+impl Drop for SlotOwner {
     fn drop(&mut self) {
         let id = self.0.get();
         if id < MAX_CPUS {
@@ -145,7 +147,11 @@ impl Drop for Slot {
 }
 
 thread_local! {
-    static SLOT: Slot = const { Slot(Cell::new(usize::MAX)) };
+    // The slot id lives in a Drop-free cell, so reading it on the fast
+    // path is a plain TLS load with no destructor-registration check; the
+    // owner with the destructor is touched only when claiming.
+    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    static OWNER: SlotOwner = const { SlotOwner(Cell::new(usize::MAX)) };
     static REPORTS: RefCell<Vec<Misuse>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -155,6 +161,7 @@ fn claim() -> usize {
     for (i, t) in SLOT_TAKEN.iter().enumerate() {
         // Acquire: pairs with the Release in Slot::drop (previous owner).
         if t.compare_exchange(false, true, Acquire, Relaxed).is_ok() {
+            OWNER.with(|o| o.0.set(i));
             return i;
         }
     }
@@ -171,12 +178,12 @@ fn claim() -> usize {
 #[inline]
 pub fn cpu() -> usize {
     SLOT.with(|s| {
-        let id = s.0.get();
+        let id = s.get();
         if id < MAX_CPUS {
             id
         } else {
             let id = claim();
-            s.0.set(id);
+            s.set(id);
             id
         }
     })
@@ -210,6 +217,7 @@ pub struct HostPerCpu {
 }
 
 impl HostPerCpu {
+    #[inline]
     fn cell(&self, cpu: usize, slot: usize) -> &AtomicUsize {
         &self.cells[cpu * self.lines + slot / 16].0[slot % 16]
     }
@@ -223,6 +231,7 @@ pub struct HostReadGuard {
 }
 
 impl Drop for HostReadGuard {
+    #[inline]
     fn drop(&mut self) {
         let w = &SECTIONS[self.slot].0;
         // Release: everything done in the section happens before an
@@ -325,7 +334,10 @@ unsafe impl Backend for Host {
         let s = w.load(Relaxed);
         if s & DEPTH_MASK == 0 {
             // Relaxed store, then the store-load barrier below.
-            w.store(((s >> DEPTH_BITS).wrapping_add(1) << DEPTH_BITS) | 1, Relaxed);
+            w.store(
+                ((s >> DEPTH_BITS).wrapping_add(1) << DEPTH_BITS) | 1,
+                Relaxed,
+            );
             // Relaxed: fixed before this thread claimed its slot.
             if FENCE_KIND.load(Relaxed) == FENCE_MEMBARRIER {
                 // The updater's membarrier supplies the hardware barrier.
@@ -334,7 +346,10 @@ unsafe impl Backend for Host {
                 fence(SeqCst);
             }
         } else {
-            assert!(s & DEPTH_MASK < DEPTH_MASK, "read-side sections nested too deep");
+            assert!(
+                s & DEPTH_MASK < DEPTH_MASK,
+                "read-side sections nested too deep"
+            );
             w.store(s + 1, Relaxed);
         }
         HostReadGuard {
@@ -345,11 +360,14 @@ unsafe impl Backend for Host {
 
     fn synchronize_sched() {
         decide_fences();
-        let me = SLOT.with(|s| s.0.get());
+        let me = SLOT.with(|s| s.get());
         if me < MAX_CPUS {
             // Relaxed: our own word.
             let d = SECTIONS[me].0.load(Relaxed) & DEPTH_MASK;
-            assert!(d == 0, "synchronize_sched inside a read-side section would deadlock");
+            assert!(
+                d == 0,
+                "synchronize_sched inside a read-side section would deadlock"
+            );
         }
         // Pairs with the reader's entry barrier (see the module docs).
         updater_barrier();

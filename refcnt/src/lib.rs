@@ -28,8 +28,6 @@
 //! # }
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]
-// `deny`, not `forbid`: `srcu::ptr` (the SRCU-protected pointer) is the one
-// module of the algorithms that needs `unsafe`, and says why.
 #![cfg_attr(not(feature = "std"), deny(unsafe_code))]
 
 extern crate alloc;

@@ -83,7 +83,9 @@ unsafe impl Backend for Loom {
     type ReadGuard = LoomGuard;
 
     fn alloc_percpu(slots: usize) -> Result<Self::PerCpu, AllocError> {
-        Ok((0..slots * LOOM_CPUS).map(|_| AtomicUsize::new(0)).collect())
+        Ok((0..slots * LOOM_CPUS)
+            .map(|_| AtomicUsize::new(0))
+            .collect())
     }
 
     fn this_cpu_add(p: &Self::PerCpu, slot: usize, delta: usize) {

@@ -4,7 +4,7 @@
 //! code that detects it repairs what it can (an underflowing put is undone,
 //! a repeated zero does not release again), bumps the per-kind counter
 //! returned by [`misuse_count`], and hands the kind to the backend's
-//! [`Report::report`](crate::Report::report). Linux warns in the same places;
+//! [`Report::report`]. Linux warns in the same places;
 //! we also count, so tests can assert on it.
 
 use core::fmt;

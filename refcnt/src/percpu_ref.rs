@@ -180,13 +180,20 @@ const GET_ONE: usize = 1 << REF_BITS;
 const GET_MASK: usize = (1 << GET_BITS) - 1;
 const BIAS: usize = 1 << (REF_BITS - 1);
 
-const _: () = assert!(GET_MASK + 1 >= DYNAMIC_BATCH && (GET_MASK + 1) % DYNAMIC_BATCH == 0);
+const _: () =
+    assert!(GET_MASK + 1 >= DYNAMIC_BATCH && (GET_MASK + 1).is_multiple_of(DYNAMIC_BATCH));
 
 fn refs(word: usize) -> usize {
     word & REF_MASK
 }
 
 type Confirm = Box<dyn FnOnce() + Send>;
+
+/// A confirmation and whether it runs late: after the flight's extra
+/// reference is dropped (waiters of `switch_to_atomic_sync`, so that they
+/// see an exact count), rather than before it (user confirmations, which
+/// must run before a release the switch may cause).
+type Pending = (Confirm, bool);
 
 /// Slow-path state, under `Inner::ctl`.
 struct Ctl {
@@ -201,9 +208,9 @@ struct Ctl {
     /// Per-CPU sum already folded into `count`.
     folded: usize,
     /// Run when the flight in progress lands.
-    confirms: Vec<Confirm>,
+    confirms: Vec<Pending>,
     /// Need a grace period that starts after the flight in progress lands.
-    next: Vec<Confirm>,
+    next: Vec<Pending>,
 }
 
 struct Inner<B: Backend> {
@@ -321,7 +328,7 @@ pub struct Stats {
 
 enum Action {
     Nothing,
-    RunNow(Option<Confirm>),
+    RunNow(Option<Pending>),
     Start,
 }
 
@@ -429,7 +436,7 @@ impl<B: Backend> Inner<B> {
 
     fn dyn_tick(&self, old: usize) {
         let gets = ((old >> REF_BITS) + 1) & GET_MASK;
-        if gets % DYNAMIC_BATCH != 0 || self.batch_ns == 0 {
+        if !gets.is_multiple_of(DYNAMIC_BATCH) || self.batch_ns == 0 {
             return;
         }
         let now = B::now_ns();
@@ -478,7 +485,7 @@ impl<B: Backend> Inner<B> {
 
     /// Under the lock: make the ref atomic, adding `set` to the mode word,
     /// and arrange for `confirm` to run once every CPU sees the new word.
-    fn want_atomic(&self, ctl: &mut Ctl, confirm: Option<Confirm>, set: usize) -> Action {
+    fn want_atomic(&self, ctl: &mut Ctl, confirm: Option<Pending>, set: usize) -> Action {
         let mode = self.mode();
         let new = (mode | set | ATOMIC) & !DYN;
         if new != mode {
@@ -514,7 +521,7 @@ impl<B: Backend> Inner<B> {
         match a {
             Action::Nothing => {}
             Action::RunNow(c) => {
-                if let Some(c) = c {
+                if let Some((c, _)) = c {
                     c()
                 }
             }
@@ -566,11 +573,16 @@ impl<B: Backend> Inner<B> {
                 }
             }
             drop(ctl);
-            for c in confirms {
+            let (late, early): (Vec<Pending>, Vec<Pending>) =
+                confirms.into_iter().partition(|p| p.1);
+            for (c, _) in early {
                 c();
             }
             if extra {
                 this.put_atomic(this.mode(), 1);
+            }
+            for (c, _) in late {
+                c();
             }
             if !again {
                 return;
@@ -597,7 +609,10 @@ impl<B: Backend> PercpuRef<B> {
     /// assert!(r.is_zero() && r.is_dying());
     /// assert_eq!(r.stats().mode, Mode::Atomic);
     /// ```
-    pub fn new(release: impl Fn() + Send + Sync + 'static, flags: Flags) -> Result<Self, AllocError> {
+    pub fn new(
+        release: impl Fn() + Send + Sync + 'static,
+        flags: Flags,
+    ) -> Result<Self, AllocError> {
         Self::new_with_rate(release, flags, DEFAULT_DYNAMIC_RATE)
     }
 
@@ -643,11 +658,9 @@ impl<B: Backend> PercpuRef<B> {
         if dynamic && !dead && !force_atomic {
             mode |= DYN;
         }
-        let batch_ns = if gets_per_sec == 0 {
-            0
-        } else {
-            (DYNAMIC_BATCH as u64).saturating_mul(1_000_000_000) / gets_per_sec
-        };
+        let batch_ns = (DYNAMIC_BATCH as u64 * 1_000_000_000)
+            .checked_div(gets_per_sec)
+            .unwrap_or(0);
         Ok(Self {
             inner: Arc::new(Inner {
                 mode: AtomicUsize::new(mode),
@@ -859,10 +872,10 @@ impl<B: Backend> PercpuRef<B> {
     /// assert!(r.tryget_live().is_none());
     /// ```
     pub fn kill_and_confirm(&self, confirm: impl FnOnce() + Send + 'static) -> bool {
-        self.kill_inner(Some(Box::new(confirm)))
+        self.kill_inner(Some((Box::new(confirm), false)))
     }
 
-    fn kill_inner(&self, confirm: Option<Confirm>) -> bool {
+    fn kill_inner(&self, confirm: Option<Pending>) -> bool {
         let mut ctl = self.inner.ctl.lock();
         let mode = self.inner.mode();
         let bad = if mode & EXITED != 0 {
@@ -900,11 +913,13 @@ impl<B: Backend> PercpuRef<B> {
     /// assert_eq!(r.stats().mode, Mode::Atomic);
     /// ```
     pub fn switch_to_atomic(&self, confirm: impl FnOnce() + Send + 'static) {
-        self.to_atomic(Some(Box::new(confirm)), false)
+        self.to_atomic(Some((Box::new(confirm), false)), false);
     }
 
     /// Switches to atomic mode and waits until the switch has landed (the
-    /// grace period runs on the caller if no switch was in flight).
+    /// grace period runs on the caller if no switch was in flight); on
+    /// return [`count_atomic`](Self::count_atomic) is exact. (Linux wakes
+    /// its waiter a moment before dropping the switch's own reference.)
     ///
     /// # Examples
     ///
@@ -919,22 +934,28 @@ impl<B: Backend> PercpuRef<B> {
         let done = Arc::new(AtomicBool::new(false));
         let d = Arc::clone(&done);
         // Release/Acquire: the waiter sees the landed state.
-        self.to_atomic(Some(Box::new(move || d.store(true, Release))), true);
+        let flag: Confirm = Box::new(move || d.store(true, Release));
+        if !self.to_atomic(Some((flag, true)), true) {
+            return;
+        }
         while !done.load(Acquire) {
             B::relax();
         }
     }
 
-    fn to_atomic(&self, confirm: Option<Confirm>, sync: bool) {
+    /// False (and reported) after exit, when `confirm` is dropped unrun.
+    fn to_atomic(&self, confirm: Option<Pending>, sync: bool) -> bool {
         let mut ctl = self.inner.ctl.lock();
         if self.inner.mode() & EXITED != 0 {
             drop(ctl);
-            return misuse::report::<B>(Misuse::GetAfterExit);
+            misuse::report::<B>(Misuse::GetAfterExit);
+            return false;
         }
         ctl.force_atomic = true;
         let a = self.inner.want_atomic(&mut ctl, confirm, 0);
         drop(ctl);
         Inner::run(&self.inner, a, sync);
+        true
     }
 
     /// Switches to per-CPU mode (at once, or when a switch in flight lands).

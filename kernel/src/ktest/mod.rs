@@ -74,6 +74,8 @@ macro_rules! ktest {
         fn $name() $body
         const _: () = {
             #[used]
+            // The section holds nothing but these records (see `all`).
+            #[allow(unsafe_code)]
             #[link_section = "ktests"]
             static ENTRY: $crate::ktest::KernelTest = $crate::ktest::KernelTest {
                 path: concat!(module_path!(), "::", stringify!($name)),
@@ -96,12 +98,12 @@ pub const DEFAULT_TIMEOUT_S: u32 = 60;
 
 /// Every registered kernel test, in link order.
 pub fn all() -> &'static [KernelTest] {
-    extern "C" {
-        static __start_ktests: KernelTest;
-        static __stop_ktests: KernelTest;
+    unsafe extern "C" {
+        static __start_ktests: u8;
+        static __stop_ktests: u8;
     }
-    let start = &raw const __start_ktests;
-    let stop = &raw const __stop_ktests;
+    let start = (&raw const __start_ktests).cast::<KernelTest>();
+    let stop = (&raw const __stop_ktests).cast::<KernelTest>();
     let len = (stop as usize - start as usize) / size_of::<KernelTest>();
     // SAFETY: the linker bounds the `ktests` section with these symbols, and
     // the section holds nothing but `KernelTest` statics (only `ktest!`

@@ -16,7 +16,7 @@ use ::x86_64::registers::control::Cr2;
 use ::x86_64::structures::idt::{
     InterruptDescriptorTable, InterruptStackFrame, PageFaultErrorCode,
 };
-use spin::Lazy;
+use spin::LazyLock;
 
 use super::{apic, gdt, smp};
 
@@ -111,7 +111,7 @@ extern "x86-interrupt" fn machine_check(frame: InterruptStackFrame) -> ! {
     die(&frame, 18, "machine check", None)
 }
 
-static IDT: Lazy<InterruptDescriptorTable> = Lazy::new(|| {
+static IDT: LazyLock<InterruptDescriptorTable> = LazyLock::new(|| {
     let mut idt = InterruptDescriptorTable::new();
     idt.divide_error.set_handler_fn(divide_error);
     idt.debug.set_handler_fn(debug);
@@ -185,6 +185,7 @@ pub fn unexpected_interrupts() -> (u64, u64) {
 
 extern "x86-interrupt" fn timer_tick(_frame: InterruptStackFrame) {
     TICKS.add(1);
+    crate::sync::rcu::tick();
     apic::eoi();
 }
 
@@ -245,7 +246,7 @@ crate::ktest! {
     /// fail the test. Run by boot/tests/harness.rs, not by the suite.
     #[selftest]
     fn selftest_page_fault_is_reported() {
-        let bad = 0x8 as *const u64; // in the unmapped null page
+        let bad = core::ptr::without_provenance::<u64>(0x8); // in the unmapped null page
         // SAFETY: deliberately unsound: this read faults, which is what the
         // test checks; the fault handler ends the run before it returns.
         let _ = unsafe { core::ptr::read_volatile(bad) };

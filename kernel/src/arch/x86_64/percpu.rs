@@ -38,8 +38,9 @@ use spin::{Mutex, Once};
 pub struct Header {
     /// Linear address of this area (what GS base points at).
     self_ptr: u64,
-    /// Dense CPU index, 0 for the boot CPU.
-    cpu_index: u32,
+    /// Dense CPU index, 0 for the boot CPU (8 bytes, so that `cpu_id()`
+    /// is one load with no zero-extension).
+    cpu_index: u64,
     /// Local APIC ID.
     apic_id: u32,
 }
@@ -49,7 +50,7 @@ const CPU_INDEX_OFFSET: usize = core::mem::offset_of!(Header, cpu_index);
 const APIC_ID_OFFSET: usize = core::mem::offset_of!(Header, apic_id);
 /// Bytes before the copy of the static section.
 pub const HEADER_SIZE: usize = size_of::<Header>();
-const _: () = assert!(SELF_PTR_OFFSET == 0 && CPU_INDEX_OFFSET == 8 && APIC_ID_OFFSET == 12);
+const _: () = assert!(SELF_PTR_OFFSET == 0 && CPU_INDEX_OFFSET == 8 && APIC_ID_OFFSET == 16);
 
 /// Bytes of each area given to `alloc_percpu`.
 pub const DYNAMIC_SIZE: usize = 64 * 1024;
@@ -83,6 +84,8 @@ unsafe impl<T: Send> Sync for PerCpu<T> {}
 macro_rules! percpu {
     ($($(#[$m:meta])* $vis:vis static $name:ident: PerCpu<$ty:ty> = $init:expr;)*) => {$(
         $(#[$m])*
+        // The section holds nothing but `PerCpu` templates (see `init`).
+        #[allow(unsafe_code)]
         #[link_section = "percpu"]
         $vis static $name: $crate::arch::percpu::PerCpu<$ty> =
             $crate::arch::percpu::PerCpu::template($init);
@@ -217,16 +220,16 @@ pub fn load_remote(cpu: usize, offset: usize) -> u64 {
     unsafe { (*ptr).load(Ordering::Relaxed) }
 }
 
-/// Dense index of the running CPU: one `mov eax, dword ptr gs:[8]`.
+/// Dense index of the running CPU: one `mov rax, qword ptr gs:[8]`.
 #[inline(always)]
 pub fn cpu_id() -> usize {
-    let id: u32;
+    let id: usize;
     // SAFETY: GS base always points at an area or at the boot header, both
     // of which start with a `Header`.
     unsafe {
-        asm!("mov {0:e}, dword ptr gs:[{off}]", out(reg) id, off = const CPU_INDEX_OFFSET, options(nostack, preserves_flags, readonly));
+        asm!("mov {0}, qword ptr gs:[{off}]", out(reg) id, off = const CPU_INDEX_OFFSET, options(nostack, preserves_flags, readonly));
     }
-    id as usize
+    id
 }
 
 /// Local APIC ID of the running CPU, from its area header.
@@ -312,7 +315,7 @@ pub fn init(apic_ids: &[u32]) {
             unsafe {
                 base.cast::<Header>().write(Header {
                     self_ptr: base as u64,
-                    cpu_index: i as u32,
+                    cpu_index: i as u64,
                     apic_id,
                 });
                 core::ptr::copy_nonoverlapping(start as *const u8, base.add(HEADER_SIZE), len);
@@ -440,5 +443,106 @@ impl Drop for IrqGuard {
         if self.were_enabled {
             ::x86_64::instructions::interrupts::enable();
         }
+    }
+}
+
+/// Out-of-line copies of the fast paths, kept (with C names) so the
+/// disassembly check in `boot/tests/disassembly.rs` can find them: each must
+/// be a single `gs:`-relative instruction and a `ret`.
+pub mod probes {
+    /// `gs_add` out of line.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub extern "C" fn percpu_probe_add(offset: usize, v: u64) {
+        super::gs_add(offset, v);
+    }
+
+    /// `cpu_id` out of line.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub extern "C" fn percpu_probe_cpu_id() -> usize {
+        super::cpu_id()
+    }
+}
+
+#[used]
+static KEEP_PROBE_ADD: extern "C" fn(usize, u64) = probes::percpu_probe_add;
+#[used]
+static KEEP_PROBE_CPU_ID: extern "C" fn() -> usize = probes::percpu_probe_cpu_id;
+
+crate::percpu! {
+    static TEST_COUNTER: PerCpu<u64> = 0;
+    static TEST_VALUE: PerCpu<u64> = 0;
+}
+
+crate::ktest! {
+    /// Every CPU adds to its own counter 10^6 times at once, through a
+    /// static and through a dynamic per-CPU variable; the sums are exact.
+    #[smp(1, 2, 8)]
+    #[timeout(120)]
+    fn percpu_counters_sum_exactly() {
+        const N: u64 = 1_000_000;
+        let dynamic = alloc_percpu(8).expect("room for one counter");
+        super::smp::on_each_cpu(&|| TEST_COUNTER.set(0));
+        super::smp::on_each_cpu(&|| {
+            for _ in 0..N {
+                TEST_COUNTER.add(1);
+                gs_add(dynamic.offset(), 1);
+            }
+        });
+        let cpus = super::smp::online_cpus() as u64;
+        assert_eq!(TEST_COUNTER.sum(), N * cpus);
+        let dyn_sum: u64 = (0..possible_cpus()).map(|c| load_remote(c, dynamic.offset())).sum();
+        assert_eq!(dyn_sum, N * cpus);
+    }
+}
+
+crate::ktest! {
+    /// A value written on CPU i is seen only in CPU i's instance, and every
+    /// CPU's `cpu_id()` and area header agree with its APIC.
+    #[smp(1, 2, 8)]
+    fn percpu_isolation_and_cpu_ids() {
+        use core::sync::atomic::AtomicUsize;
+        let mismatches = AtomicUsize::new(0);
+        super::smp::on_each_cpu(&|| {
+            TEST_VALUE.set(cpu_id() as u64 * 1000 + 7);
+            let apic = super::apic::id();
+            if apic != apic_id() || apic != super::smp::apic_id_of(cpu_id()) {
+                mismatches.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        assert_eq!(mismatches.load(Ordering::Relaxed), 0, "cpu_id/APIC ID map disagrees");
+        for cpu in super::smp::online() {
+            assert_eq!(TEST_VALUE.read_remote(cpu), cpu as u64 * 1000 + 7, "cpu {cpu}");
+        }
+        let guard = IrqGuard::new();
+        TEST_VALUE.with(&guard, |v| *v += 1);
+        assert_eq!(TEST_VALUE.get(), cpu_id() as u64 * 1000 + 8);
+    }
+}
+
+crate::ktest! {
+    /// The dynamic allocator zeroes, reuses freed space, and refuses what
+    /// does not fit instead of overlapping.
+    fn percpu_allocator_reuses_and_refuses() {
+        let a = alloc_percpu(64).unwrap();
+        gs_store(a.offset(), 0xdead);
+        let offset = a.offset();
+        drop(a);
+        let b = alloc_percpu(64).unwrap();
+        assert_eq!(b.offset(), offset, "freed space is reused first");
+        assert_eq!(gs_load(b.offset()), 0, "allocations are zeroed");
+        let err = alloc_percpu(DYNAMIC_SIZE).unwrap_err();
+        assert_eq!(err.requested, DYNAMIC_SIZE);
+        let mut many = alloc::vec::Vec::new();
+        while let Ok(x) = alloc_percpu(1024) {
+            many.push(x);
+        }
+        assert!(many.len() >= DYNAMIC_SIZE / 1024 - 2, "{} blocks fit", many.len());
+        let mut offsets: alloc::vec::Vec<usize> = many.iter().map(PercpuAlloc::offset).collect();
+        offsets.sort_unstable();
+        assert!(offsets.windows(2).all(|w| w[1] - w[0] >= 1024), "no two blocks overlap");
+        drop(many);
+        alloc_percpu(32 * 1024).expect("all space is back after freeing");
     }
 }

@@ -20,7 +20,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use ::x86_64::structures::paging::PageTableFlags;
 use spin::{Mutex, Once};
@@ -212,7 +212,7 @@ pub fn start_aps(apic_ids: &[u32]) -> Bringup {
             mailbox.write_volatile(Mailbox {
                 cr3,
                 stack_top,
-                entry: ap_main as usize as u64,
+                entry: ap_main as *const () as u64,
                 cpu: cpu as u64,
             });
         }
@@ -251,11 +251,74 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     idle_loop()
 }
 
-/// Halts until an interrupt, forever; interrupts are served in between.
+/// The idle loop of an application processor: runs the job handed to it
+/// by [`spawn_on`] (with interrupts on), else halts until an interrupt.
 pub fn idle_loop() -> ! {
+    let me = percpu::cpu_id();
     loop {
-        ::x86_64::instructions::interrupts::enable_and_hlt();
+        crate::sync::rcu::poll_callbacks();
+        ::x86_64::instructions::interrupts::disable();
+        // Interrupts are off between this check and `sti; hlt` (which takes
+        // a pending interrupt only once halted), so a kick sent right after
+        // the check still wakes the halt.
+        let job = JOBS.get().and_then(|jobs| jobs[me].lock().take());
+        match job {
+            Some(job) => {
+                ::x86_64::instructions::interrupts::enable();
+                job();
+            }
+            None => ::x86_64::instructions::interrupts::enable_and_hlt(),
+        }
     }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One job slot per CPU, taken by that CPU's idle loop.
+static JOBS: Once<Vec<Mutex<Option<Job>>>> = Once::new();
+
+/// A job started with [`spawn_on`].
+pub struct JobHandle {
+    done: Arc<AtomicBool>,
+}
+
+impl JobHandle {
+    /// Waits up to `ms` milliseconds for the job to return; false on timeout.
+    pub fn join(&self, ms: u64) -> bool {
+        // Acquire: pairs with the Release store after the job, so its
+        // effects are visible once this returns true.
+        wait_for(ms, || self.done.load(Ordering::Acquire))
+    }
+}
+
+/// Runs `f` on application processor `cpu`, in its idle loop, with
+/// interrupts on (so it may wait for grace periods and IPIs). This is a
+/// stand-in for kernel threads until the scheduler exists: one job per CPU
+/// at a time. Panics if `cpu` is this CPU or offline, or already busy.
+pub fn spawn_on(cpu: usize, f: impl FnOnce() + Send + 'static) -> JobHandle {
+    assert!(
+        cpu != percpu::cpu_id() && is_online(cpu),
+        "spawn_on: cpu {cpu} is this cpu or offline"
+    );
+    let jobs = JOBS.call_once(|| {
+        (0..percpu::possible_cpus())
+            .map(|_| Mutex::new(None))
+            .collect()
+    });
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let job: Job = Box::new(move || {
+        f();
+        flag.store(true, Ordering::Release);
+    });
+    {
+        let _irq = IrqGuard::new();
+        let mut slot = jobs[cpu].lock();
+        assert!(slot.is_none(), "spawn_on: cpu {cpu} already has a job");
+        *slot = Some(job);
+    }
+    kick(cpu);
+    JobHandle { done }
 }
 
 /// A cross-CPU call in flight.
@@ -399,4 +462,108 @@ pub fn kick_all(include_self: bool) {
         Dest::AllButSelf
     };
     apic::send_ipi(dest, Delivery::Fixed(KICK_VECTOR));
+}
+
+/// Waits up to `ms` milliseconds for `cond`; false on timeout. A wait
+/// point: runs ready grace-period callbacks while it waits.
+pub fn wait_for(ms: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = time::now_ns() + ms * 1_000_000;
+    while !cond() {
+        if time::now_ns() > deadline {
+            return false;
+        }
+        if ::x86_64::instructions::interrupts::are_enabled() {
+            crate::sync::rcu::poll_callbacks();
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+crate::ktest! {
+    /// Each kick IPI arrives exactly once: to each CPU, to all others, and
+    /// to all CPUs including the sender. (Sends of one vector that reach a
+    /// CPU before it took the previous one merge in its APIC's request
+    /// register, as on hardware; so each send waits for the arrival.)
+    #[smp(2, 8)]
+    fn ipis_arrive_exactly_once() {
+        let kicks = |cpu| idt::KICKS.read_remote(cpu);
+        let me = percpu::cpu_id();
+        for cpu in online().filter(|&c| c != me) {
+            let before = kicks(cpu);
+            for sent in 1..=5 {
+                kick(cpu);
+                let arrived = wait_for(1000, || kicks(cpu) >= before + sent);
+                assert!(arrived, "cpu {cpu}: kick {sent} did not arrive");
+            }
+            time::delay_us(5_000);
+            assert_eq!(kicks(cpu), before + 5, "cpu {cpu} got a kick twice");
+        }
+        for include_self in [false, true] {
+            let before: Vec<u64> = online().map(kicks).collect();
+            kick_all(include_self);
+            for (i, cpu) in online().enumerate() {
+                let want = before[i] + u64::from(cpu != me || include_self);
+                assert!(wait_for(1000, || kicks(cpu) >= want), "cpu {cpu}: {} kicks, want {want}", kicks(cpu));
+            }
+            time::delay_us(5_000);
+            for (i, cpu) in online().enumerate() {
+                let want = before[i] + u64::from(cpu != me || include_self);
+                assert_eq!(kicks(cpu), want, "cpu {cpu}: a broadcast kick arrived twice or went astray");
+            }
+        }
+    }
+}
+
+crate::ktest! {
+    /// `on_each_cpu` runs on every online CPU once; the no-wait form too.
+    #[smp(1, 2, 8)]
+    fn on_each_cpu_runs_on_all_cpus() {
+        let seen = AtomicU64::new(0);
+        let runs = AtomicUsize::new(0);
+        on_each_cpu(&|| {
+            seen.fetch_or(1 << percpu::cpu_id(), Ordering::Relaxed);
+            runs.fetch_add(1, Ordering::Relaxed);
+        });
+        let n = online_cpus();
+        assert_eq!(seen.load(Ordering::Relaxed), (1u64 << n) - 1);
+        assert_eq!(runs.load(Ordering::Relaxed), n);
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        on_each_cpu_nowait(Arc::new(move || {
+            c.fetch_add(1, Ordering::Relaxed);
+        }));
+        assert!(wait_for(1000, || count.load(Ordering::Relaxed) == n), "no-wait call ran {} of {n}", count.load(Ordering::Relaxed));
+    }
+}
+
+crate::ktest! {
+    /// The timer ticks on every CPU, at roughly HZ, and the clock never
+    /// goes backwards, on one CPU or from one CPU to the next.
+    #[smp(1, 2, 8)]
+    fn timer_ticks_everywhere_and_clock_is_monotonic() {
+        let before: Vec<u64> = online().map(|c| idt::TICKS.read_remote(c)).collect();
+        let t0 = time::now_ns();
+        time::delay_us(100_000);
+        let elapsed_ms = (time::now_ns() - t0) / 1_000_000;
+        for (i, cpu) in online().enumerate() {
+            let ticks = idt::TICKS.read_remote(cpu) - before[i];
+            assert!(ticks > 0, "cpu {cpu} took no timer tick in {elapsed_ms} ms");
+        }
+        let last = AtomicU64::new(0);
+        let backwards = AtomicUsize::new(0);
+        on_each_cpu(&|| {
+            for _ in 0..20_000 {
+                // Acquire/AcqRel: a time published by another CPU happens
+                // before our own read of the clock.
+                let seen = last.load(Ordering::Acquire);
+                let now = time::now_ns();
+                if now < seen {
+                    backwards.fetch_add(1, Ordering::Relaxed);
+                }
+                last.fetch_max(now, Ordering::AcqRel);
+            }
+        });
+        assert_eq!(backwards.load(Ordering::Relaxed), 0, "the clock went backwards");
+    }
 }

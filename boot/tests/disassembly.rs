@@ -1,0 +1,61 @@
+//! The per-CPU fast paths compile to single `gs:`-relative instructions:
+//! checked in the kernel's own disassembly (llvm-objdump from the
+//! toolchain's llvm-tools), on out-of-line probe copies of them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn objdump() -> PathBuf {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("rustc runs");
+    let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout).unwrap().trim());
+    let bin = sysroot.join("lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-objdump");
+    assert!(
+        bin.exists(),
+        "{} missing: rustup component add llvm-tools-preview",
+        bin.display()
+    );
+    bin
+}
+
+/// The instructions of `symbol`, without addresses and bytes.
+fn disassemble(symbol: &str) -> Vec<String> {
+    let out = Command::new(objdump())
+        .args([
+            "-d",
+            "--no-show-raw-insn",
+            "--no-leading-addr",
+            "-M",
+            "intel",
+        ])
+        .arg(format!("--disassemble-symbols={symbol}"))
+        .arg(boot::KERNEL_ELF)
+        .output()
+        .expect("llvm-objdump runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with(&format!("<{symbol}>")))
+        .skip(1)
+        .filter(|l| !l.is_empty() && *l != "int3") // int3: padding after the function
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn percpu_add_is_one_gs_relative_add() {
+    let insns = disassemble("percpu_probe_add");
+    assert_eq!(insns.len(), 2, "{insns:#?}");
+    assert!(insns[0].starts_with("add qword ptr gs:["), "{insns:#?}");
+    assert_eq!(insns[1], "ret");
+}
+
+#[test]
+fn cpu_id_is_one_gs_relative_load() {
+    let insns = disassemble("percpu_probe_cpu_id");
+    assert_eq!(insns.len(), 2, "{insns:#?}");
+    assert_eq!(insns[0], "mov rax, qword ptr gs:[0x8]");
+    assert_eq!(insns[1], "ret");
+}

@@ -1,0 +1,267 @@
+//! In-kernel benchmarks of the read-side primitives (`--mode bench`).
+//!
+//! Measured the way Linux's refscale measures, so the rows compare with
+//! its figures: `n` CPUs (1, 2, 4, 8, ... up to the CPUs online) start
+//! together on a barrier; each times its own loop of `loops` pairs with
+//! interrupts off, on the TSC; a run's figure is the readers' summed time
+//! divided by readers x loops, in ns per pair. Each configuration runs
+//! `runs` times; the table shows the minimum and the median.
+//!
+//! Every loop body goes through `black_box`, and the `floor` row (a per-CPU
+//! inc+dec through GS) is checked to be above zero by the bench test, so an
+//! optimised-away loop would show.
+#![deny(unsafe_code)]
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::hint::black_box;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use refcnt::kref::Kref;
+use refcnt::percpu_ref::{Flags, Mode, PercpuRef};
+
+use crate::arch::percpu::{self, IrqGuard};
+use crate::arch::{smp, time};
+use crate::println;
+use crate::sync::backend::Kernel;
+
+/// What to run.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Pairs per reader per run.
+    pub loops: u64,
+    /// Runs per configuration.
+    pub runs: usize,
+}
+
+/// Shared state of every case, built once.
+struct World {
+    floor: percpu::PercpuAlloc,
+    shared: AtomicU64,
+    /// One counter per CPU, each on its own cache line.
+    private: Vec<Padded>,
+    kref: Kref,
+    pcpu: PercpuRef<Kernel>,
+    atomic: PercpuRef<Kernel>,
+    dynamic: PercpuRef<Kernel>,
+    spin: spin::Mutex<u64>,
+    rwlock: spin::RwLock<u64>,
+    plain: AtomicU64,
+}
+
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
+type Case = (&'static str, fn(&World, u64));
+
+/// The cases, in table order: name and a loop of `n` pairs.
+const CASES: &[Case] = &[
+    ("plain load (refscale jiffies)", |w, n| {
+        for _ in 0..n {
+            // Relaxed: one plain load, the cheapest read there is.
+            black_box(w.plain.load(Ordering::Relaxed));
+        }
+    }),
+    ("floor: per-CPU inc+dec (gs)", |w, n| {
+        let off = w.floor.offset();
+        for _ in 0..n {
+            percpu::gs_add(black_box(off), 1);
+            percpu::gs_add(black_box(off), u64::MAX);
+        }
+    }),
+    ("lock xadd pair, shared line", |w, n| {
+        for _ in 0..n {
+            // Relaxed: the cost of the locked RMW is what is measured.
+            black_box(w.shared.fetch_add(1, Ordering::Relaxed));
+            black_box(w.shared.fetch_sub(1, Ordering::Relaxed));
+        }
+    }),
+    ("lock xadd pair, private line", |w, n| {
+        let c = &w.private[percpu::cpu_id()].0;
+        for _ in 0..n {
+            black_box(c.fetch_add(1, Ordering::Relaxed));
+            black_box(c.fetch_sub(1, Ordering::Relaxed));
+        }
+    }),
+    ("kref get+put", |w, n| {
+        for _ in 0..n {
+            black_box(&w.kref).get();
+            black_box(&w.kref).put(|| unreachable!("the bench holds a reference"));
+        }
+    }),
+    ("percpu_ref get+put, per-CPU", |w, n| {
+        for _ in 0..n {
+            black_box(&w.pcpu).get_many(1);
+            black_box(&w.pcpu).put_many(1);
+        }
+    }),
+    ("percpu_ref get+put, atomic", |w, n| {
+        for _ in 0..n {
+            black_box(&w.atomic).get_many(1);
+            black_box(&w.atomic).put_many(1);
+        }
+    }),
+    ("percpu_ref get+put, dynamic (switched)", |w, n| {
+        for _ in 0..n {
+            black_box(&w.dynamic).get_many(1);
+            black_box(&w.dynamic).put_many(1);
+        }
+    }),
+    ("spin::RwLock read+unlock", |w, n| {
+        for _ in 0..n {
+            black_box(*w.rwlock.read());
+        }
+    }),
+    ("spin::Mutex lock+unlock", |w, n| {
+        for _ in 0..n {
+            black_box(*w.spin.lock());
+        }
+    }),
+    ("irq off+on (pushf/cli, popf)", |_, n| {
+        for _ in 0..n {
+            drop(black_box(IrqGuard::new()));
+        }
+    }),
+];
+
+/// One row of results.
+pub struct Row {
+    /// Case name.
+    pub name: &'static str,
+    /// CPUs hammering at once.
+    pub cpus: usize,
+    /// Minimum over runs, ns per pair.
+    pub min_ns: f64,
+    /// Median over runs, ns per pair.
+    pub median_ns: f64,
+}
+
+/// Runs `case` on CPUs `0..cpus` at once; returns ns per pair per reader.
+fn run_once(world: &Arc<World>, case: fn(&World, u64), cpus: usize, loops: u64) -> f64 {
+    let ready = Arc::new(AtomicUsize::new(0));
+    let total_ticks = Arc::new(AtomicU64::new(0));
+    let body = {
+        let (world, ready, total) = (world.clone(), ready.clone(), total_ticks.clone());
+        move || {
+            // AcqRel/Acquire: a barrier; every reader starts when all are in.
+            ready.fetch_add(1, Ordering::AcqRel);
+            while ready.load(Ordering::Acquire) < cpus {
+                core::hint::spin_loop();
+            }
+            let irq = IrqGuard::new();
+            let start = time::rdtsc_ordered();
+            case(&world, loops);
+            let ticks = time::rdtsc_ordered() - start;
+            drop(irq);
+            total.fetch_add(ticks, Ordering::AcqRel);
+        }
+    };
+    let workers: Vec<_> = smp::online()
+        .skip(1)
+        .take(cpus - 1)
+        .map(|c| smp::spawn_on(c, body.clone()))
+        .collect();
+    body();
+    for w in workers {
+        assert!(w.join(600_000), "a bench reader did not finish");
+    }
+    let ns = time::ticks_to_ns(total_ticks.load(Ordering::Acquire));
+    ns as f64 / (cpus as f64 * loops as f64)
+}
+
+fn build_world() -> World {
+    let cpus = percpu::possible_cpus();
+    let dynamic = PercpuRef::<Kernel>::new(|| {}, Flags::DYNAMIC).expect("per-CPU memory");
+    // Make it hot so it switches itself, as the seed's patch would.
+    for _ in 0..100_000 {
+        dynamic.get_many(1);
+        dynamic.put_many(1);
+    }
+    assert_eq!(
+        dynamic.stats().mode,
+        Mode::PerCpu,
+        "the dynamic ref did not switch to per-CPU"
+    );
+    let kref = Kref::new();
+    kref.get(); // a reference the bench never drops
+    World {
+        floor: percpu::alloc_percpu(8).expect("per-CPU memory"),
+        shared: AtomicU64::new(0),
+        private: (0..cpus).map(|_| Padded(AtomicU64::new(0))).collect(),
+        kref,
+        pcpu: PercpuRef::new(|| {}, Flags::empty()).expect("per-CPU memory"),
+        atomic: PercpuRef::new(|| {}, Flags::INIT_ATOMIC).expect("per-CPU memory"),
+        dynamic,
+        spin: spin::Mutex::new(0),
+        rwlock: spin::RwLock::new(0),
+        plain: AtomicU64::new(0),
+    }
+}
+
+/// CPU counts measured: 1, 2, 4, 8, ... and the number online.
+fn cpu_counts() -> Vec<usize> {
+    let online = smp::online_cpus();
+    let mut counts: Vec<usize> = core::iter::successors(Some(1), |n| Some(n * 2))
+        .take_while(|&n| n <= online)
+        .collect();
+    if counts.last() != Some(&online) {
+        counts.push(online);
+    }
+    counts
+}
+
+/// Runs every case at every CPU count and prints the table.
+pub fn run(config: Config) -> Vec<Row> {
+    let world = Arc::new(build_world());
+    let counts = cpu_counts();
+    println!(
+        "bench: {} loops x {} runs per setting; clock: TSC calibrated against the PIT ({} kHz); ns per pair per reader",
+        config.loops,
+        config.runs,
+        time::tsc_khz()
+    );
+    let mut rows = Vec::new();
+    for &(name, case) in CASES {
+        for &cpus in &counts {
+            let mut samples: Vec<f64> = (0..config.runs.max(1))
+                .map(|_| run_once(&world, case, cpus, config.loops))
+                .collect();
+            samples.sort_by(f64::total_cmp);
+            let row = Row {
+                name,
+                cpus,
+                min_ns: samples[0],
+                median_ns: samples[samples.len() / 2],
+            };
+            println!(
+                "bench: {name} | cpus={cpus} | min={:.2} | median={:.2}",
+                row.min_ns, row.median_ns
+            );
+            rows.push(row);
+        }
+    }
+    print_table(&rows, &counts);
+    rows
+}
+
+fn print_table(rows: &[Row], counts: &[usize]) {
+    let mut header = String::from("| primitive (median ns per pair) |");
+    let mut rule = String::from("|---|");
+    for c in counts {
+        let _ = write!(header, " {c} cpu{} |", if *c == 1 { "" } else { "s" });
+        rule.push_str("---:|");
+    }
+    println!("bench-table: {header}");
+    println!("bench-table: {rule}");
+    for &(name, _) in CASES {
+        let mut line = alloc::format!("| {name} |");
+        for &c in counts {
+            if let Some(r) = rows.iter().find(|r| r.name == name && r.cpus == c) {
+                let _ = write!(line, " {:.1} |", r.median_ns);
+            }
+        }
+        println!("bench-table: {line}");
+    }
+}

@@ -1,0 +1,417 @@
+//! Host unit tests: one per API item and per misuse kind.
+#![cfg(all(feature = "std", not(loom)))]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use refcnt::host::{take_reports, Host};
+use refcnt::percpu_ref::{Flags, Mode, PercpuRef};
+use refcnt::Misuse;
+
+fn counting(flags: Flags) -> (PercpuRef<Host>, Arc<AtomicUsize>) {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let r = PercpuRef::<Host>::new(
+        move || {
+            n2.fetch_add(1, SeqCst);
+        },
+        flags,
+    )
+    .unwrap();
+    take_reports();
+    (r, n)
+}
+
+fn no_reports() {
+    assert_eq!(take_reports(), []);
+}
+
+#[test]
+fn init_flags() {
+    let (r, _) = counting(Flags::empty());
+    assert_eq!(r.stats().mode, Mode::PerCpu);
+    assert!(!r.is_zero() && !r.is_dying());
+    let (r, _) = counting(Flags::INIT_ATOMIC);
+    assert_eq!((r.stats().mode, r.count_atomic()), (Mode::Atomic, 1));
+    let (r, n) = counting(Flags::INIT_DEAD);
+    assert!(r.is_zero() && r.is_dying());
+    assert_eq!((r.stats().lives, n.load(SeqCst)), (0, 0));
+    r.wait_for_release();
+    let (r, _) = counting(Flags::DYNAMIC);
+    assert_eq!(r.stats().mode, Mode::DynamicAtomic);
+    no_reports();
+}
+
+#[test]
+fn get_put_both_modes() {
+    for flags in [Flags::empty(), Flags::INIT_ATOMIC] {
+        let (r, n) = counting(flags);
+        let g = r.get();
+        r.get_many(5);
+        r.get().leak();
+        r.put_many(3);
+        r.switch_to_atomic_sync();
+        assert_eq!(r.count_atomic(), 1 + 1 + 5 + 1 - 3);
+        r.put();
+        r.put_many(2);
+        drop(g);
+        assert_eq!(r.count_atomic(), 1);
+        assert!(r.kill());
+        assert_eq!(n.load(SeqCst), 1);
+        no_reports();
+    }
+}
+
+#[test]
+fn tryget_and_tryget_many() {
+    let (r, n) = counting(Flags::empty());
+    let g = r.tryget().unwrap();
+    assert!(r.tryget_many(3));
+    r.kill();
+    // Dead but referenced: tryget still works, tryget_live does not.
+    assert!(r.tryget_many(2));
+    assert!(r.tryget_live().is_none());
+    r.put_many(5);
+    drop(g);
+    r.wait_for_release();
+    assert_eq!(n.load(SeqCst), 1);
+    assert!(r.tryget().is_none());
+    assert!(!r.tryget_many(4));
+    assert!(r.is_zero());
+    no_reports();
+}
+
+#[test]
+fn tryget_live_fails_everywhere_after_confirm() {
+    let (r, _) = counting(Flags::empty());
+    let r = Arc::new(r);
+    assert!(r.tryget_live().is_some());
+    let (tx, rx) = mpsc::channel();
+    assert!(r.kill_and_confirm(move || tx.send(()).unwrap()));
+    rx.recv().unwrap();
+    let r2 = r.clone();
+    std::thread::spawn(move || assert!(r2.tryget_live().is_none()))
+        .join()
+        .unwrap();
+    no_reports();
+}
+
+#[test]
+fn kill_returns_once_and_reports_double_kill() {
+    let (r, n) = counting(Flags::empty());
+    assert!(r.kill());
+    assert!(!r.kill());
+    assert_eq!(take_reports(), [Misuse::DoubleKill]);
+    r.wait_for_release();
+    assert_eq!(n.load(SeqCst), 1);
+    // The double kill did not drop another reference.
+    assert!(r.is_zero());
+}
+
+#[test]
+fn kill_confirm_runs_before_release() {
+    let confirmed = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicBool::new(false));
+    let (c, s) = (confirmed.clone(), seen.clone());
+    let r =
+        PercpuRef::<Host>::new(move || s.store(c.load(SeqCst), SeqCst), Flags::empty()).unwrap();
+    let c = confirmed.clone();
+    r.kill_and_confirm(move || c.store(true, SeqCst));
+    r.wait_for_release();
+    assert!(
+        seen.load(SeqCst),
+        "release ran before the kill confirmation"
+    );
+}
+
+#[test]
+fn kill_confirm_in_atomic_mode() {
+    let (r, n) = counting(Flags::INIT_ATOMIC);
+    let (tx, rx) = mpsc::channel();
+    r.kill_and_confirm(move || tx.send(()).unwrap());
+    rx.recv().unwrap();
+    r.wait_for_release();
+    assert_eq!(n.load(SeqCst), 1);
+}
+
+#[test]
+fn switch_to_atomic_confirms() {
+    let (r, _) = counting(Flags::empty());
+    let (tx, rx) = mpsc::channel();
+    for i in 0..3 {
+        let tx = tx.clone();
+        r.switch_to_atomic(move || tx.send(i).unwrap());
+    }
+    let mut got: Vec<i32> = (0..3).map(|_| rx.recv().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, [0, 1, 2]);
+    assert_eq!(r.stats().mode, Mode::Atomic);
+    assert_eq!(r.stats().switches_to_atomic, 1);
+}
+
+#[test]
+fn switch_requests_are_serialised_not_lost() {
+    let (r, _) = counting(Flags::empty());
+    r.get_many(2);
+    // atomic (in flight) then per-CPU: ends per-CPU.
+    r.switch_to_atomic(|| {});
+    r.switch_to_percpu();
+    r.switch_to_atomic_sync();
+    r.switch_to_percpu();
+    while r.stats().switching {
+        std::thread::yield_now();
+    }
+    assert_eq!(r.stats().mode, Mode::PerCpu);
+    // per-CPU then atomic: ends atomic, with an exact count.
+    r.switch_to_percpu();
+    r.switch_to_atomic_sync();
+    assert_eq!(r.stats().mode, Mode::Atomic);
+    assert_eq!(r.count_atomic(), 3);
+    r.put_many(2);
+    no_reports();
+}
+
+#[test]
+fn switch_to_percpu_and_back() {
+    let (r, n) = counting(Flags::INIT_ATOMIC);
+    r.get_many(4);
+    r.switch_to_percpu();
+    assert_eq!(r.stats().mode, Mode::PerCpu);
+    r.put_many(4);
+    r.get_many(1);
+    r.switch_to_atomic_sync();
+    assert_eq!(r.count_atomic(), 2);
+    r.put();
+    r.kill();
+    assert_eq!(n.load(SeqCst), 1);
+    no_reports();
+}
+
+#[test]
+fn percpu_on_dead_ref_is_reported() {
+    let (r, _) = counting(Flags::empty());
+    r.kill();
+    r.switch_to_percpu();
+    assert_eq!(take_reports(), [Misuse::PercpuOnDeadRef]);
+    assert_ne!(r.stats().mode, Mode::PerCpu);
+}
+
+#[test]
+fn resurrect_after_release_starts_a_new_life() {
+    let (r, n) = counting(Flags::empty());
+    r.kill();
+    r.wait_for_release();
+    assert!(r.resurrect());
+    let s = r.stats();
+    assert_eq!((s.lives, s.releases), (2, 1));
+    assert!(r.tryget_live().is_some());
+    r.kill();
+    r.wait_for_release();
+    assert_eq!(n.load(SeqCst), 2);
+    no_reports();
+}
+
+#[test]
+fn resurrect_before_zero_continues_the_life() {
+    let (r, n) = counting(Flags::empty());
+    let g = r.get();
+    r.kill();
+    assert!(r.resurrect());
+    drop(g);
+    while r.stats().switching {
+        std::thread::yield_now();
+    }
+    assert_eq!(r.stats().mode, Mode::PerCpu);
+    assert_eq!((r.stats().lives, n.load(SeqCst)), (1, 0));
+    r.kill();
+    r.wait_for_release();
+    assert_eq!(n.load(SeqCst), 1);
+    no_reports();
+}
+
+#[test]
+fn resurrect_live_is_reported() {
+    let (r, _) = counting(Flags::empty());
+    assert!(!r.resurrect());
+    assert_eq!(take_reports(), [Misuse::ResurrectLive]);
+}
+
+#[test]
+fn reinit() {
+    let (r, n) = counting(Flags::INIT_DEAD | Flags::ALLOW_REINIT);
+    assert!(r.reinit());
+    assert_eq!(r.stats().mode, Mode::PerCpu);
+    let g = r.get();
+    r.kill();
+    assert!(!r.reinit());
+    assert_eq!(take_reports(), [Misuse::ReinitNonZero]);
+    drop(g);
+    r.wait_for_release();
+    assert!(r.reinit());
+    assert_eq!(n.load(SeqCst), 1);
+    no_reports();
+}
+
+#[test]
+fn exit_then_use_is_reported() {
+    let (mut r, _) = counting(Flags::empty());
+    r.get_many(2);
+    r.exit();
+    assert_eq!(r.stats().mode, Mode::Exited);
+    assert_eq!(r.count_atomic(), 3);
+    r.get_many(1);
+    r.put();
+    assert!(r.tryget().is_none());
+    assert!(!r.kill());
+    r.switch_to_percpu();
+    r.switch_to_atomic_sync();
+    r.switch_to_atomic(|| panic!("confirm after exit"));
+    assert!(!r.resurrect());
+    assert_eq!(take_reports(), [Misuse::GetAfterExit; 8]);
+    r.exit();
+}
+
+#[test]
+fn underflow_atomic_is_ignored_and_reported() {
+    let (r, n) = counting(Flags::INIT_ATOMIC);
+    r.kill();
+    assert_eq!(n.load(SeqCst), 1);
+    r.put();
+    assert_eq!(take_reports(), [Misuse::Underflow]);
+    assert!(r.is_zero());
+    assert_eq!(n.load(SeqCst), 1);
+}
+
+#[test]
+fn underflow_percpu_is_reported_at_fold() {
+    let (r, n) = counting(Flags::empty());
+    r.put_many(3);
+    r.switch_to_atomic_sync();
+    assert_eq!(take_reports(), [Misuse::Underflow]);
+    assert_eq!(n.load(SeqCst), 0);
+}
+
+#[test]
+fn get_on_zero_and_repeated_zero_never_release_twice() {
+    let (r, n) = counting(Flags::empty());
+    r.kill();
+    r.wait_for_release();
+    let g = r.get();
+    drop(g);
+    assert_eq!(take_reports(), [Misuse::GetOnZero, Misuse::RepeatedZero]);
+    assert_eq!(n.load(SeqCst), 1);
+}
+
+#[test]
+fn is_zero_and_is_dying() {
+    let (r, _) = counting(Flags::empty());
+    assert!(!r.is_zero() && !r.is_dying());
+    let g = r.get();
+    r.kill();
+    assert!(r.is_dying());
+    r.switch_to_atomic_sync();
+    assert!(!r.is_zero());
+    drop(g);
+    assert!(r.is_zero());
+}
+
+#[test]
+fn wait_for_release_waits_for_the_callback() {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let r = Arc::new(
+        PercpuRef::<Host>::new(
+            move || {
+                std::thread::sleep(Duration::from_millis(20));
+                f.store(true, SeqCst);
+            },
+            Flags::empty(),
+        )
+        .unwrap(),
+    );
+    let r2 = r.clone();
+    let t = std::thread::spawn(move || r2.kill());
+    r.wait_for_release();
+    // wait_for_release returns only after release has returned, unless it
+    // began before the kill; in both cases a second wait sees it.
+    r.wait_for_release();
+    t.join().unwrap();
+    r.wait_for_release();
+    assert!(flag.load(SeqCst));
+}
+
+#[test]
+fn dynamic_idle_stays_atomic() {
+    let (r, _) = counting(Flags::DYNAMIC);
+    // 300 gets at ~1 kHz: every batch of 128 takes far longer than the
+    // 31 ms the default rate (4096/s) allows.
+    let n = if cfg!(miri) { 130 } else { 300 };
+    for _ in 0..n {
+        drop(r.get());
+        std::thread::sleep(Duration::from_micros(1000));
+    }
+    let s = r.stats();
+    assert_eq!((s.mode, s.switches_to_percpu), (Mode::DynamicAtomic, 0));
+    assert_eq!(r.count_atomic(), 1);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a million gets is too slow under Miri")]
+fn dynamic_hot_goes_percpu() {
+    let (r, n) = counting(Flags::DYNAMIC);
+    let mut i = 0;
+    while r.stats().mode != Mode::PerCpu {
+        drop(r.get());
+        i += 1;
+        assert!(i < 1_000_000, "hot ref never went per-CPU");
+    }
+    assert_eq!(r.stats().switches_to_percpu, 1);
+    r.get_many(3);
+    r.put_many(3);
+    r.kill();
+    r.wait_for_release();
+    assert_eq!(n.load(SeqCst), 1);
+    // Never switches after kill, even when hot (here: resurrected gets
+    // dynamic again, killed gets nothing).
+    no_reports();
+}
+
+#[test]
+fn dynamic_never_switches_after_kill() {
+    let (r, _) = counting(Flags::DYNAMIC);
+    let g = r.get();
+    r.kill();
+    for _ in 0..10_000 {
+        drop(r.tryget());
+    }
+    assert_eq!(r.stats().switches_to_percpu, 0);
+    assert_eq!(r.stats().mode, Mode::Atomic);
+    drop(g);
+}
+
+#[test]
+fn dynamic_resurrect_measures_again() {
+    let (r, _) = counting(Flags::DYNAMIC);
+    r.kill();
+    r.wait_for_release();
+    r.resurrect();
+    assert_eq!(r.stats().mode, Mode::DynamicAtomic);
+}
+
+#[test]
+fn stats_and_debug() {
+    let (r, _) = counting(Flags::empty());
+    let s = r.stats();
+    assert_eq!((s.lives, s.releases, s.switches_to_percpu), (1, 0, 0));
+    assert!(format!("{r:?}").contains("PercpuRef"));
+}
+
+#[test]
+fn misuse_display_says_what_to_do() {
+    for m in Misuse::ALL {
+        let s = m.to_string();
+        assert!(s.len() > 30, "{m:?}: {s}");
+        assert!(refcnt::misuse::misuse_count(m) < usize::MAX);
+    }
+}
