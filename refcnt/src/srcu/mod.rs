@@ -1007,6 +1007,8 @@ impl<B: Backend> Srcu<B> {
 
     /// Waits until every callback queued by [`call`](Srcu::call) before this
     /// call has run (Linux's `srcu_barrier`).
+    /// Not from inside one of this domain's callbacks: it would wait for
+    /// itself.
     ///
     /// # Errors
     ///
