@@ -15,6 +15,14 @@
 //! * [`misuse`]: what counts as misuse, with per-kind counters.
 //! * [`host`] (feature `std`): threads own CPU slots; for tests and benches.
 //!
+//! # Testing
+//!
+//! * host: `cargo test -p refcnt` (unit tests, a 2 s torture test, doc-tests)
+//! * loom: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p refcnt --release --test loom`
+//! * Miri: `MIRIFLAGS=-Zmiri-ignore-leaks cargo miri test -p refcnt --tests`
+//!   (the `call_sched` worker thread outlives `main`, hence the flag)
+//! * bench: `cargo bench -p refcnt --bench pair`
+//!
 //! # Examples
 //!
 //! ```

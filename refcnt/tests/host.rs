@@ -1,0 +1,93 @@
+//! The host backend's own promises: grace periods wait for open sections
+//! and only for them, callbacks run elsewhere after a grace period, slots
+//! are recycled.
+#![cfg(all(feature = "std", not(loom)))]
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use refcnt::host::{cpu, Host, MAX_CPUS};
+use refcnt::Backend;
+
+#[test]
+fn grace_period_waits_for_open_section() {
+    let left = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let l = left.clone();
+    let t = std::thread::spawn(move || {
+        let g = Host::read_lock_sched();
+        let inner = Host::read_lock_sched(); // nests
+        tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        drop(inner);
+        std::thread::sleep(Duration::from_millis(10));
+        l.store(true, SeqCst);
+        drop(g);
+    });
+    rx.recv().unwrap();
+    Host::synchronize_sched();
+    assert!(
+        left.load(SeqCst),
+        "grace period ended inside a read-side section"
+    );
+    t.join().unwrap();
+}
+
+#[test]
+fn grace_period_does_not_wait_for_new_sections() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let t = std::thread::spawn(move || {
+        while !s.load(SeqCst) {
+            let _g = Host::read_lock_sched();
+            std::hint::spin_loop();
+        }
+    });
+    for _ in 0..if cfg!(miri) { 3 } else { 100 } {
+        Host::synchronize_sched();
+    }
+    stop.store(true, SeqCst);
+    t.join().unwrap();
+}
+
+#[test]
+fn call_sched_runs_on_another_thread() {
+    let (tx, rx) = mpsc::channel();
+    let me = std::thread::current().id();
+    Host::call_sched(Box::new(move || {
+        tx.send(std::thread::current().id() != me).unwrap();
+    }));
+    assert!(rx.recv().unwrap());
+}
+
+#[test]
+fn slots_are_recycled() {
+    let n = if cfg!(miri) { 8 } else { 4 * MAX_CPUS };
+    for _ in 0..n {
+        std::thread::spawn(|| assert!(cpu() < MAX_CPUS))
+            .join()
+            .unwrap();
+    }
+}
+
+#[test]
+fn per_cpu_counters_sum_over_threads() {
+    let p = Arc::new(Host::alloc_percpu(20).unwrap());
+    let hs: Vec<_> = (0..3)
+        .map(|i| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                Host::this_cpu_add(&p, 17, i + 1);
+                Host::this_cpu_add(&p, 3, usize::MAX); // -1
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    Host::synchronize_sched();
+    assert_eq!(Host::sum(&p, 17), 6);
+    assert_eq!(Host::sum(&p, 3), 3usize.wrapping_neg());
+    assert_eq!(Host::sum(&p, 0), 0);
+}
