@@ -162,6 +162,27 @@ pub unsafe trait Backend: Report {
     /// measurement uses it.
     fn now_ns() -> u64;
 
+    /// The calling CPU's counter `slot`, if this backend can read it.
+    /// Only misuse checks use it (SRCU: a grace-period wait inside a read
+    /// section, nesting depth); the default, `None`, turns them off. A
+    /// backend whose tasks may migrate while inside an SRCU read section
+    /// should keep the default (see [`srcu`](crate::srcu), "Misuse").
+    fn this_cpu_read(_p: &Self::PerCpu, _slot: usize) -> Option<usize> {
+        None
+    }
+
+    /// As [`this_cpu_add`](Backend::this_cpu_add), and the add is itself a
+    /// read-side section for [`synchronize_sched`](Backend::synchronize_sched)
+    /// (promise 3 applies to it). SRCU's fast flavour counts readers with
+    /// it. The default wraps the add in [`read_lock_sched`](Backend::read_lock_sched);
+    /// a kernel whose grace period cannot split one instruction may
+    /// override it with the bare `add gs:[off]`.
+    #[inline]
+    fn this_cpu_add_sched(p: &Self::PerCpu, slot: usize, delta: usize) {
+        let _section = Self::read_lock_sched();
+        Self::this_cpu_add(p, slot, delta);
+    }
+
     /// Called in every spin-wait loop of the crate (waiting for a release,
     /// for a switch in flight). The default is a CPU pause hint; a backend
     /// with a scheduler may yield instead.

@@ -313,6 +313,12 @@ unsafe impl Backend for Host {
         c.store(c.load(Relaxed).wrapping_add(delta), Relaxed);
     }
 
+    #[inline]
+    fn this_cpu_read(p: &HostPerCpu, slot: usize) -> Option<usize> {
+        // Relaxed: this thread's own cell, written only by this thread.
+        Some(p.cell(cpu(), slot).load(Relaxed))
+    }
+
     fn sum(p: &HostPerCpu, slot: usize) -> usize {
         (0..MAX_CPUS)
             // Relaxed: the grace period that precedes a meaningful sum has

@@ -11,6 +11,7 @@
 //! * [`percpu_ref`]: Linux-style `percpu_ref`, plus the dynamic mode of the
 //!   2013 patch (start atomic, go per-CPU when gets are frequent).
 //! * [`kref`]: a single atomic count with `refcount_t` saturation rules.
+//! * [`srcu`]: sleepable RCU (normal and fast flavours) and [`srcu::SrcuPtr`].
 //! * [`misuse`]: what counts as misuse, with per-kind counters.
 //! * [`host`] (feature `std`): threads own CPU slots; for tests and benches.
 //!
@@ -47,6 +48,7 @@ pub mod kref;
 pub mod loom_backend;
 pub mod misuse;
 pub mod percpu_ref;
+pub mod srcu;
 mod sync;
 
 pub use backend::{AllocError, Backend, Report};

@@ -46,6 +46,16 @@ pub enum Misuse {
     KrefSaturated,
     /// A [`Kref`](crate::kref::Kref) was incremented or decremented at zero.
     KrefUseAfterZero,
+    /// An SRCU grace-period wait (`synchronize`, `barrier`, ...) inside a
+    /// read section of the same domain; refused, since it would deadlock.
+    SrcuSyncInReadSection,
+    /// SRCU `read_unlock` of an index that is not locked; ignored.
+    SrcuBadUnlock,
+    /// SRCU `cleanup` while readers or callbacks remain; refused.
+    SrcuCleanupBusy,
+    /// SRCU read sections nested deeper than
+    /// [`MAX_NESTING`](crate::srcu::MAX_NESTING) on one CPU.
+    SrcuNestingOverflow,
 }
 
 impl Misuse {
@@ -56,7 +66,7 @@ impl Misuse {
     /// ```
     /// assert!(refcnt::Misuse::ALL.contains(&refcnt::Misuse::Underflow));
     /// ```
-    pub const ALL: [Misuse; 10] = [
+    pub const ALL: [Misuse; 14] = [
         Misuse::DoubleKill,
         Misuse::Underflow,
         Misuse::GetAfterExit,
@@ -67,6 +77,10 @@ impl Misuse {
         Misuse::ReinitNonZero,
         Misuse::KrefSaturated,
         Misuse::KrefUseAfterZero,
+        Misuse::SrcuSyncInReadSection,
+        Misuse::SrcuBadUnlock,
+        Misuse::SrcuCleanupBusy,
+        Misuse::SrcuNestingOverflow,
     ];
 
     fn index(self) -> usize {
@@ -114,6 +128,22 @@ impl fmt::Display for Misuse {
             Misuse::KrefUseAfterZero => {
                 "kref: get or put on a count of zero (use after free); \
                  use get_unless_zero when the object may be dying"
+            }
+            Misuse::SrcuSyncInReadSection => {
+                "srcu: synchronize/barrier inside a read section of the same domain \
+                 would deadlock; refused: leave the section first, or use call()"
+            }
+            Misuse::SrcuBadUnlock => {
+                "srcu: read_unlock of an index that is not locked; ignored: \
+                 pass the index read_lock_raw returned, once"
+            }
+            Misuse::SrcuCleanupBusy => {
+                "srcu: cleanup while read sections are open or callbacks pending; \
+                 refused: unlock every index and call barrier() first"
+            }
+            Misuse::SrcuNestingOverflow => {
+                "srcu: read sections nested too deep on one CPU; \
+                 a guard or raw index was probably leaked"
             }
         })
     }

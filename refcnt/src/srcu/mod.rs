@@ -1,0 +1,1211 @@
+//! SRCU: sleepable read-copy-update.
+//!
+//! A domain ([`Srcu`]) lets readers enter and leave read-side sections
+//! almost for free, and sleep inside them (block on a lock, wait for I/O);
+//! an updater can wait for every section that was already running when it
+//! asked ([`Srcu::synchronize`]), or queue a callback to run after that
+//! ([`Srcu::call`]). [`SrcuPtr`] packages the common use: readers borrow the
+//! current value for as long as they hold a section, an updater swaps in a
+//! new value and gets the old one back, or has it dropped, only once no
+//! reader can still be looking at it.
+//!
+//! Unlike rcu-sched ([`Backend::synchronize_sched`]), sections here are not
+//! "interrupts off": they are counted, so they may last as long as they
+//! like, and a slow reader in one domain delays only that domain's updaters.
+//!
+//! # Counters
+//!
+//! Each domain owns four per-CPU counters: `lock[0]`, `lock[1]`,
+//! `unlock[0]`, `unlock[1]`, plus a shared word `idx` whose low bit names
+//! the *active* index. A reader reads `idx`, adds one to its CPU's
+//! `lock[i]`, and remembers `i`; when it leaves it adds one to (whatever
+//! CPU it is on then) `unlock[i]`. Counters only ever grow (wrapping), each
+//! CPU writes only its own, and a reader never does a read-modify-write on
+//! a shared line. The number of readers inside on index `i` is
+//! `sum(lock[i]) - sum(unlock[i])` over all CPUs; single CPUs' values mean
+//! nothing, since a sleeping reader may wake up on another CPU.
+//!
+//! # A grace period
+//!
+//! An updater (one at a time; the others share its result, see below):
+//!
+//! 1. *scan 1*: waits until index `!active` has no readers;
+//! 2. *flip*: makes `!active` the active index;
+//! 3. *scan 2*: waits until the old active index has no readers.
+//!
+//! A scan of index `i` reads `S_u = sum(unlock[i])`, then an ordering point
+//! (a full fence in the normal flavour, a whole rcu-sched grace period in
+//! the fast one), then `S_l = sum(lock[i])`, and is satisfied when
+//! `S_l == S_u`. Until it is, it retries, relaxing in between.
+//!
+//! # Why a reader can never be missed
+//!
+//! Call the updater's earlier writes (say, storing a new pointer) `W`.
+//! Take any reader `R`, on index `i`, and a scan of `i`.
+//!
+//! *Counting is sound.* Every reader increments `lock[i]` before
+//! `unlock[i]`, with an ordering point in between (the reader's fence
+//! before its unlock in the normal flavour; the rcu-sched grace period
+//! around the scan's middle in the fast one). The scan reads unlocks first
+//! and locks second, with its own ordering point in between. So every
+//! unlock that the scan counted belongs to a reader whose lock it also
+//! counted: the unlocks seen are a subset of the readers whose locks were
+//! seen. If the two sums are equal, that subset is the whole set: every
+//! reader whose lock the scan saw has also left. (Counters are a machine
+//! word wide: a wrap would need 2^64 sections to start during one scan.)
+//!
+//! *A reader the scan did not see is harmless.* If the scan's lock sum
+//! missed `R`'s increment, then `R`'s increment came after the scan's
+//! ordering point in the global order of fences (normal: `R` has a full
+//! fence right after its increment; fast: `R`'s increment is itself an
+//! rcu-sched section, which began after the scan's grace period began).
+//! Either way `R`'s section sees everything the updater wrote before the
+//! scan, `W` included, and so it never saw the old value that is about to
+//! be freed.
+//!
+//! *Why two scans and a flip.* Reading `idx` and incrementing `lock[idx]`
+//! are two steps. A reader may read the active index, be delayed, and
+//! increment it much later, after another updater flipped: it then sits on
+//! the index that is now inactive, having started long after that
+//! updater's scan. Scan 1 catches exactly these late readers before the
+//! flip turns their index active again. After the flip, new readers go to
+//! the new index, so scan 2 waits only for readers that started before it:
+//! a steady stream of new readers cannot starve the updater. Scan 1 waits
+//! only for the few readers that read `idx` before the previous flip (at
+//! most one per task that was between its two steps), so it cannot be
+//! starved either.
+//!
+//! *The flip itself.* A reader that reads the new `idx` must also see `W`:
+//! the updater's fence before the flip pairs with the reader's fence after
+//! its increment (normal), or scan 1's rcu-sched grace period, which ended
+//! before the flip, orders it (fast). The fence after the flip makes a
+//! reader whose unlock scan 2 missed pick the new index at its next lock,
+//! so at most one stale increment per task can land on an old index.
+//!
+//! *After the grace period.* The scan that saw a reader's unlock is ordered
+//! after that reader's whole section (same pairing as above), so freeing
+//! after [`Srcu::synchronize`] returns happens after every pre-existing
+//! reader's last access.
+//!
+//! # Two flavours: normal and fast
+//!
+//! * **Normal** ([`Srcu::new`]): a reader pays one full memory fence on
+//!   lock and one on unlock; an updater's scan pays a fence. Pick it when
+//!   updates are frequent or latency-sensitive (idle `synchronize` takes
+//!   microseconds), or when readers run where an rcu-sched read-side
+//!   section is not available.
+//! * **Fast** ([`Srcu::new_fast`]): the reader's increments carry no fence,
+//!   only a compiler barrier, and run as (tiny) rcu-sched read-side
+//!   sections ([`Backend::this_cpu_add_sched`]); every scan instead waits for
+//!   an rcu-sched grace period ([`Backend::synchronize_sched`]). Pick it
+//!   when reads vastly outnumber updates: the read pair costs about what a
+//!   per-CPU increment and decrement do, and `synchronize` costs at least
+//!   two rcu-sched grace periods.
+//!
+//! A domain has one flavour for its whole life, chosen at construction.
+//!
+//! # Sharing grace periods
+//!
+//! A sequence word counts grace-period starts and ends (odd while one runs).
+//! A caller takes a *cookie*: the value the word will have once a grace
+//! period that starts after this moment has ended. Whoever holds the
+//! updater lock runs grace periods until the word reaches the oldest cookie
+//! it serves; everybody else waits until the word passes their cookie. So
+//! any number of concurrent `synchronize` calls cost at most two grace
+//! periods. [`Srcu::get_state`], [`Srcu::start_poll`] and
+//! [`Srcu::poll_state`] expose cookies directly.
+//!
+//! # Callbacks
+//!
+//! [`Srcu::call`] queues a callback with a cookie, in one FIFO per domain
+//! (so callbacks run in the order they were queued, on every CPU). A worker
+//! scheduled through [`Backend::call_sched`] runs grace periods and then the
+//! callbacks whose cookie has passed; it never runs in the caller's context.
+//!
+//! # Misuse
+//!
+//! Reported through the backend ([`Misuse`]) and returned as an
+//! [`SrcuError`], never undefined behaviour:
+//!
+//! * waiting for a grace period (`synchronize*`, `barrier`,
+//!   [`SrcuPtr::replace`]) inside a read section of the same domain, which
+//!   would wait for itself forever ([`Misuse::SrcuSyncInReadSection`]);
+//! * [`Srcu::read_unlock`] of an index that is not locked
+//!   ([`Misuse::SrcuBadUnlock`]);
+//! * [`Srcu::cleanup`] while readers are inside or callbacks are pending
+//!   ([`Misuse::SrcuCleanupBusy`]);
+//! * more than [`MAX_NESTING`] sections open at once on one CPU
+//!   ([`Misuse::SrcuNestingOverflow`]).
+//!
+//! The read-section check uses the calling CPU's counters
+//! ([`Backend::this_cpu_read`]). It is exact when a section stays on the
+//! CPU (thread) that opened it, as on the host backend; a backend whose
+//! sleeping readers migrate should answer `None` there, which turns the
+//! check off rather than risk a false alarm.
+//!
+//! # Examples
+//!
+//! ```
+//! use refcnt::{host::Host, srcu::Srcu};
+//! let srcu = Srcu::<Host>::new().unwrap();
+//! {
+//!     let _g = srcu.read_lock();
+//!     // ... read, sleep, read ...
+//! }
+//! srcu.synchronize().unwrap();
+//! ```
+//!
+//! Differences from Linux: `read_unlock` validates its index and returns a
+//! `Result`; the guard type unlocks on drop; `cleanup` consumes the domain
+//! and gives it back on failure; callbacks are boxed closures.
+
+mod ptr;
+
+pub use ptr::SrcuPtr;
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::marker::PhantomData;
+use core::sync::atomic::compiler_fence;
+
+use crate::backend::{AllocError, Backend};
+use crate::misuse::{self, Misuse};
+use crate::sync::atomic::{fence, AtomicUsize, Ordering};
+use crate::sync::Mutex;
+
+/// Per-CPU counter slots of a domain.
+const LOCK: [usize; 2] = [0, 1];
+const UNLOCK: [usize; 2] = [2, 3];
+const SLOTS: usize = 4;
+
+/// How many read sections of one domain may be open on one CPU before
+/// [`Misuse::SrcuNestingOverflow`] is reported (once, when the depth
+/// reaches it). Deeper nesting keeps working (counters are a machine word);
+/// the report says that a guard or a raw index was probably leaked.
+///
+/// # Examples
+///
+/// ```
+/// assert!(refcnt::srcu::MAX_NESTING >= 1 << 16);
+/// ```
+pub const MAX_NESTING: usize = 1 << 20;
+
+/// How many times an expedited wait re-scans with a pause hint before it
+/// falls back to [`Backend::relax`].
+const EXPEDITED_SPINS: u32 = 1000;
+
+/// Which reader/updater trade-off a domain makes (see the
+/// [module documentation](self)).
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, srcu::{Flavour, Srcu}};
+/// assert_eq!(Srcu::<Host>::new_fast().unwrap().flavour(), Flavour::Fast);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// Readers fence; updaters scan with fences.
+    Normal,
+    /// Readers do not fence; updaters scan with rcu-sched grace periods.
+    Fast,
+}
+
+/// Why an SRCU operation was refused. Each is also reported as a
+/// [`Misuse`] through the backend.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, srcu::{Srcu, SrcuError}};
+/// let srcu = Srcu::<Host>::new().unwrap();
+/// let err = srcu.read_unlock(7).unwrap_err();
+/// assert_eq!(err, SrcuError::BadUnlock { domain: srcu.id(), index: 7 });
+/// assert!(err.to_string().contains("not locked"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SrcuError {
+    /// A grace-period wait was asked for inside a read section of the same
+    /// domain, where it would wait for itself forever. Nothing was waited
+    /// for.
+    SyncInReadSection {
+        /// [`Srcu::id`] of the domain.
+        domain: usize,
+    },
+    /// `read_unlock` of an index that no reader holds (or that is not 0 or
+    /// 1). No counter was changed.
+    BadUnlock {
+        /// [`Srcu::id`] of the domain.
+        domain: usize,
+        /// The index that was passed.
+        index: usize,
+    },
+    /// `cleanup` while read sections were still open.
+    ReadersActive {
+        /// [`Srcu::id`] of the domain.
+        domain: usize,
+        /// How many sections were open.
+        readers: usize,
+    },
+    /// `cleanup` while callbacks queued by [`Srcu::call`] had not all run.
+    CallbacksPending {
+        /// [`Srcu::id`] of the domain.
+        domain: usize,
+        /// How many had not run.
+        callbacks: usize,
+    },
+}
+
+impl fmt::Display for SrcuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SrcuError::SyncInReadSection { domain } => write!(
+                f,
+                "srcu domain {domain}: grace-period wait inside a read section of the same \
+                 domain would deadlock; leave the section first or use call()"
+            ),
+            SrcuError::BadUnlock { domain, index } => write!(
+                f,
+                "srcu domain {domain}: read_unlock({index}) of an index that is not locked"
+            ),
+            SrcuError::ReadersActive { domain, readers } => write!(
+                f,
+                "srcu domain {domain}: cleanup with {readers} read section(s) still open"
+            ),
+            SrcuError::CallbacksPending { domain, callbacks } => write!(
+                f,
+                "srcu domain {domain}: cleanup with {callbacks} callback(s) not yet run; \
+                 call barrier() first"
+            ),
+        }
+    }
+}
+
+/// A grace-period cookie from [`Srcu::get_state`] or [`Srcu::start_poll`],
+/// for [`Srcu::poll_state`]. Meaningful only for the domain that made it.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, srcu::Srcu};
+/// let srcu = Srcu::<Host>::new().unwrap();
+/// let a = srcu.get_state();
+/// let b = srcu.get_state();
+/// assert_eq!(a, b); // no grace period started in between
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cookie(usize);
+
+/// Whether sequence value `seq` has reached cookie `target`, allowing for
+/// wrap-around.
+fn seq_done(seq: usize, target: usize) -> bool {
+    (seq.wrapping_sub(target) as isize) >= 0
+}
+
+/// The sequence value at which a grace period that starts after a caller
+/// saw `seq` will have ended: the next start if idle (even), the one after
+/// the running one if busy (odd).
+fn seq_snap(seq: usize) -> usize {
+    seq.wrapping_add(3) & !1
+}
+
+/// Identifies domains in reports; unique for the life of the program.
+/// Plain core atomic: a statistic, not part of any model.
+static NEXT_ID: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
+
+type Callback = Box<dyn FnOnce() + Send>;
+
+struct Callbacks {
+    /// In queueing order; cookies never decrease along the queue.
+    queue: VecDeque<(usize, Callback)>,
+    /// A `start_poll` asked for a grace period ending at this cookie.
+    poll_target: Option<usize>,
+    /// The worker has been handed to `B::call_sched` and has not yet found
+    /// the queue empty.
+    worker_scheduled: bool,
+}
+
+/// The shared part of a domain: [`SrcuPtr`]s and the callback worker keep
+/// it alive.
+struct Inner<B: Backend> {
+    percpu: B::PerCpu,
+    /// Flip counter; the active index is its low bit. Written only under
+    /// `gp_lock`.
+    idx: AtomicUsize,
+    /// Grace-period sequence: odd while one runs. Written only under
+    /// `gp_lock`.
+    seq: AtomicUsize,
+    gp_lock: Mutex<()>,
+    callbacks: Mutex<Callbacks>,
+    /// Callbacks queued so far (written under `callbacks`).
+    queued: AtomicUsize,
+    /// Callbacks that have returned.
+    invoked: AtomicUsize,
+    flavour: Flavour,
+    id: usize,
+}
+
+/// An SRCU domain (see the [module documentation](self)).
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, srcu::Srcu};
+/// let srcu = Srcu::<Host>::new().unwrap();
+/// let g = srcu.read_lock();
+/// assert!(g.index() < 2);
+/// drop(g);
+/// srcu.synchronize().unwrap();
+/// srcu.cleanup().map_err(|e| e.error).unwrap();
+/// ```
+pub struct Srcu<B: Backend> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B: Backend> fmt::Debug for Srcu<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Srcu")
+            .field("id", &self.inner.id)
+            .field("flavour", &self.inner.flavour)
+            .field("completed", &self.completed())
+            .finish()
+    }
+}
+
+/// A read section of a domain; leaves it when dropped. Not `Send`: a
+/// section is left on the thread that entered it (see [`Srcu::read_unlock`]
+/// for the raw form, which has no such rule).
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, srcu::Srcu};
+/// let srcu = Srcu::<Host>::new().unwrap();
+/// let outer = srcu.read_lock();
+/// let inner = srcu.read_lock(); // sections nest
+/// drop(inner);
+/// drop(outer);
+/// ```
+#[must_use = "dropping the guard leaves the read section at once"]
+pub struct SrcuReadGuard<'a, B: Backend> {
+    srcu: &'a Srcu<B>,
+    idx: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<B: Backend> SrcuReadGuard<'_, B> {
+    /// The index this section counted itself on (0 or 1), as Linux's
+    /// `srcu_read_lock` returns it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// assert!(srcu.read_lock().index() <= 1);
+    /// ```
+    pub fn index(&self) -> usize {
+        self.idx
+    }
+
+    /// The domain this section belongs to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// assert_eq!(srcu.read_lock().srcu().id(), srcu.id());
+    /// ```
+    pub fn srcu(&self) -> &Srcu<B> {
+        self.srcu
+    }
+}
+
+impl<B: Backend> Drop for SrcuReadGuard<'_, B> {
+    #[inline]
+    fn drop(&mut self) {
+        self.srcu.inner.unlock(self.idx);
+    }
+}
+
+impl<B: Backend> fmt::Debug for SrcuReadGuard<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SrcuReadGuard")
+            .field("domain", &self.srcu.inner.id)
+            .field("index", &self.idx)
+            .finish()
+    }
+}
+
+/// [`Srcu::cleanup`] refused; the domain is handed back.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, srcu::{Srcu, SrcuError}};
+/// let srcu = Srcu::<Host>::new().unwrap();
+/// let idx = srcu.read_lock_raw();
+/// let failed = srcu.cleanup().unwrap_err();
+/// assert!(matches!(failed.error, SrcuError::ReadersActive { readers: 1, .. }));
+/// let srcu = failed.srcu;
+/// srcu.read_unlock(idx).unwrap();
+/// srcu.cleanup().map_err(|e| e.error).unwrap();
+/// ```
+pub struct CleanupError<B: Backend> {
+    /// The domain, unchanged.
+    pub srcu: Srcu<B>,
+    /// Why cleanup was refused.
+    pub error: SrcuError,
+}
+
+impl<B: Backend> fmt::Debug for CleanupError<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CleanupError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> fmt::Display for CleanupError<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<B: Backend> Inner<B> {
+    fn new(flavour: Flavour) -> Result<Self, AllocError> {
+        Ok(Inner {
+            percpu: B::alloc_percpu(SLOTS)?,
+            idx: AtomicUsize::new(0),
+            seq: AtomicUsize::new(0),
+            gp_lock: Mutex::new(()),
+            callbacks: Mutex::new(Callbacks {
+                queue: VecDeque::new(),
+                poll_target: None,
+                worker_scheduled: false,
+            }),
+            queued: AtomicUsize::new(0),
+            invoked: AtomicUsize::new(0),
+            flavour,
+            // Relaxed: only uniqueness matters.
+            id: NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
+    // ---- readers ---------------------------------------------------------
+
+    #[inline]
+    fn lock(&self) -> usize {
+        // Relaxed: a stale index is allowed; scan 1 of the next grace
+        // period exists to catch it (module docs, "two scans").
+        let idx = self.idx.load(Ordering::Relaxed) & 1;
+        match self.flavour {
+            Flavour::Normal => {
+                B::this_cpu_add(&self.percpu, LOCK[idx], 1);
+                // Reader fence B. Closes the race "the scan misses this
+                // increment, yet this section reads the old value": if the
+                // scan's lock sum misses the increment, this fence comes
+                // after the scan's fence in the global fence order, so the
+                // section sees every write the updater made before it. It
+                // also pairs with the fence before the flip: a reader that
+                // read the new index sees the updater's earlier writes.
+                fence(Ordering::SeqCst);
+            }
+            Flavour::Fast => {
+                // The increment is an rcu-sched section of its own; the
+                // scan's grace period does what fence B does above.
+                B::this_cpu_add_sched(&self.percpu, LOCK[idx], 1);
+                // Keeps the compiler from hoisting the section's loads
+                // above the increment; the CPU side is the grace period's.
+                compiler_fence(Ordering::SeqCst);
+            }
+        }
+        self.check_depth(idx);
+        idx
+    }
+
+    #[inline]
+    fn unlock(&self, idx: usize) {
+        match self.flavour {
+            Flavour::Normal => {
+                // Reader fence C. Closes the race "the scan counts this
+                // unlock while the section's accesses are still in flight":
+                // a scan that sees the unlock increment has its own fence
+                // ordered after this one, so every access of the section
+                // happens before whatever the updater does after the scan
+                // (freeing the old value). It also makes the lock increment
+                // visible no later than the unlock one, which the counting
+                // argument needs.
+                fence(Ordering::SeqCst);
+                B::this_cpu_add(&self.percpu, UNLOCK[idx], 1);
+            }
+            Flavour::Fast => {
+                // The compiler must not sink the section's accesses below
+                // the increment; the scan's grace period orders the CPU.
+                compiler_fence(Ordering::SeqCst);
+                B::this_cpu_add_sched(&self.percpu, UNLOCK[idx], 1);
+            }
+        }
+    }
+
+    /// Reports (once, at the threshold) a suspiciously deep nesting.
+    #[inline]
+    fn check_depth(&self, idx: usize) {
+        if let (Some(l), Some(u)) = (
+            B::this_cpu_read(&self.percpu, LOCK[idx]),
+            B::this_cpu_read(&self.percpu, UNLOCK[idx]),
+        ) {
+            if l.wrapping_sub(u) == MAX_NESTING {
+                misuse::report::<B>(Misuse::SrcuNestingOverflow);
+            }
+        }
+    }
+
+    /// Open sections counted on this CPU, if the backend can tell.
+    fn this_cpu_depth(&self) -> Option<isize> {
+        let mut depth = 0usize;
+        for i in 0..2 {
+            let l = B::this_cpu_read(&self.percpu, LOCK[i])?;
+            let u = B::this_cpu_read(&self.percpu, UNLOCK[i])?;
+            depth = depth.wrapping_add(l.wrapping_sub(u));
+        }
+        Some(depth as isize)
+    }
+
+    /// Refuses a grace-period wait from inside this domain's read section.
+    fn check_not_reader(&self) -> Result<(), SrcuError> {
+        match self.this_cpu_depth() {
+            Some(d) if d > 0 => {
+                misuse::report::<B>(Misuse::SrcuSyncInReadSection);
+                Err(SrcuError::SyncInReadSection { domain: self.id })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn readers(&self) -> usize {
+        (0..2)
+            .map(|i| B::sum(&self.percpu, LOCK[i]).wrapping_sub(B::sum(&self.percpu, UNLOCK[i])))
+            .fold(0, usize::wrapping_add)
+    }
+
+    // ---- grace periods ---------------------------------------------------
+
+    /// True once no reader counted on `idx` remains (see the module docs for
+    /// why unlocks are read first).
+    fn scan(&self, idx: usize) -> bool {
+        let unlocks = B::sum(&self.percpu, UNLOCK[idx]);
+        match self.flavour {
+            // Updater fence A, partner of reader fences B and C: an unlock
+            // counted above implies its lock is counted below, a lock
+            // missed below implies that reader sees our earlier writes, and
+            // a reader whose unlock we counted finished all its accesses
+            // before whatever follows this fence.
+            Flavour::Normal => fence(Ordering::SeqCst),
+            // Fast readers have no fences; a whole rcu-sched grace period
+            // stands in for fence A. Every increment is its own rcu-sched
+            // section, so each one either ended before this returns (and is
+            // visible to the lock sum, with the section's earlier accesses
+            // ordered before us), or began after the grace period began
+            // (and its section sees our earlier writes).
+            Flavour::Fast => B::synchronize_sched(),
+        }
+        let locks = B::sum(&self.percpu, LOCK[idx]);
+        locks == unlocks
+    }
+
+    fn wait_readers(&self, idx: usize, expedited: bool) {
+        let mut tries = 0u32;
+        while !self.scan(idx) {
+            if expedited && tries < EXPEDITED_SPINS {
+                tries += 1;
+                core::hint::spin_loop();
+            } else {
+                B::relax();
+            }
+        }
+    }
+
+    /// Runs one grace period. Caller holds `gp_lock`.
+    fn one_gp(&self, expedited: bool) {
+        // Relaxed: only holders of gp_lock write seq and idx, and the lock
+        // orders them.
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        // Closes the race "a caller snapshotted the sequence before this
+        // grace period started, yet the scans miss its earlier writes": the
+        // caller fenced before reading the (even) sequence, this fence
+        // follows our odd store, so the caller's fence precedes ours and
+        // everything the caller wrote is ordered before our scans.
+        fence(Ordering::SeqCst);
+        let cur = self.idx.load(Ordering::Relaxed);
+        // Scan 1: late readers still counting themselves on the inactive
+        // index (they read idx before the previous flip).
+        self.wait_readers((cur.wrapping_add(1)) & 1, expedited);
+        // Fence D1, partner of reader fence B: a reader that reads the
+        // flipped index sees what we wrote before it (fast flavour: scan
+        // 1's rcu-sched grace period already ordered it).
+        fence(Ordering::SeqCst);
+        self.idx.store(cur.wrapping_add(1), Ordering::Relaxed);
+        // Fence D2: a reader whose unlock scan 2 misses will read the new
+        // index at its next lock, so no task piles increments onto the old
+        // index while we wait for it.
+        fence(Ordering::SeqCst);
+        // Scan 2: every reader on the old active index.
+        self.wait_readers(cur & 1, expedited);
+        // Release: pairs with the Acquire load in `wait_for`/`poll_state`;
+        // a waiter that sees the end sees what the scans established.
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// A cookie for a grace period that starts after the caller's earlier
+    /// writes.
+    fn snap(&self) -> usize {
+        // Pairs with the fence after the odd store in `one_gp` (see there).
+        fence(Ordering::SeqCst);
+        seq_snap(self.seq.load(Ordering::Relaxed))
+    }
+
+    fn done(&self, target: usize) -> bool {
+        // Acquire: pairs with the Release that ended the grace period.
+        let d = seq_done(self.seq.load(Ordering::Acquire), target);
+        if d {
+            // The caller may free what readers used: order that after the
+            // grace period's scans even for a caller that did not run it.
+            fence(Ordering::SeqCst);
+        }
+        d
+    }
+
+    /// Waits until the sequence reaches `target`, running grace periods
+    /// when nobody else is.
+    fn wait_for(&self, target: usize, expedited: bool) {
+        loop {
+            if self.done(target) {
+                return;
+            }
+            if let Some(_g) = self.gp_lock.try_lock() {
+                while !seq_done(self.seq.load(Ordering::Relaxed), target) {
+                    self.one_gp(expedited);
+                }
+                fence(Ordering::SeqCst);
+                return;
+            }
+            B::relax();
+        }
+    }
+
+    // ---- callbacks -------------------------------------------------------
+
+    fn schedule_worker(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        B::call_sched(Box::new(move || me.work()));
+    }
+
+    fn request_worker(self: &Arc<Self>, q: &mut Callbacks) -> bool {
+        !core::mem::replace(&mut q.worker_scheduled, true)
+    }
+
+    /// The callback worker: runs grace periods and ripe callbacks until
+    /// there is nothing left to do.
+    fn work(self: &Arc<Self>) {
+        loop {
+            let target = {
+                let mut q = self.callbacks.lock();
+                let last = q.queue.back().map(|e| e.0);
+                match (last, q.poll_target) {
+                    (None, None) => {
+                        q.worker_scheduled = false;
+                        return;
+                    }
+                    (Some(t), None) | (None, Some(t)) => t,
+                    (Some(a), Some(b)) => {
+                        if seq_done(a, b) {
+                            a
+                        } else {
+                            b
+                        }
+                    }
+                }
+            };
+            self.wait_for(target, false);
+            let ready: Vec<Callback> = {
+                let mut q = self.callbacks.lock();
+                // Relaxed: wait_for returned after an Acquire load and a
+                // fence; the value only grows.
+                let seq = self.seq.load(Ordering::Relaxed);
+                if q.poll_target.is_some_and(|t| seq_done(seq, t)) {
+                    q.poll_target = None;
+                }
+                let n = q
+                    .queue
+                    .iter()
+                    .take_while(|(c, _)| seq_done(seq, *c))
+                    .count();
+                q.queue.drain(..n).map(|(_, f)| f).collect()
+            };
+            for f in ready {
+                f();
+                // Release: pairs with the Acquire in `barrier`; whoever sees
+                // the count sees the callback's effects.
+                self.invoked.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl<B: Backend> Srcu<B> {
+    /// A new domain of the normal flavour (readers fence; see the
+    /// [module documentation](self)), like Linux's `init_srcu_struct`.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError`] if the per-CPU counters cannot be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::{Flavour, Srcu}};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// assert_eq!(srcu.flavour(), Flavour::Normal);
+    /// ```
+    pub fn new() -> Result<Self, AllocError> {
+        Self::with_flavour(Flavour::Normal)
+    }
+
+    /// A new domain of the fast flavour (readers do not fence; updaters pay
+    /// with rcu-sched grace periods), like Linux's SRCU-fast.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError`] if the per-CPU counters cannot be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new_fast().unwrap();
+    /// drop(srcu.read_lock());
+    /// srcu.synchronize().unwrap();
+    /// ```
+    pub fn new_fast() -> Result<Self, AllocError> {
+        Self::with_flavour(Flavour::Fast)
+    }
+
+    /// A new domain of the given flavour.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError`] if the per-CPU counters cannot be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::{Flavour, Srcu}};
+    /// let srcu = Srcu::<Host>::with_flavour(Flavour::Fast).unwrap();
+    /// assert_eq!(srcu.flavour(), Flavour::Fast);
+    /// ```
+    pub fn with_flavour(flavour: Flavour) -> Result<Self, AllocError> {
+        Ok(Srcu {
+            inner: Arc::new(Inner::new(flavour)?),
+        })
+    }
+
+    /// This domain's flavour.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::{Flavour, Srcu}};
+    /// assert_eq!(Srcu::<Host>::new().unwrap().flavour(), Flavour::Normal);
+    /// ```
+    pub fn flavour(&self) -> Flavour {
+        self.inner.flavour
+    }
+
+    /// A number naming this domain in reports and errors, unique for the
+    /// life of the program.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let a = Srcu::<Host>::new().unwrap();
+    /// let b = Srcu::<Host>::new().unwrap();
+    /// assert_ne!(a.id(), b.id());
+    /// ```
+    pub fn id(&self) -> usize {
+        self.inner.id
+    }
+
+    /// Enters a read section; it lasts until the guard is dropped. May be
+    /// nested, and the holder may sleep. Never blocks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// let g = srcu.read_lock();
+    /// std::thread::sleep(std::time::Duration::from_millis(1)); // allowed
+    /// drop(g);
+    /// ```
+    #[inline]
+    pub fn read_lock(&self) -> SrcuReadGuard<'_, B> {
+        SrcuReadGuard {
+            idx: self.inner.lock(),
+            srcu: self,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Enters a read section and returns its index, for [`read_unlock`]
+    /// (Linux's `srcu_read_lock`). Prefer [`read_lock`], whose guard cannot
+    /// be unlocked twice. The index may be unlocked on another thread; the
+    /// read-section misuse check then sees the section as still open on the
+    /// thread that entered it.
+    ///
+    /// [`read_lock`]: Srcu::read_lock
+    /// [`read_unlock`]: Srcu::read_unlock
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// let idx = srcu.read_lock_raw();
+    /// srcu.read_unlock(idx).unwrap();
+    /// ```
+    #[inline]
+    pub fn read_lock_raw(&self) -> usize {
+        self.inner.lock()
+    }
+
+    /// Leaves a read section entered with [`read_lock_raw`] (Linux's
+    /// `srcu_read_unlock`).
+    ///
+    /// # Errors
+    ///
+    /// [`SrcuError::BadUnlock`] (and [`Misuse::SrcuBadUnlock`]) if `idx` is
+    /// not 0 or 1, or if no reader holds `idx` at all; no counter changes.
+    /// The second check reads every CPU's counters, so this is slower than
+    /// dropping a guard. In the fast flavour only the range is checked:
+    /// readers there have no fences, and without one an unlock that no
+    /// lock matches cannot be told apart from a concurrent reader's
+    /// half-visible section.
+    ///
+    /// [`read_lock_raw`]: Srcu::read_lock_raw
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// let idx = srcu.read_lock_raw();
+    /// srcu.read_unlock(idx).unwrap();
+    /// assert!(srcu.read_unlock(idx).is_err()); // not locked any more
+    /// ```
+    pub fn read_unlock(&self, idx: usize) -> Result<(), SrcuError> {
+        let inner = &*self.inner;
+        let bad = idx > 1
+            || (inner.flavour == Flavour::Normal && {
+                let unlocks = B::sum(&inner.percpu, UNLOCK[idx]);
+                // Same pairing as scan fence A: every unlock counted above
+                // has its lock counted below, and the caller's own lock
+                // (if it has one) happened before this call, so a holder
+                // always leaves the difference positive.
+                fence(Ordering::SeqCst);
+                let locks = B::sum(&inner.percpu, LOCK[idx]);
+                (locks.wrapping_sub(unlocks) as isize) <= 0
+            });
+        if bad {
+            misuse::report::<B>(Misuse::SrcuBadUnlock);
+            return Err(SrcuError::BadUnlock {
+                domain: inner.id,
+                index: idx,
+            });
+        }
+        inner.unlock(idx);
+        Ok(())
+    }
+
+    /// Waits until every read section that was open when it was called has
+    /// been left (Linux's `synchronize_srcu`). Sleeps through
+    /// [`Backend::relax`] while readers remain. Concurrent callers share
+    /// grace periods.
+    ///
+    /// # Errors
+    ///
+    /// [`SrcuError::SyncInReadSection`] (and
+    /// [`Misuse::SrcuSyncInReadSection`]) if the caller is inside a read
+    /// section of this domain: the wait would never end.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// srcu.synchronize().unwrap();
+    /// let g = srcu.read_lock();
+    /// assert!(srcu.synchronize().is_err()); // would deadlock
+    /// drop(g);
+    /// ```
+    pub fn synchronize(&self) -> Result<(), SrcuError> {
+        self.inner.check_not_reader()?;
+        self.inner.wait_for(self.inner.snap(), false);
+        Ok(())
+    }
+
+    /// As [`synchronize`](Srcu::synchronize), but re-scans with a pause
+    /// hint before sleeping, trading CPU time for latency (Linux's
+    /// `synchronize_srcu_expedited`).
+    ///
+    /// # Errors
+    ///
+    /// As [`synchronize`](Srcu::synchronize).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// let before = srcu.completed();
+    /// srcu.synchronize_expedited().unwrap();
+    /// assert!(srcu.completed() > before);
+    /// ```
+    pub fn synchronize_expedited(&self) -> Result<(), SrcuError> {
+        self.inner.check_not_reader()?;
+        self.inner.wait_for(self.inner.snap(), true);
+        Ok(())
+    }
+
+    /// Queues `f` to run once every read section open now has been left
+    /// (Linux's `call_srcu`). `f` runs on a worker (from
+    /// [`Backend::call_sched`]), never inside this call; callbacks of one
+    /// domain run in the order they were queued. May be called inside a
+    /// read section.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// use std::sync::{atomic::{AtomicBool, Ordering}, Arc};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// let ran = Arc::new(AtomicBool::new(false));
+    /// let r = ran.clone();
+    /// srcu.call(move || r.store(true, Ordering::Release));
+    /// srcu.barrier().unwrap();
+    /// assert!(ran.load(Ordering::Acquire));
+    /// ```
+    pub fn call(&self, f: impl FnOnce() + Send + 'static) {
+        self.inner.call(Box::new(f));
+    }
+
+    /// Waits until every callback queued by [`call`](Srcu::call) before this
+    /// call has run (Linux's `srcu_barrier`).
+    /// Not from inside one of this domain's callbacks: it would wait for
+    /// itself.
+    ///
+    /// # Errors
+    ///
+    /// [`SrcuError::SyncInReadSection`] inside a read section of this
+    /// domain (the callbacks wait for that section).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// srcu.call(|| {});
+    /// srcu.barrier().unwrap();
+    /// srcu.cleanup().map_err(|e| e.error).unwrap();
+    /// ```
+    pub fn barrier(&self) -> Result<(), SrcuError> {
+        let inner = &*self.inner;
+        inner.check_not_reader()?;
+        let n = {
+            let _q = inner.callbacks.lock();
+            // Relaxed: read under the lock every increment is made under.
+            inner.queued.load(Ordering::Relaxed)
+        };
+        // Acquire: pairs with the Release after each callback returns.
+        while (inner.invoked.load(Ordering::Acquire).wrapping_sub(n) as isize) < 0 {
+            B::relax();
+        }
+        Ok(())
+    }
+
+    /// A cookie for a grace period that begins after this call, without
+    /// starting one (Linux's `get_state_synchronize_srcu`). Some later
+    /// `synchronize`, `call` worker or [`start_poll`](Srcu::start_poll)
+    /// must run it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// let c = srcu.get_state();
+    /// assert!(!srcu.poll_state(c));
+    /// srcu.synchronize().unwrap();
+    /// assert!(srcu.poll_state(c));
+    /// ```
+    pub fn get_state(&self) -> Cookie {
+        Cookie(self.inner.snap())
+    }
+
+    /// As [`get_state`](Srcu::get_state), and makes sure a grace period
+    /// will run without anybody waiting for it (Linux's
+    /// `start_poll_synchronize_srcu`): the callback worker runs it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// let c = srcu.start_poll();
+    /// while !srcu.poll_state(c) {
+    ///     std::thread::yield_now();
+    /// }
+    /// ```
+    pub fn start_poll(&self) -> Cookie {
+        let inner = &self.inner;
+        let target = inner.snap();
+        let schedule = {
+            let mut q = inner.callbacks.lock();
+            q.poll_target = Some(match q.poll_target {
+                Some(t) if seq_done(t, target) => t,
+                _ => target,
+            });
+            inner.request_worker(&mut q)
+        };
+        if schedule {
+            inner.schedule_worker();
+        }
+        Cookie(target)
+    }
+
+    /// Whether the grace period of `cookie` has ended (Linux's
+    /// `poll_state_synchronize_srcu`). When it returns true, every read
+    /// section that was open when the cookie was taken has been left, and
+    /// the caller is ordered after them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// let c = srcu.get_state();
+    /// srcu.synchronize().unwrap();
+    /// assert!(srcu.poll_state(c));
+    /// ```
+    pub fn poll_state(&self, cookie: Cookie) -> bool {
+        self.inner.done(cookie.0)
+    }
+
+    /// How many grace periods this domain has completed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// assert_eq!(srcu.completed(), 0);
+    /// srcu.synchronize().unwrap();
+    /// assert_eq!(srcu.completed(), 1);
+    /// ```
+    pub fn completed(&self) -> usize {
+        // Relaxed: a statistic.
+        self.inner.seq.load(Ordering::Relaxed) / 2
+    }
+
+    /// How many read sections are open, summed over all CPUs. Racy while
+    /// readers come and go; exact when they cannot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// let g = srcu.read_lock();
+    /// assert_eq!(srcu.readers(), 1);
+    /// drop(g);
+    /// assert_eq!(srcu.readers(), 0);
+    /// ```
+    pub fn readers(&self) -> usize {
+        self.inner.readers()
+    }
+
+    /// Tears the domain down (Linux's `cleanup_srcu_struct`).
+    ///
+    /// # Errors
+    ///
+    /// Refuses, reporting [`Misuse::SrcuCleanupBusy`] and handing the
+    /// domain back, while read sections entered with
+    /// [`read_lock_raw`](Srcu::read_lock_raw) are open
+    /// ([`SrcuError::ReadersActive`]) or callbacks queued by
+    /// [`call`](Srcu::call) have not run ([`SrcuError::CallbacksPending`];
+    /// call [`barrier`](Srcu::barrier) first). Guards cannot be open: they
+    /// borrow the domain.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// srcu.cleanup().map_err(|e| e.error).unwrap();
+    /// ```
+    pub fn cleanup(self) -> Result<(), CleanupError<B>> {
+        let inner = &*self.inner;
+        let readers = inner.readers();
+        let error = if readers != 0 {
+            SrcuError::ReadersActive {
+                domain: inner.id,
+                readers,
+            }
+        } else {
+            let callbacks = {
+                let _q = inner.callbacks.lock();
+                // Relaxed: `queued` is read under the lock it is written
+                // under; `invoked` only needs to be at least as new as
+                // what the caller observed (barrier's Acquire).
+                inner
+                    .queued
+                    .load(Ordering::Relaxed)
+                    .wrapping_sub(inner.invoked.load(Ordering::Acquire))
+            };
+            if callbacks == 0 {
+                return Ok(());
+            }
+            SrcuError::CallbacksPending {
+                domain: inner.id,
+                callbacks,
+            }
+        };
+        misuse::report::<B>(Misuse::SrcuCleanupBusy);
+        Err(CleanupError { srcu: self, error })
+    }
+}
+
+impl<B: Backend> Inner<B> {
+    fn call(self: &Arc<Self>, f: Callback) {
+        let schedule = {
+            let mut q = self.callbacks.lock();
+            // Taken under the lock so cookies never decrease along the
+            // queue; `snap` fences first, ordering the caller's earlier
+            // writes before the grace period that will run `f`.
+            let cookie = self.snap();
+            q.queue.push_back((cookie, f));
+            // Relaxed: written and read under `callbacks`.
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            self.request_worker(&mut q)
+        };
+        if schedule {
+            self.schedule_worker();
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! Host unit tests for SRCU: every API item and every misuse kind. Its own
+//! binary, so the global misuse counters see only SRCU tests.
+#![cfg(all(feature = "std", not(loom)))]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use refcnt::host::{take_reports, Host};
+use refcnt::misuse::misuse_count;
+use refcnt::srcu::{Flavour, Srcu, SrcuError, SrcuPtr, MAX_NESTING};
+use refcnt::Misuse;
+
+const FLAVOURS: [Flavour; 2] = [Flavour::Normal, Flavour::Fast];
+
+fn domain(f: Flavour) -> Arc<Srcu<Host>> {
+    Arc::new(Srcu::with_flavour(f).unwrap())
+}
+
+/// Short pauses are enough to let another thread run into a wait; Miri
+/// is slower, so give it more.
+fn pause() {
+    thread::sleep(Duration::from_millis(if cfg!(miri) { 200 } else { 30 }));
+}
+
+#[test]
+fn constructors_and_accessors() {
+    let n = Srcu::<Host>::new().unwrap();
+    let f = Srcu::<Host>::new_fast().unwrap();
+    assert_eq!(n.flavour(), Flavour::Normal);
+    assert_eq!(f.flavour(), Flavour::Fast);
+    assert_ne!(n.id(), f.id());
+    assert_eq!(n.completed(), 0);
+    assert_eq!(n.readers(), 0);
+    assert!(format!("{n:?}").contains("Normal"));
+}
+
+#[test]
+fn guards_nest_and_count() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let a = s.read_lock();
+        let b = s.read_lock();
+        assert!(a.index() <= 1 && b.index() <= 1);
+        assert_eq!(a.srcu().id(), s.id());
+        assert_eq!(s.readers(), 2);
+        drop(b);
+        drop(a);
+        assert_eq!(s.readers(), 0);
+        assert!(format!("{:?}", s.read_lock()).contains("index"));
+    }
+}
+
+#[test]
+fn raw_lock_unlock() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let i = s.read_lock_raw();
+        let j = s.read_lock_raw();
+        assert_eq!(s.readers(), 2);
+        s.read_unlock(j).unwrap();
+        s.read_unlock(i).unwrap();
+        assert_eq!(s.readers(), 0);
+        assert!(take_reports().is_empty());
+    }
+}
+
+#[test]
+fn raw_unlock_on_another_thread() {
+    let s = domain(Flavour::Normal);
+    let i = s.read_lock_raw();
+    let s2 = s.clone();
+    thread::spawn(move || s2.read_unlock(i).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(s.readers(), 0);
+}
+
+#[test]
+fn misuse_unlock_bad_index() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let before = misuse_count(Misuse::SrcuBadUnlock);
+        let e = s.read_unlock(2).unwrap_err();
+        assert_eq!(
+            e,
+            SrcuError::BadUnlock {
+                domain: s.id(),
+                index: 2
+            }
+        );
+        assert!(e.to_string().contains("read_unlock(2)"));
+        assert_eq!(take_reports(), [Misuse::SrcuBadUnlock]);
+        assert!(misuse_count(Misuse::SrcuBadUnlock) > before);
+        assert_eq!(s.readers(), 0, "no counter changed");
+    }
+}
+
+#[test]
+fn misuse_unlock_not_locked() {
+    let s = domain(Flavour::Normal);
+    let e = s.read_unlock(0).unwrap_err();
+    assert!(matches!(e, SrcuError::BadUnlock { index: 0, .. }));
+    assert_eq!(take_reports(), [Misuse::SrcuBadUnlock]);
+    // Unlocking twice: the second one is refused.
+    let i = s.read_lock_raw();
+    s.read_unlock(i).unwrap();
+    assert!(s.read_unlock(i).is_err());
+    assert_eq!(take_reports(), [Misuse::SrcuBadUnlock]);
+    assert_eq!(s.readers(), 0);
+    // Holding index 0 does not make unlocking index 1 legal.
+    let i = s.read_lock_raw();
+    assert!(s.read_unlock(1 - i).is_err());
+    s.read_unlock(i).unwrap();
+    take_reports();
+}
+
+#[test]
+fn synchronize_waits_for_existing_reader() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let done = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let (s2, d2) = (s.clone(), done.clone());
+        let t = thread::spawn(move || {
+            let g = s2.read_lock();
+            tx.send(()).unwrap();
+            pause(); // readers may sleep
+            d2.store(true, SeqCst);
+            drop(g);
+        });
+        rx.recv().unwrap();
+        s.synchronize().unwrap();
+        assert!(
+            done.load(SeqCst),
+            "{fl:?}: synchronize returned under a reader"
+        );
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn synchronize_expedited_waits_for_existing_reader() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let done = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let (s2, d2) = (s.clone(), done.clone());
+        let t = thread::spawn(move || {
+            let g = s2.read_lock();
+            tx.send(()).unwrap();
+            pause();
+            d2.store(true, SeqCst);
+            drop(g);
+        });
+        rx.recv().unwrap();
+        let before = s.completed();
+        s.synchronize_expedited().unwrap();
+        assert!(done.load(SeqCst));
+        assert!(s.completed() > before);
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn synchronize_ignores_other_domains_and_ends_idle() {
+    let a = domain(Flavour::Normal);
+    let b = domain(Flavour::Normal);
+    let _g = a.read_lock();
+    b.synchronize().unwrap(); // a reader of another domain is no obstacle
+    assert_eq!(b.completed(), 1);
+}
+
+/// New readers arriving all the time cannot starve an updater.
+#[test]
+fn no_starvation_under_reader_stream() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicUsize::new(0));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, stop, started) = (s.clone(), stop.clone(), started.clone());
+                thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(SeqCst) {
+                        let outer = s.read_lock();
+                        let inner = s.read_lock();
+                        std::hint::black_box(&inner);
+                        drop(outer); // sections need not end in order
+                        drop(inner);
+                        if n == 0 {
+                            started.fetch_add(1, SeqCst);
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        while started.load(SeqCst) < 2 {
+            thread::yield_now();
+        }
+        let rounds = if cfg!(miri) { 2 } else { 20 };
+        let t0 = Instant::now();
+        for _ in 0..rounds {
+            s.synchronize().unwrap();
+        }
+        stop.store(true, SeqCst);
+        let n: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(n >= 2, "both readers ran");
+        assert!(s.completed() >= rounds);
+        assert!(t0.elapsed() < Duration::from_secs(60));
+    }
+}
+
+/// Callers that arrive while a grace period is running share the next one.
+#[test]
+fn concurrent_synchronize_share_grace_periods() {
+    let s = domain(Flavour::Normal);
+    let idx = s.read_lock_raw();
+    let idle = s.get_state();
+    let first = {
+        let s = s.clone();
+        thread::spawn(move || s.synchronize().unwrap())
+    };
+    // Once a grace period runs (blocked by our reader), a new cookie asks
+    // for the one after it.
+    while s.get_state() == idle {
+        thread::yield_now();
+    }
+    let others: Vec<_> = (0..3)
+        .map(|_| {
+            let s = s.clone();
+            thread::spawn(move || s.synchronize().unwrap())
+        })
+        .collect();
+    pause();
+    s.read_unlock(idx).unwrap();
+    first.join().unwrap();
+    for t in others {
+        t.join().unwrap();
+    }
+    assert_eq!(s.completed(), 2, "four callers, two grace periods");
+}
+
+#[test]
+fn misuse_synchronize_in_read_section() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let before = misuse_count(Misuse::SrcuSyncInReadSection);
+        let g = s.read_lock();
+        let e = s.synchronize().unwrap_err();
+        assert_eq!(e, SrcuError::SyncInReadSection { domain: s.id() });
+        assert!(e.to_string().contains("deadlock"));
+        assert!(s.synchronize_expedited().is_err());
+        assert!(s.barrier().is_err());
+        assert_eq!(take_reports(), [Misuse::SrcuSyncInReadSection; 3]);
+        assert!(misuse_count(Misuse::SrcuSyncInReadSection) >= before + 3);
+        drop(g);
+        // Raw sections count too.
+        let i = s.read_lock_raw();
+        assert!(s.synchronize().is_err());
+        s.read_unlock(i).unwrap();
+        take_reports();
+        s.synchronize().unwrap();
+        assert_eq!(s.completed(), 1, "the refused calls waited for nothing");
+    }
+}
+
+#[test]
+fn call_runs_after_grace_period_in_order_on_worker() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let me = thread::current().id();
+        let idx = s.read_lock_raw();
+        let n = if cfg!(miri) { 5 } else { 50 };
+        for i in 0..n {
+            let log = log.clone();
+            s.call(move || {
+                assert_ne!(thread::current().id(), me, "ran in the caller's context");
+                log.lock().unwrap().push(i);
+            });
+        }
+        pause();
+        assert!(log.lock().unwrap().is_empty(), "{fl:?}: ran under a reader");
+        s.read_unlock(idx).unwrap();
+        s.barrier().unwrap();
+        assert_eq!(*log.lock().unwrap(), (0..n).collect::<Vec<_>>());
+        assert!(s.completed() >= 1);
+    }
+}
+
+#[test]
+fn call_inside_read_section_and_exactly_once() {
+    let s = domain(Flavour::Normal);
+    let runs = Arc::new(AtomicUsize::new(0));
+    {
+        let _g = s.read_lock();
+        let r = runs.clone();
+        s.call(move || {
+            r.fetch_add(1, SeqCst);
+        });
+    }
+    s.barrier().unwrap();
+    s.barrier().unwrap();
+    s.synchronize().unwrap();
+    assert_eq!(runs.load(SeqCst), 1);
+}
+
+#[test]
+fn call_from_many_threads_runs_all() {
+    let s = domain(Flavour::Fast);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let per = if cfg!(miri) { 3 } else { 100 };
+    let ts: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, runs) = (s.clone(), runs.clone());
+            thread::spawn(move || {
+                for _ in 0..per {
+                    let r = runs.clone();
+                    s.call(move || {
+                        r.fetch_add(1, SeqCst);
+                    });
+                }
+                s.barrier().unwrap();
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().unwrap();
+    }
+    assert_eq!(runs.load(SeqCst), 2 * per);
+}
+
+#[test]
+fn barrier_with_nothing_queued_returns() {
+    let s = domain(Flavour::Normal);
+    s.barrier().unwrap();
+    assert_eq!(s.completed(), 0);
+}
+
+#[test]
+fn polling() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let c = s.get_state();
+        assert_eq!(c, s.get_state());
+        assert!(!s.poll_state(c));
+        s.synchronize().unwrap();
+        assert!(s.poll_state(c));
+
+        // start_poll makes a grace period happen without anyone waiting.
+        let c = s.start_poll();
+        let t0 = Instant::now();
+        while !s.poll_state(c) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "start_poll never ended"
+            );
+            thread::yield_now();
+        }
+
+        // A cookie taken under a reader is not satisfied while it reads.
+        let idx = s.read_lock_raw();
+        let c = s.start_poll();
+        pause();
+        assert!(!s.poll_state(c));
+        s.read_unlock(idx).unwrap();
+        while !s.poll_state(c) {
+            thread::yield_now();
+        }
+    }
+}
+
+#[test]
+fn misuse_cleanup_busy() {
+    let s = Srcu::<Host>::new().unwrap();
+    let before = misuse_count(Misuse::SrcuCleanupBusy);
+
+    // Readers.
+    let i = s.read_lock_raw();
+    let failed = s.cleanup().unwrap_err();
+    assert_eq!(
+        failed.error,
+        SrcuError::ReadersActive {
+            domain: failed.srcu.id(),
+            readers: 1
+        }
+    );
+    assert!(failed.to_string().contains("1 read section"));
+    assert!(format!("{failed:?}").contains("ReadersActive"));
+    let s = failed.srcu;
+    s.read_unlock(i).unwrap();
+
+    // Callbacks: the first one holds the worker until we let it go.
+    let gate = Arc::new(AtomicBool::new(false));
+    let g2 = gate.clone();
+    s.call(move || {
+        while !g2.load(SeqCst) {
+            thread::yield_now();
+        }
+    });
+    s.call(|| {});
+    let failed = s.cleanup().unwrap_err();
+    assert!(matches!(
+        failed.error,
+        SrcuError::CallbacksPending {
+            callbacks: 1..=2,
+            ..
+        }
+    ));
+    assert!(failed.error.to_string().contains("barrier"));
+    let s = failed.srcu;
+    gate.store(true, SeqCst);
+    s.barrier().unwrap();
+
+    assert_eq!(take_reports(), [Misuse::SrcuCleanupBusy; 2]);
+    assert!(misuse_count(Misuse::SrcuCleanupBusy) >= before + 2);
+    s.cleanup().unwrap();
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a million sections is too slow under Miri")]
+fn misuse_nesting_overflow() {
+    let s = Srcu::<Host>::new().unwrap();
+    let guards: Vec<_> = (0..MAX_NESTING - 1).map(|_| s.read_lock()).collect();
+    assert!(take_reports().is_empty());
+    let last = s.read_lock();
+    assert_eq!(take_reports(), [Misuse::SrcuNestingOverflow]);
+    // Deeper still works and is not reported again.
+    let deeper = s.read_lock();
+    assert!(take_reports().is_empty());
+    assert_eq!(s.readers(), MAX_NESTING + 1);
+    drop((guards, last, deeper));
+    assert_eq!(s.readers(), 0);
+    s.synchronize().unwrap();
+}
+
+#[test]
+fn misuse_messages() {
+    for m in [
+        Misuse::SrcuSyncInReadSection,
+        Misuse::SrcuBadUnlock,
+        Misuse::SrcuCleanupBusy,
+        Misuse::SrcuNestingOverflow,
+    ] {
+        assert!(Misuse::ALL.contains(&m));
+        assert!(m.to_string().starts_with("srcu:"));
+    }
+}
+
+// ---- SrcuPtr -------------------------------------------------------------
+
+#[test]
+fn ptr_read_replace_into_inner() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let mut p = SrcuPtr::new(&s, String::from("a"));
+        assert_eq!(p.read(&s.read_lock()), "a");
+        p.get_mut().push('b');
+        assert_eq!(p.replace(String::from("c")).unwrap(), "ab");
+        assert_eq!(p.read(&s.read_lock()), "c");
+        assert!(format!("{p:?}").contains("SrcuPtr"));
+        assert_eq!(p.into_inner(), "c");
+    }
+}
+
+#[test]
+fn ptr_replace_waits_for_reader_of_old_value() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let p = Arc::new(SrcuPtr::new(&s, 1u32));
+        let (tx, rx) = mpsc::channel();
+        let done = Arc::new(AtomicBool::new(false));
+        let (s2, p2, d2) = (s.clone(), p.clone(), done.clone());
+        let t = thread::spawn(move || {
+            let g = s2.read_lock();
+            let v = p2.read(&g);
+            tx.send(()).unwrap();
+            pause();
+            assert_eq!(*v, 1);
+            d2.store(true, SeqCst);
+        });
+        rx.recv().unwrap();
+        assert_eq!(p.replace(2).unwrap(), 1);
+        assert!(done.load(SeqCst));
+        t.join().unwrap();
+    }
+}
+
+struct Counted(Arc<AtomicUsize>);
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+#[test]
+fn ptr_replace_deferred_drops_after_grace_period() {
+    let s = domain(Flavour::Normal);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let p = SrcuPtr::new(&s, Counted(drops.clone()));
+    let idx = s.read_lock_raw();
+    p.replace_deferred(Counted(drops.clone()));
+    pause();
+    assert_eq!(drops.load(SeqCst), 0, "dropped under a reader");
+    s.read_unlock(idx).unwrap();
+    s.barrier().unwrap();
+    assert_eq!(drops.load(SeqCst), 1);
+    drop(p);
+    assert_eq!(drops.load(SeqCst), 2);
+}
+
+#[test]
+fn ptr_replace_in_read_section_defers() {
+    let s = domain(Flavour::Normal);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let p = SrcuPtr::new(&s, Counted(drops.clone()));
+    let g = s.read_lock();
+    let old = p.read(&g) as *const Counted;
+    assert_eq!(
+        p.replace(Counted(drops.clone())).err(),
+        Some(SrcuError::SyncInReadSection { domain: s.id() })
+    );
+    assert_eq!(take_reports(), [Misuse::SrcuSyncInReadSection]);
+    assert_ne!(p.read(&g) as *const Counted, old, "new value published");
+    assert_eq!(drops.load(SeqCst), 0);
+    drop(g);
+    s.barrier().unwrap();
+    assert_eq!(drops.load(SeqCst), 1);
+}
+
+#[test]
+#[should_panic(expected = "guard of srcu domain")]
+fn ptr_read_with_guard_of_other_domain_panics() {
+    let a = Srcu::<Host>::new().unwrap();
+    let b = Srcu::<Host>::new().unwrap();
+    let p = SrcuPtr::new(&a, 0);
+    let g = b.read_lock();
+    let _ = p.read(&g);
+}
+
+#[test]
+fn ptr_outlives_domain_handle() {
+    let s = Srcu::<Host>::new().unwrap();
+    let p = SrcuPtr::new(&s, 7);
+    s.cleanup().unwrap();
+    // The pointer keeps the shared state; replacing still waits properly.
+    assert_eq!(p.replace_deferred(8), ());
+    assert_eq!(p.into_inner(), 8);
+}
