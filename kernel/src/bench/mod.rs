@@ -46,6 +46,8 @@ struct World {
     pcpu: PercpuRef<Kernel>,
     atomic: PercpuRef<Kernel>,
     dynamic: PercpuRef<Kernel>,
+    srcu: refcnt::srcu::Srcu<Kernel>,
+    srcu_fast: refcnt::srcu::Srcu<Kernel>,
     spin: spin::Mutex<u64>,
     rwlock: spin::RwLock<u64>,
     plain: AtomicU64,
@@ -107,6 +109,16 @@ const CASES: &[Case] = &[
         for _ in 0..n {
             black_box(&w.dynamic).get_many(1);
             black_box(&w.dynamic).put_many(1);
+        }
+    }),
+    ("SRCU read_lock+unlock", |w, n| {
+        for _ in 0..n {
+            drop(black_box(black_box(&w.srcu).read_lock()));
+        }
+    }),
+    ("SRCU-fast read_lock+unlock", |w, n| {
+        for _ in 0..n {
+            drop(black_box(black_box(&w.srcu_fast).read_lock()));
         }
     }),
     ("spin::RwLock read+unlock", |w, n| {
@@ -199,6 +211,8 @@ fn build_world() -> World {
         pcpu: PercpuRef::new(|| {}, Flags::empty()).expect("per-CPU memory"),
         atomic: PercpuRef::new(|| {}, Flags::INIT_ATOMIC).expect("per-CPU memory"),
         dynamic,
+        srcu: refcnt::srcu::Srcu::new().expect("per-CPU memory"),
+        srcu_fast: refcnt::srcu::Srcu::new_fast().expect("per-CPU memory"),
         spin: spin::Mutex::new(0),
         rwlock: spin::RwLock::new(0),
         plain: AtomicU64::new(0),

@@ -46,6 +46,20 @@ unsafe impl Backend for Kernel {
         percpu::gs_add(p.0.offset() + slot * 8, delta as u64);
     }
 
+    /// One `add gs:[off]`: a single instruction is a read-side section by
+    /// itself (no interrupt, hence no quiescent-state report, can split it).
+    #[inline(always)]
+    fn this_cpu_add_sched(p: &Self::PerCpu, slot: usize, delta: usize) {
+        percpu::gs_add(p.0.offset() + slot * 8, delta as u64);
+    }
+
+    /// Exact here: code never migrates between CPUs (there is no
+    /// scheduler yet; jobs run to completion where they start). Revisit
+    /// when threads can move while inside an SRCU read section.
+    fn this_cpu_read(p: &Self::PerCpu, slot: usize) -> Option<usize> {
+        Some(percpu::gs_load(p.0.offset() + slot * 8) as usize)
+    }
+
     fn sum(p: &Self::PerCpu, slot: usize) -> usize {
         let offset = p.0.offset() + slot * 8;
         (0..percpu::possible_cpus())

@@ -5,3 +5,4 @@
 
 pub mod backend;
 pub mod rcu;
+mod srcu_tests;
