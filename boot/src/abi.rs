@@ -39,6 +39,42 @@ impl ExitCode {
     }
 }
 
+/// What the kernel does after boot: the runner's `--mode` and the kernel's
+/// `mode=` word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Boot, print the banner, exit.
+    Boot,
+    /// Run the in-kernel tests (all, or the ones named) and exit.
+    Test,
+    /// List the in-kernel tests and exit.
+    List,
+    /// Run the in-kernel benchmarks and exit.
+    Bench,
+}
+
+impl Mode {
+    /// Every mode, in the order help texts list them.
+    pub const ALL: [Mode; 4] = [Mode::Boot, Mode::Test, Mode::List, Mode::Bench];
+    /// The modes as a help text lists them.
+    pub const EXPECTED: &'static str = "boot, test, list or bench";
+
+    /// The word on both command lines.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mode::Boot => "boot",
+            Mode::Test => "test",
+            Mode::List => "list",
+            Mode::Bench => "bench",
+        }
+    }
+
+    /// The mode a word names, if any.
+    pub fn parse(word: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == word)
+    }
+}
+
 /// Prefix of every line of the in-kernel test protocol on the serial console.
 ///
 /// The kernel prints, one line each:

@@ -15,30 +15,7 @@ pub enum Accel {
     Kvm,
 }
 
-/// What the kernel does after boot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Boot, print the banner, exit.
-    Boot,
-    /// Run the in-kernel tests and exit (`--tests` picks some).
-    Test,
-    /// List the in-kernel tests and exit.
-    List,
-    /// Run the in-kernel benchmarks and exit.
-    Bench,
-}
-
-impl Mode {
-    /// The kernel command-line value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Boot => "boot",
-            Mode::Test => "test",
-            Mode::List => "list",
-            Mode::Bench => "bench",
-        }
-    }
-}
+pub use crate::abi::Mode;
 
 /// A complete, checked set of options.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,17 +151,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
                 }
             }
             "--mode" => {
-                opts.mode = match value("boot, test, list or bench")?.as_str() {
-                    "boot" => Mode::Boot,
-                    "test" => Mode::Test,
-                    "list" => Mode::List,
-                    "bench" => Mode::Bench,
-                    other => {
-                        return Err(OptionError(format!(
-                            "--mode {other}: expected boot, test, list or bench"
-                        )))
-                    }
-                }
+                let v = value(Mode::EXPECTED)?;
+                opts.mode = Mode::parse(&v).ok_or_else(|| {
+                    OptionError(format!("--mode {v}: expected {}", Mode::EXPECTED))
+                })?;
             }
             "--tests" => {
                 let v = value("comma-separated test names")?;

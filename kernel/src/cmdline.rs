@@ -11,18 +11,7 @@ use core::fmt;
 
 use crate::arch::fwcfg;
 
-/// What the kernel does after boot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Boot, print the banner and exit with success.
-    Boot,
-    /// Run in-kernel tests (all, or the ones named by `tests=`).
-    Test,
-    /// Print the registered in-kernel tests and exit.
-    List,
-    /// Run the benchmarks and exit.
-    Bench,
-}
+pub use crate::abi::Mode;
 
 /// A parsed command line.
 #[derive(Debug)]
@@ -100,13 +89,7 @@ impl CommandLine {
             };
             match key {
                 "mode" => {
-                    line.mode = match value {
-                        "boot" => Mode::Boot,
-                        "test" => Mode::Test,
-                        "list" => Mode::List,
-                        "bench" => Mode::Bench,
-                        _ => return Err(bad("one of boot, test, list, bench")),
-                    }
+                    line.mode = Mode::parse(value).ok_or_else(|| bad(Mode::EXPECTED))?;
                 }
                 "tests" => {
                     if value.is_empty() {

@@ -5,43 +5,14 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Barrier};
-use std::time::Instant;
+use std::sync::Arc;
 
 use refcnt::host::Host;
 use refcnt::percpu_ref::{Flags, PercpuRef};
 
-const ITERS: u64 = 20_000_000;
-
-#[repr(align(128))]
-struct Slot(AtomicUsize);
-
-/// Runs `f(thread_index)` ITERS times on `threads` threads; ns per pair.
-fn run(threads: usize, f: impl Fn(usize) + Sync) -> f64 {
-    let barrier = Barrier::new(threads);
-    let best = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|t| {
-                let (f, barrier) = (&f, &barrier);
-                s.spawn(move || {
-                    for _ in 0..1000 {
-                        f(t);
-                    }
-                    barrier.wait();
-                    let t0 = Instant::now();
-                    for _ in 0..ITERS {
-                        f(t);
-                    }
-                    t0.elapsed().as_nanos() as f64 / ITERS as f64
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap())
-            .fold(0.0, f64::max)
-    });
-    best
-}
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{run, Slot};
 
 fn main() {
     let percpu = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();

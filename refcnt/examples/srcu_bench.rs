@@ -6,44 +6,16 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Instant;
 
 use refcnt::host::Host;
 use refcnt::srcu::Srcu;
 use refcnt::Backend;
 
-const ITERS: u64 = 20_000_000;
-
-#[repr(align(128))]
-struct Slot(AtomicUsize);
-
-/// Runs `f(thread_index)` ITERS times on `threads` threads; the slowest
-/// thread's ns per call.
-fn run(threads: usize, f: impl Fn(usize) + Sync) -> f64 {
-    let barrier = Barrier::new(threads);
-    std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|t| {
-                let (f, barrier) = (&f, &barrier);
-                s.spawn(move || {
-                    for _ in 0..1000 {
-                        f(t);
-                    }
-                    barrier.wait();
-                    let t0 = Instant::now();
-                    for _ in 0..ITERS {
-                        f(t);
-                    }
-                    t0.elapsed().as_nanos() as f64 / ITERS as f64
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap())
-            .fold(0.0, f64::max)
-    })
-}
+#[path = "../benches/support/harness.rs"]
+mod harness;
+use harness::{run, Slot};
 
 /// Median synchronize latency in microseconds over `n` calls.
 fn sync_latency(srcu: &Srcu<Host>, n: usize) -> f64 {
