@@ -43,6 +43,8 @@ impl ExitCode {
 /// `mode=` word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Every CPU pushes requests through the primitives, with live stats.
+    Live,
     /// Boot, print the banner, exit.
     Boot,
     /// Run the in-kernel tests (all, or the ones named) and exit.
@@ -55,13 +57,14 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode, in the order help texts list them.
-    pub const ALL: [Mode; 4] = [Mode::Boot, Mode::Test, Mode::List, Mode::Bench];
+    pub const ALL: [Mode; 5] = [Mode::Live, Mode::Boot, Mode::Test, Mode::List, Mode::Bench];
     /// The modes as a help text lists them.
-    pub const EXPECTED: &'static str = "boot, test, list or bench";
+    pub const EXPECTED: &'static str = "live, boot, test, list or bench";
 
     /// The word on both command lines.
     pub const fn as_str(self) -> &'static str {
         match self {
+            Mode::Live => "live",
             Mode::Boot => "boot",
             Mode::Test => "test",
             Mode::List => "list",

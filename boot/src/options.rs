@@ -34,6 +34,8 @@ pub struct Options {
     pub gdb: bool,
     /// In test mode: the tests to run (default: all).
     pub tests: Option<Vec<String>>,
+    /// In live mode: seconds to run (default: the kernel's, 10).
+    pub duration: Option<u32>,
     /// In bench mode: pairs per reader per run (default: the kernel's).
     pub bench_loops: Option<u32>,
     /// In bench mode: runs per setting (default: the kernel's).
@@ -46,10 +48,11 @@ impl Default for Options {
             smp: 8,
             memory_mib: 1024,
             accel: Accel::Tcg,
-            mode: Mode::Boot,
+            mode: Mode::Live,
             timeout: Some(Duration::from_secs(600)),
             gdb: false,
             tests: None,
+            duration: None,
             bench_loops: None,
             bench_runs: None,
         }
@@ -63,6 +66,9 @@ impl Options {
         if let Some(tests) = &self.tests {
             line.push_str(" tests=");
             line.push_str(&tests.join(","));
+        }
+        if let Some(n) = self.duration {
+            line.push_str(&format!(" duration={n}"));
         }
         if let Some(n) = self.bench_loops {
             line.push_str(&format!(" bench_loops={n}"));
@@ -105,9 +111,12 @@ Options:
   --smp N          CPUs to boot, 1..=255 (default 8)
   --memory SIZE    guest memory, e.g. 512M or 2G; 128M..=64G (default 1G)
   --accel A        tcg (default) or kvm (needs /dev/kvm; slow to boot when nested)
-  --mode M         boot (default): banner, then exit
+  --mode M         live (default): every CPU pushes requests through
+                     percpu_ref and SRCU, with stats each second
+                   boot: banner, then exit
                    test: run the in-kernel tests; list: list them
                    bench: run the benchmarks at 1, 2, 4, 8 CPUs
+  --duration SECS  with --mode live: seconds to run, 1..=3600 (default 10)
   --tests A,B      with --mode test: run only these tests
   --bench-loops N  with --mode bench: pairs per reader per run (default 200000)
   --bench-runs N   with --mode bench: runs per setting (default 5)
@@ -173,6 +182,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
                 let secs = parse_in_range(&flag, &value("seconds, 0 for none")?, 0, 86_400)?;
                 opts.timeout = (secs > 0).then(|| Duration::from_secs(secs.into()));
             }
+            "--duration" => {
+                let v = value("seconds")?;
+                opts.duration = Some(parse_in_range(&flag, &v, 1, 3600)?);
+            }
             "--bench-loops" => {
                 let v = value("pairs per reader per run")?;
                 opts.bench_loops = Some(parse_in_range(&flag, &v, 1, 1_000_000_000)?);
@@ -192,6 +205,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
     }
     if opts.tests.is_some() && opts.mode != Mode::Test {
         return Err(OptionError("--tests goes with --mode test".into()));
+    }
+    if opts.duration.is_some() && opts.mode != Mode::Live {
+        return Err(OptionError("--duration goes with --mode live".into()));
     }
     if (opts.bench_loops.is_some() || opts.bench_runs.is_some()) && opts.mode != Mode::Bench {
         return Err(OptionError(
@@ -251,8 +267,12 @@ mod tests {
     #[test]
     fn defaults_are_eight_tcg_cpus() {
         let o = run(&[]);
-        assert_eq!((o.smp, o.accel, o.mode), (8, Accel::Tcg, Mode::Boot));
-        assert_eq!(o.kernel_cmdline(), "mode=boot");
+        assert_eq!((o.smp, o.accel, o.mode), (8, Accel::Tcg, Mode::Live));
+        assert_eq!(o.kernel_cmdline(), "mode=live");
+        assert_eq!(
+            run(&["--duration", "3"]).kernel_cmdline(),
+            "mode=live duration=3"
+        );
     }
 
     #[test]
@@ -294,7 +314,7 @@ mod tests {
             (&["--accel", "hvf"], "--accel hvf: expected tcg or kvm"),
             (
                 &["--mode", "fast"],
-                "--mode fast: expected boot, test, list or bench",
+                "--mode fast: expected live, boot, test, list or bench",
             ),
             (&["--tests", "a"], "--tests goes with --mode test"),
             (
@@ -302,6 +322,14 @@ mod tests {
                 "expected comma-separated test names",
             ),
             (&["--bench-runs", "3"], "go with --mode bench"),
+            (
+                &["--mode", "boot", "--duration", "3"],
+                "--duration goes with --mode live",
+            ),
+            (
+                &["--duration", "0"],
+                "--duration 0: expected a whole number from 1 to 3600",
+            ),
             (
                 &["--mode", "bench", "--bench-loops", "0"],
                 "--bench-loops 0: expected a whole number from 1",

@@ -110,7 +110,7 @@ fn bad_options_exit_2_before_qemu_starts() {
 
 #[test]
 fn a_plain_boot_prints_the_banner_and_exits_0() {
-    let out = runner(&["--smp", "2", "--timeout", "60"]);
+    let out = runner(&["--smp", "2", "--mode", "boot", "--timeout", "60"]);
     let console = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{console}");
     assert!(console.contains("refcnt kernel"), "{console}");
@@ -186,4 +186,26 @@ fn a_short_bench_runs_and_its_output_parses() {
         );
     }
     assert!(console.contains("bench-table: | primitive"), "{console}");
+}
+
+#[test]
+fn live_mode_pushes_requests_and_checks_them() {
+    for smp in ["1", "4"] {
+        let out = runner(&["--smp", smp, "--duration", "2", "--timeout", "120"]);
+        let console = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{console}");
+        let seconds = console
+            .lines()
+            .filter(|l| l.starts_with("live: t="))
+            .count();
+        assert_eq!(seconds, 2, "one stats line a second: {console}");
+        let done = console
+            .lines()
+            .find(|l| l.starts_with("live: done:"))
+            .expect("a summary");
+        assert!(
+            done.ends_with(": ok") && done.contains("2 freezes (2 releases"),
+            "{done}"
+        );
+    }
 }

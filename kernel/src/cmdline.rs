@@ -21,6 +21,7 @@ pub struct CommandLine {
     tests: Option<Vec<String>>,
     bench_loops: u64,
     bench_runs: usize,
+    duration: u64,
 }
 
 /// Why a command line was refused.
@@ -49,7 +50,7 @@ impl fmt::Display for CmdlineError {
             Self::NotKeyValue(w) => write!(f, "`{w}` is not of the form key=value"),
             Self::UnknownKey(k) => write!(
                 f,
-                "unknown key `{k}` (known: mode, tests, bench_loops, bench_runs)"
+                "unknown key `{k}` (known: mode, tests, duration, bench_loops, bench_runs)"
             ),
             Self::BadValue {
                 key,
@@ -77,6 +78,7 @@ impl CommandLine {
             tests: None,
             bench_loops: 200_000,
             bench_runs: 5,
+            duration: 10,
         };
         for word in text.split_ascii_whitespace() {
             let (key, value) = word
@@ -104,6 +106,13 @@ impl CommandLine {
                         .filter(|&n| n > 0)
                         .ok_or_else(|| bad("a positive number of pairs"))?
                 }
+                "duration" => {
+                    line.duration = value
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| bad("a positive number of seconds"))?
+                }
                 "bench_runs" => {
                     line.bench_runs = value
                         .parse()
@@ -130,6 +139,11 @@ impl CommandLine {
     /// Benchmark settings: pairs per reader per run, runs per setting.
     pub fn bench(&self) -> (u64, usize) {
         (self.bench_loops, self.bench_runs)
+    }
+
+    /// Seconds the live mode runs.
+    pub fn duration(&self) -> u64 {
+        self.duration
     }
 
     /// The tests named by `tests=`, or `None` for all.

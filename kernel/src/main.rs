@@ -16,6 +16,7 @@ pub mod arch;
 pub mod bench;
 pub mod cmdline;
 pub mod ktest;
+pub mod live;
 pub mod mem;
 pub mod sync;
 
@@ -80,6 +81,14 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
             let (loops, runs) = cmdline.bench();
             bench::run(bench::Config { loops, runs });
             arch::qemu::exit(abi::ExitCode::Success)
+        }
+        cmdline::Mode::Live => {
+            let ok = live::run(cmdline.duration());
+            arch::qemu::exit(if ok {
+                abi::ExitCode::Success
+            } else {
+                abi::ExitCode::Failure
+            })
         }
         cmdline::Mode::Boot => {
             println!("boot: ok");
