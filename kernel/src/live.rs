@@ -179,14 +179,13 @@ pub fn run(seconds: u64) -> bool {
         q.usage.resurrect();
         // New limits; the old ones are freed after an SRCU grace period.
         let t1 = time::now_ns();
-        let old = q
+        let _old = q
             .limits
             .replace(Limits {
                 generation: second,
                 max_sectors: 256 + second % 256,
             })
-            .expect("not inside a read section");
-        drop(old);
+            .expect("not inside a read section"); // freed here, after the grace period
         let srcu_us = (time::now_ns() - t1) / 1000;
         println!(
             "live: t={second:>3}s submitted {:>9.0}/s completed {:>9.0}/s refused {:>7.0}/s | freeze drain {:>6} us | srcu replace {:>5} us | mode {:?} | srcu grace periods {}",
