@@ -59,3 +59,20 @@ fn cpu_id_is_one_gs_relative_load() {
     assert_eq!(insns[0], "mov rax, qword ptr gs:[0x8]");
     assert_eq!(insns[1], "ret");
 }
+
+#[test]
+fn sched_read_section_is_one_inc_and_one_sub_on_gs() {
+    let insns = disassemble("percpu_probe_sched_section");
+    let gs: Vec<&String> = insns.iter().filter(|i| i.contains("gs:")).collect();
+    assert_eq!(
+        gs,
+        ["inc qword ptr gs:[0x18]", "sub qword ptr gs:[0x18], 0x1"],
+        "the fast path touches the per-CPU area twice and nothing else: {insns:#?}"
+    );
+    assert!(
+        insns
+            .iter()
+            .any(|i| i.starts_with("setb") || i.starts_with("setc")),
+        "{insns:#?}"
+    );
+}

@@ -259,3 +259,30 @@ crate::ktest! {
         assert_eq!(pending(), 0);
     }
 }
+
+crate::ktest! {
+    /// The read-side count and the owed report: a tick inside nested
+    /// sections is not a quiescent state; the outermost exit reports it,
+    /// once, and leaves the count at zero.
+    #[smp(1)]
+    fn tick_inside_a_section_is_reported_at_the_outermost_exit() {
+        let _no_real_ticks = IrqGuard::new();
+        let before = QUIESCENT.get();
+        let outer = percpu::sched_read_lock();
+        let inner = percpu::sched_read_lock();
+        tick(); // as the timer interrupt would, between two instructions
+        tick(); // a second request while one is owed changes nothing
+        assert_eq!(QUIESCENT.get(), before, "reported inside a section");
+        assert_eq!(percpu::sched_depth(), 2);
+        drop(inner);
+        assert_eq!(QUIESCENT.get(), before, "reported at an inner exit");
+        let again = percpu::sched_read_lock(); // a fresh nested section
+        drop(again);
+        assert_eq!(QUIESCENT.get(), before);
+        drop(outer);
+        assert_eq!(QUIESCENT.get(), before + 1, "the outermost exit reports once");
+        assert_eq!(percpu::sched_depth(), 0);
+        tick();
+        assert_eq!(QUIESCENT.get(), before + 2, "outside a section a tick reports at once");
+    }
+}

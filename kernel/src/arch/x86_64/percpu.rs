@@ -43,10 +43,11 @@ pub struct Header {
     cpu_index: u64,
     /// Local APIC ID.
     apic_id: u32,
-    /// rcu-sched read-side nesting depth of this CPU (see [`sched_read_lock`]).
+    /// rcu-sched read-side nesting depth of this CPU, minus `rs_wanted`
+    /// (see [`SchedGuard`]).
     rs_depth: u64,
-    /// Non-zero when a grace period asked this CPU for a quiescent state
-    /// while it was inside a read-side section.
+    /// 1 when a grace period asked this CPU for a quiescent state while it
+    /// was inside a read-side section, else 0.
     rs_wanted: u64,
 }
 
@@ -416,19 +417,23 @@ impl Drop for PercpuAlloc {
 
 /// An rcu-sched read-side section with interrupts left on: a nesting count
 /// in this CPU's area header, raised by one `inc qword ptr gs:[24]` and
-/// lowered on drop by one `dec` plus a test.
+/// lowered on drop by one `sub qword ptr gs:[24], 1` whose borrow (carry)
+/// says whether a quiescent state is owed.
 ///
 /// A grace period asks every CPU for a quiescent state (an IPI, or the
-/// timer tick for the asynchronous kind). A CPU asked while its depth is
-/// zero reports at once; one asked inside a section only notes the request
-/// (`rs_wanted`), and the outermost exit reports it ([`quiescent_state`]).
-/// Everything happens on the CPU's own area and in its own program order,
-/// so it needs no memory barrier on the read side; the grace-period side
-/// orders itself with fences and the IPI.
+/// timer tick for the asynchronous kind). A CPU asked while in no section
+/// reports at once; one asked inside a section notes the request
+/// (`rs_wanted = 1`) and takes one off the count, so the count is
+/// `depth - wanted`: the outermost exit then takes it from 0 to -1, the
+/// `sub` borrows, and the exit path (cold) puts it back to 0 and reports
+/// ([`quiescent_state`]). All of it happens on the CPU's own area, in its
+/// own program order, between whole instructions (an interrupt cannot
+/// split an `inc` or a `sub`), so the read side needs no memory barrier;
+/// the grace-period side orders itself with fences and the IPI.
 ///
-/// Compared with an interrupts-off section this costs two plain
-/// instructions instead of `pushf; cli` and `popf`, and interrupts are
-/// served inside the section. The section must not sleep.
+/// Compared with an interrupts-off section this is two plain instructions
+/// instead of `pushf; cli` and `popf`, and interrupts are served inside the
+/// section. The section must not sleep.
 #[must_use = "dropping the guard ends the read-side section at once"]
 pub struct SchedGuard {
     /// Not `Send`: the section belongs to the CPU that entered it.
@@ -438,7 +443,7 @@ pub struct SchedGuard {
 /// Enters an rcu-sched read-side section (nestable).
 #[inline(always)]
 pub fn sched_read_lock() -> SchedGuard {
-    // SAFETY: GS points at this CPU's area, whose header holds the depth.
+    // SAFETY: GS points at this CPU's area, whose header holds the count.
     // No `nomem`: the asm is also a compiler barrier, so the section's
     // accesses are not hoisted above the increment.
     unsafe {
@@ -452,13 +457,14 @@ pub fn sched_read_lock() -> SchedGuard {
 impl Drop for SchedGuard {
     #[inline(always)]
     fn drop(&mut self) {
-        let outermost: u8;
-        // SAFETY: as in `sched_read_lock`; `dec` sets ZF when the depth
-        // reaches zero, which `setz` reads in the same asm block.
+        let owed: u8;
+        // SAFETY: as in `sched_read_lock`; `sub` sets CF when the count
+        // borrows (0 -> -1: outermost exit with a report owed), which
+        // `setc` reads in the same asm block.
         unsafe {
-            asm!("dec qword ptr gs:[{off}]", "setz {z}", off = const RS_DEPTH_OFFSET, z = out(reg_byte) outermost, options(nostack));
+            asm!("sub qword ptr gs:[{off}], 1", "setc {c}", off = const RS_DEPTH_OFFSET, c = out(reg_byte) owed, options(nostack));
         }
-        if outermost != 0 && gs_load(RS_WANTED_OFFSET) != 0 {
+        if owed != 0 {
             deferred_quiescent_state();
         }
     }
@@ -467,29 +473,43 @@ impl Drop for SchedGuard {
 /// This CPU's read-side nesting depth.
 #[inline(always)]
 pub fn sched_depth() -> u64 {
-    gs_load(RS_DEPTH_OFFSET)
+    // Interrupts off: the two words change together in the handler.
+    let _irq = IrqGuard::new();
+    gs_load(RS_DEPTH_OFFSET).wrapping_add(gs_load(RS_WANTED_OFFSET))
 }
 
 #[cold]
 #[inline(never)]
 fn deferred_quiescent_state() {
-    gs_store(RS_WANTED_OFFSET, 0);
+    {
+        // Interrupts off while the two words are put back in step; a
+        // grace-period interrupt between the `sub` and here saw `wanted`
+        // set and left both alone.
+        let _irq = IrqGuard::new();
+        gs_store(RS_DEPTH_OFFSET, 0);
+        gs_store(RS_WANTED_OFFSET, 0);
+    }
     (QS_HOOK.get().copied().unwrap_or(|| {}))();
 }
 
 /// Called when a CPU passes a quiescent state it was asked for.
 static QS_HOOK: Once<fn()> = Once::new();
 
-/// Asks this CPU for a quiescent state (from an interrupt handler): runs
-/// `report` at once if the CPU is in no read-side section, else when the
-/// outermost section ends. `report` must be the same function every time
-/// (the grace-period code's).
+/// Asks this CPU for a quiescent state, from an interrupt handler (so with
+/// interrupts off, between two whole instructions of the interrupted
+/// code): runs `report` at once if the CPU is in no read-side section,
+/// else arranges for the outermost exit to run it. `report` must be the
+/// same function every time (the grace-period code's).
 pub fn quiescent_state(report: fn()) {
     QS_HOOK.call_once(|| report);
-    if sched_depth() == 0 {
+    if gs_load(RS_WANTED_OFFSET) != 0 {
+        return; // already owed by the section in progress
+    }
+    if gs_load(RS_DEPTH_OFFSET) == 0 {
         report();
     } else {
         gs_store(RS_WANTED_OFFSET, 1);
+        gs_add(RS_DEPTH_OFFSET, u64::MAX); // count = depth - 1
     }
 }
 
@@ -538,14 +558,20 @@ impl Drop for IrqGuard {
 }
 
 /// Out-of-line copies of the fast paths, kept (with C names) so the
-/// disassembly check in `boot/tests/disassembly.rs` can find them: each must
-/// be a single `gs:`-relative instruction and a `ret`.
+/// disassembly check in `boot/tests/disassembly.rs` can find them.
 pub mod probes {
     /// `gs_add` out of line.
     #[unsafe(no_mangle)]
     #[inline(never)]
     pub extern "C" fn percpu_probe_add(offset: usize, v: u64) {
         super::gs_add(offset, v);
+    }
+
+    /// An empty rcu-sched read-side section out of line.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub extern "C" fn percpu_probe_sched_section() {
+        drop(super::sched_read_lock());
     }
 
     /// `cpu_id` out of line.
@@ -558,6 +584,8 @@ pub mod probes {
 
 #[used]
 static KEEP_PROBE_ADD: extern "C" fn(usize, u64) = probes::percpu_probe_add;
+#[used]
+static KEEP_PROBE_SECTION: extern "C" fn() = probes::percpu_probe_sched_section;
 #[used]
 static KEEP_PROBE_CPU_ID: extern "C" fn() -> usize = probes::percpu_probe_cpu_id;
 
