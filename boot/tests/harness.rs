@@ -186,6 +186,19 @@ fn a_short_bench_runs_and_its_output_parses() {
         );
     }
     assert!(console.contains("bench-table: | primitive"), "{console}");
+    let latencies: Vec<&str> = console
+        .lines()
+        .filter(|l| l.starts_with("latency: "))
+        .collect();
+    assert!(latencies.len() >= 8, "{console}");
+    for line in latencies {
+        let p50: f64 = line
+            .split(" | ")
+            .find_map(|p| p.strip_prefix("p50="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad latency line `{line}`"));
+        assert!(p50 > 0.0, "{line}");
+    }
 }
 
 #[test]

@@ -7,6 +7,11 @@
 //! divided by readers x loops, in ns per pair. Each configuration runs
 //! `runs` times; the table shows the minimum and the median.
 //!
+//! Then latencies, as p50/p99/max over many samples: the rcu-sched grace
+//! period, percpu_ref `switch_to_atomic_sync` and kill-to-release (plain
+//! and confirmed), SRCU `synchronize` and `synchronize_expedited`, idle and
+//! with readers hammering on every other CPU.
+//!
 //! Every loop body goes through `black_box`, and the `floor` row (a per-CPU
 //! inc+dec through GS) is checked to be above zero by the bench test, so an
 //! optimised-away loop would show.
@@ -231,6 +236,118 @@ fn cpu_counts() -> Vec<usize> {
     counts
 }
 
+/// Percentiles of `samples` (ns), as (p50, p99, max).
+fn percentiles(mut samples: Vec<u64>) -> (u64, u64, u64) {
+    samples.sort_unstable();
+    let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
+    (at(50), at(99), *samples.last().unwrap_or(&0))
+}
+
+/// Times `op` `n` times (ns each).
+fn time_each(n: usize, mut op: impl FnMut()) -> Vec<u64> {
+    (0..n)
+        .map(|_| {
+            let t0 = time::now_ns();
+            op();
+            time::now_ns() - t0
+        })
+        .collect()
+}
+
+/// Grace-period and shutdown latencies, idle and with readers on every
+/// other CPU; printed as p50/p99/max in microseconds.
+pub fn latencies(samples: usize) {
+    use crate::sync::rcu;
+    use core::sync::atomic::AtomicBool;
+    let n = samples.max(3);
+    let mut rows: Vec<(&str, (u64, u64, u64))> = Vec::new();
+    rows.push((
+        "rcu-sched synchronize_sched, idle",
+        percentiles(time_each(n, rcu::synchronize_sched)),
+    ));
+    let r = PercpuRef::<Kernel>::new(|| {}, Flags::empty()).expect("per-CPU memory");
+    rows.push((
+        "percpu_ref switch_to_atomic_sync",
+        percentiles(time_each(n, || {
+            r.switch_to_atomic_sync();
+            r.switch_to_percpu();
+        })),
+    ));
+    for (name, confirm) in [
+        ("percpu_ref kill -> release (kill)", false),
+        ("percpu_ref kill -> release (kill_and_confirm)", true),
+    ] {
+        let released = Arc::new(AtomicBool::new(false));
+        let flag = released.clone();
+        let r =
+            PercpuRef::<Kernel>::new(move || flag.store(true, Ordering::SeqCst), Flags::empty())
+                .expect("per-CPU memory");
+        let few = (n / 10).max(3);
+        let times = time_each(few, || {
+            released.store(false, Ordering::SeqCst);
+            if confirm {
+                r.kill_and_confirm(|| {});
+            } else {
+                r.kill();
+            }
+            smp::wait_for(10_000, || released.load(Ordering::SeqCst));
+            r.resurrect();
+        });
+        rows.push((name, percentiles(times)));
+    }
+    let srcu = refcnt::srcu::Srcu::<Kernel>::new().expect("per-CPU memory");
+    rows.push((
+        "SRCU synchronize, idle",
+        percentiles(time_each(n, || srcu.synchronize().unwrap())),
+    ));
+    rows.push((
+        "SRCU synchronize_expedited, idle",
+        percentiles(time_each(n, || srcu.synchronize_expedited().unwrap())),
+    ));
+    // Readers on every other CPU, back to back.
+    let srcu = Arc::new(srcu);
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = smp::online()
+        .skip(1)
+        .map(|cpu| {
+            let (srcu, stop) = (srcu.clone(), stop.clone());
+            smp::spawn_on(cpu, move || {
+                while !stop.load(Ordering::Relaxed) {
+                    drop(black_box(srcu.read_lock()));
+                }
+            })
+        })
+        .collect();
+    rows.push((
+        "SRCU synchronize, readers on every CPU",
+        percentiles(time_each(n, || srcu.synchronize().unwrap())),
+    ));
+    rows.push((
+        "rcu-sched synchronize_sched, readers on every CPU",
+        percentiles(time_each(n, rcu::synchronize_sched)),
+    ));
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join(10_000), "a reader did not stop");
+    }
+    println!("latency-table: | latency (us) | p50 | p99 | max |");
+    println!("latency-table: |---|---:|---:|---:|");
+    for (name, (p50, p99, max)) in rows {
+        println!(
+            "latency: {name} | p50={:.1} | p99={:.1} | max={:.1}",
+            p50 as f64 / 1e3,
+            p99 as f64 / 1e3,
+            max as f64 / 1e3
+        );
+        println!(
+            "latency-table: | {name} | {:.1} | {:.1} | {:.1} |",
+            p50 as f64 / 1e3,
+            p99 as f64 / 1e3,
+            max as f64 / 1e3
+        );
+    }
+}
+
 /// Runs every case at every CPU count and prints the table.
 pub fn run(config: Config) -> Vec<Row> {
     let world = Arc::new(build_world());
@@ -262,6 +379,7 @@ pub fn run(config: Config) -> Vec<Row> {
         }
     }
     print_table(&rows, &counts);
+    latencies(config.runs * 40);
     rows
 }
 
