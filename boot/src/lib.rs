@@ -9,6 +9,7 @@
 //! [`KERNEL_IMAGE`] and [`KERNEL_ELF`].
 
 pub mod abi;
+pub mod bench;
 pub mod ktest;
 pub mod options;
 pub mod qemu;

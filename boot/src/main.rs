@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use boot::options::{self, Parsed};
+use boot::options::{self, Mode, Options, Parsed};
 use boot::qemu::{self, Outcome};
 
 fn main() -> ExitCode {
@@ -25,9 +25,18 @@ fn main() -> ExitCode {
             boot::KERNEL_ELF
         );
     }
-    let outcome = qemu::run(&opts, Path::new(boot::KERNEL_IMAGE), |line| {
-        println!("{line}")
+    let image = Path::new(boot::KERNEL_IMAGE);
+    let mut bench = boot::bench::Results::default();
+    let outcome = qemu::run(&opts, image, |line| {
+        println!("{line}");
+        bench.add_line(line);
     });
+    if opts.mode == Mode::Bench && matches!(outcome, Ok(Outcome::Success)) {
+        if let Err(err) = write_bench(&opts, image, &bench) {
+            eprintln!("runner: could not write the bench results: {err}");
+            return ExitCode::from(1);
+        }
+    }
     match outcome {
         Err(err) => {
             eprintln!("error: {err}");
@@ -46,4 +55,27 @@ fn main() -> ExitCode {
             ExitCode::from(outcome.exit_status() as u8)
         }
     }
+}
+
+/// Writes target/bench/primitives.{json,md,svg}.
+fn write_bench(
+    opts: &Options,
+    image: &Path,
+    results: &boot::bench::Results,
+) -> std::io::Result<()> {
+    let dir = boot::bench::out_dir();
+    std::fs::create_dir_all(&dir)?;
+    let cmd = qemu::command(opts, image);
+    let qemu_command = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let accel = format!("{:?}", opts.accel).to_lowercase();
+    let json = results.json(&qemu_command, &accel, opts.smp, &boot::bench::commit());
+    std::fs::write(dir.join("primitives.json"), json)?;
+    std::fs::write(dir.join("primitives.md"), results.markdown())?;
+    std::fs::write(dir.join("primitives.svg"), results.svg())?;
+    eprintln!("runner: wrote {}/primitives.{{json,md,svg}}", dir.display());
+    Ok(())
 }

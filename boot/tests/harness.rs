@@ -138,18 +138,23 @@ fn a_failing_kernel_run_exits_1() {
 
 #[test]
 fn a_short_bench_runs_and_its_output_parses() {
-    let out = runner(&[
-        "--smp",
-        "2",
-        "--mode",
-        "bench",
-        "--bench-loops",
-        "2000",
-        "--bench-runs",
-        "1",
-        "--timeout",
-        "120",
-    ]);
+    let out_dir = std::env::temp_dir().join(format!("refcnt-bench-test-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_boot"))
+        .args([
+            "--smp",
+            "2",
+            "--mode",
+            "bench",
+            "--bench-loops",
+            "2000",
+            "--bench-runs",
+            "1",
+            "--timeout",
+            "120",
+        ])
+        .env("REFCNT_BENCH_OUT", &out_dir)
+        .output()
+        .expect("runner starts");
     let console = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{console}");
     let rows: Vec<(&str, usize, f64, f64)> = console
@@ -199,6 +204,21 @@ fn a_short_bench_runs_and_its_output_parses() {
             .unwrap_or_else(|| panic!("bad latency line `{line}`"));
         assert!(p50 > 0.0, "{line}");
     }
+    let json =
+        std::fs::read_to_string(out_dir.join("primitives.json")).expect("primitives.json written");
+    assert!(
+        json.contains("\"pairs\"")
+            && json.contains("\"smp\": 2")
+            && json.contains("qemu-system-x86_64"),
+        "{json}"
+    );
+    let svg =
+        std::fs::read_to_string(out_dir.join("primitives.svg")).expect("primitives.svg written");
+    assert!(svg.matches("<polyline").count() >= 10, "{svg}");
+    assert!(std::fs::read_to_string(out_dir.join("primitives.md"))
+        .unwrap()
+        .contains("| latency (us) |"));
+    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]

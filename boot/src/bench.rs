@@ -1,0 +1,308 @@
+//! The host side of `--mode bench`: reads the kernel's `bench:` and
+//! `latency:` lines and writes `target/bench/primitives.json` (with the
+//! QEMU command line, accelerator, CPU count and commit),
+//! `target/bench/primitives.md` (the tables) and
+//! `target/bench/primitives.svg` (ns per pair against CPUs, log scale).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One pair-cost row: a primitive at a CPU count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairRow {
+    /// Primitive.
+    pub name: String,
+    /// CPUs hammering at once.
+    pub cpus: u32,
+    /// Minimum over runs, ns per pair.
+    pub min_ns: f64,
+    /// Median over runs, ns per pair.
+    pub median_ns: f64,
+}
+
+/// One latency row, in microseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyRow {
+    /// What was timed.
+    pub name: String,
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Maximum.
+    pub max_us: f64,
+}
+
+/// Everything one bench run printed.
+#[derive(Debug, Default)]
+pub struct Results {
+    /// Pair costs.
+    pub pairs: Vec<PairRow>,
+    /// Latencies.
+    pub latencies: Vec<LatencyRow>,
+}
+
+fn field(part: &str, key: &str) -> Option<f64> {
+    part.trim().strip_prefix(key)?.parse().ok()
+}
+
+impl Results {
+    /// Takes one console line; ignores lines that are not results.
+    pub fn add_line(&mut self, line: &str) {
+        if let Some(rest) = line.strip_prefix("bench: ") {
+            let p: Vec<&str> = rest.split(" | ").collect();
+            if let [name, cpus, min, median] = p[..] {
+                if let (Some(cpus), Some(min_ns), Some(median_ns)) = (
+                    field(cpus, "cpus="),
+                    field(min, "min="),
+                    field(median, "median="),
+                ) {
+                    self.pairs.push(PairRow {
+                        name: name.to_string(),
+                        cpus: cpus as u32,
+                        min_ns,
+                        median_ns,
+                    });
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("latency: ") {
+            let p: Vec<&str> = rest.split(" | ").collect();
+            if let [name, p50, p99, max] = p[..] {
+                if let (Some(p50_us), Some(p99_us), Some(max_us)) =
+                    (field(p50, "p50="), field(p99, "p99="), field(max, "max="))
+                {
+                    self.latencies.push(LatencyRow {
+                        name: name.to_string(),
+                        p50_us,
+                        p99_us,
+                        max_us,
+                    });
+                }
+            }
+        }
+    }
+
+    fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for r in &self.pairs {
+            if !names.contains(&r.name.as_str()) {
+                names.push(&r.name);
+            }
+        }
+        names
+    }
+
+    fn cpu_counts(&self) -> Vec<u32> {
+        let mut counts: Vec<u32> = self.pairs.iter().map(|r| r.cpus).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        counts
+    }
+
+    fn median(&self, name: &str, cpus: u32) -> Option<f64> {
+        self.pairs
+            .iter()
+            .find(|r| r.name == name && r.cpus == cpus)
+            .map(|r| r.median_ns)
+    }
+
+    /// The tables as Markdown.
+    pub fn markdown(&self) -> String {
+        let counts = self.cpu_counts();
+        let mut md = String::from("| primitive (median ns per pair) |");
+        for c in &counts {
+            let _ = write!(md, " {c} cpu{} |", if *c == 1 { "" } else { "s" });
+        }
+        md.push_str("\n|---|");
+        md.push_str(&"---:|".repeat(counts.len()));
+        for name in self.names() {
+            let _ = write!(md, "\n| {name} |");
+            for &c in &counts {
+                match self.median(name, c) {
+                    Some(v) => {
+                        let _ = write!(md, " {v:.1} |");
+                    }
+                    None => md.push_str(" |"),
+                }
+            }
+        }
+        md.push_str("\n\n| latency (us) | p50 | p99 | max |\n|---|---:|---:|---:|");
+        for l in &self.latencies {
+            let _ = write!(
+                md,
+                "\n| {} | {:.1} | {:.1} | {:.1} |",
+                l.name, l.p50_us, l.p99_us, l.max_us
+            );
+        }
+        md.push('\n');
+        md
+    }
+
+    /// The results as JSON, with how they were measured.
+    pub fn json(&self, qemu_command: &str, accel: &str, smp: u32, commit: &str) -> String {
+        let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        let pairs: Vec<String> = self
+            .pairs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"primitive\": {}, \"cpus\": {}, \"min_ns\": {}, \"median_ns\": {}}}",
+                    q(&r.name),
+                    r.cpus,
+                    r.min_ns,
+                    r.median_ns
+                )
+            })
+            .collect();
+        let lats: Vec<String> = self
+            .latencies
+            .iter()
+            .map(|l| {
+                format!(
+                    "{{\"what\": {}, \"p50_us\": {}, \"p99_us\": {}, \"max_us\": {}}}",
+                    q(&l.name),
+                    l.p50_us,
+                    l.p99_us,
+                    l.max_us
+                )
+            })
+            .collect();
+        format!(
+            "{{\n  \"qemu_command\": {},\n  \"accel\": {},\n  \"smp\": {smp},\n  \"commit\": {},\n  \"unit\": \"ns per pair per reader (median and min over runs); latencies in us\",\n  \"pairs\": [\n    {}\n  ],\n  \"latencies\": [\n    {}\n  ]\n}}\n",
+            q(qemu_command),
+            q(accel),
+            q(commit),
+            pairs.join(",\n    "),
+            lats.join(",\n    ")
+        )
+    }
+
+    /// ns per pair against CPUs, one line per primitive, log-scale y.
+    pub fn svg(&self) -> String {
+        let (w, h, left, right, top, bottom) = (900.0, 520.0, 70.0, 330.0, 30.0, 50.0);
+        let counts = self.cpu_counts();
+        let values: Vec<f64> = self
+            .pairs
+            .iter()
+            .map(|r| r.median_ns)
+            .filter(|v| *v > 0.0)
+            .collect();
+        let lo = values
+            .iter()
+            .cloned()
+            .fold(f64::MAX, f64::min)
+            .max(0.1)
+            .log10()
+            .floor();
+        let hi = values
+            .iter()
+            .cloned()
+            .fold(1.0, f64::max)
+            .log10()
+            .ceil()
+            .max(lo + 1.0);
+        let x = |i: usize| left + (w - left - right) * i as f64 / (counts.len().max(2) - 1) as f64;
+        let y = |v: f64| top + (h - top - bottom) * (hi - v.max(1e-3).log10()) / (hi - lo);
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"18\" font-size=\"14\">ns per pair per reader (median, log scale) against CPUs hammering at once</text>\n"
+        );
+        for decade in lo as i32..=hi as i32 {
+            let v = 10f64.powi(decade);
+            let (x2, yv, tx, ty) = (w - right, y(v), left - 6.0, y(v) + 4.0);
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{left}\" x2=\"{x2}\" y1=\"{yv}\" y2=\"{yv}\" stroke=\"#ddd\"/><text x=\"{tx}\" y=\"{ty}\" text-anchor=\"end\">{v}</text>"
+            );
+        }
+        for (i, c) in counts.iter().enumerate() {
+            let _ = writeln!(
+                svg,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{c} cpu{}</text>",
+                x(i),
+                h - bottom + 20.0,
+                if *c == 1 { "" } else { "s" }
+            );
+        }
+        const COLOURS: [&str; 10] = [
+            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+            "#bcbd22", "#17becf",
+        ];
+        for (k, name) in self.names().into_iter().enumerate() {
+            let colour = COLOURS[k % COLOURS.len()];
+            let dash = if k >= COLOURS.len() {
+                " stroke-dasharray=\"6 3\""
+            } else {
+                ""
+            };
+            let points: Vec<String> = counts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &c)| {
+                    self.median(name, c)
+                        .map(|v| format!("{:.1},{:.1}", x(i), y(v)))
+                })
+                .collect();
+            let _ = writeln!(svg, "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>", points.join(" "));
+            let ly = top + 18.0 * k as f64;
+            let _ = writeln!(svg, "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{}</text>", w - right + 15.0, w - right + 40.0, w - right + 46.0, ly + 4.0, name.replace('&', "&amp;").replace('<', "&lt;"));
+        }
+        svg.push_str("</svg>\n");
+        svg
+    }
+}
+
+/// Where the results go: `$REFCNT_BENCH_OUT` if set (the tests use it, so
+/// that a test run never overwrites real results), else `target/bench` of
+/// the workspace.
+pub fn out_dir() -> PathBuf {
+    std::env::var_os("REFCNT_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench"))
+}
+
+/// The commit being measured, or "unknown" outside a git checkout.
+pub fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_become_tables_json_and_a_plot() {
+        let mut r = Results::default();
+        for line in [
+            "bench: floor | cpus=1 | min=9.50 | median=9.80",
+            "bench: floor | cpus=2 | min=7.00 | median=7.70",
+            "bench: shared \"xadd\" | cpus=1 | min=16.00 | median=17.00",
+            "bench: shared \"xadd\" | cpus=2 | min=30.00 | median=36.00",
+            "latency: synchronize | p50=0.5 | p99=1.0 | max=201.4",
+            "bench-table: | not a result |",
+            "bench: malformed | cpus=x | min=1 | median=2",
+        ] {
+            r.add_line(line);
+        }
+        assert_eq!(r.pairs.len(), 4);
+        assert_eq!(r.latencies.len(), 1);
+        let md = r.markdown();
+        assert!(md.contains("| floor | 9.8 | 7.7 |"), "{md}");
+        assert!(md.contains("| synchronize | 0.5 | 1.0 | 201.4 |"), "{md}");
+        let json = r.json("qemu-system-x86_64 -smp 8", "tcg", 8, "abc123");
+        assert!(json.contains("\"primitive\": \"shared \\\"xadd\\\"\", \"cpus\": 2, \"min_ns\": 30, \"median_ns\": 36}"), "{json}");
+        assert!(
+            json.contains("\"commit\": \"abc123\"") && json.contains("\"smp\": 8"),
+            "{json}"
+        );
+        let svg = r.svg();
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+        assert!(svg.ends_with("</svg>\n"));
+    }
+}
