@@ -17,6 +17,7 @@ pub mod bench;
 pub mod cmdline;
 pub mod ktest;
 pub mod mem;
+pub mod sched;
 pub mod sync;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
