@@ -94,7 +94,14 @@ fn sleeping_while_atomic_and_stack_overflows_are_reported() {
             "sched::tests::selftest_stack_overflow_hits_the_guard_page",
             30,
         ),
+        ("sched::tests::selftest_wait_in_sched_guard_is_reported", 30),
     ]);
+    let section = failure(&results["sched::tests::selftest_wait_in_sched_guard_is_reported"]);
+    assert!(
+        section.contains("wait_for_completion inside an rcu-sched read-side section")
+            && section.contains("on cpu 0 at kernel/src/sched/tests.rs"),
+        "{section}"
+    );
     let atomic = failure(&results["sched::tests::selftest_sleep_with_interrupts_off_is_reported"]);
     assert!(
         atomic.contains("sleep with interrupts off")

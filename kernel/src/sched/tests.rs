@@ -256,3 +256,14 @@ crate::ktest! {
         h.join();
     }
 }
+
+crate::ktest! {
+    /// Harness self-test: blocking inside an rcu-sched read-side section
+    /// (a `SchedGuard`) is reported. Run by boot/tests/harness.rs.
+    #[selftest]
+    #[smp(1)]
+    fn selftest_wait_in_sched_guard_is_reported() {
+        let _section = crate::arch::percpu::sched_read_lock();
+        Completion::new().wait_for_completion();
+    }
+}
