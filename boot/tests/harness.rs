@@ -84,6 +84,38 @@ fn a_panic_on_another_cpu_names_that_cpu_and_ends_the_run() {
 }
 
 #[test]
+fn sleeping_while_atomic_and_stack_overflows_are_reported() {
+    let results = run(&[
+        (
+            "sched::tests::selftest_sleep_with_interrupts_off_is_reported",
+            30,
+        ),
+        (
+            "sched::tests::selftest_stack_overflow_hits_the_guard_page",
+            30,
+        ),
+        ("sched::tests::selftest_wait_in_sched_guard_is_reported", 30),
+    ]);
+    let section = failure(&results["sched::tests::selftest_wait_in_sched_guard_is_reported"]);
+    assert!(
+        section.contains("wait_for_completion inside an rcu-sched read-side section")
+            && section.contains("on cpu 0 at kernel/src/sched/tests.rs"),
+        "{section}"
+    );
+    let atomic = failure(&results["sched::tests::selftest_sleep_with_interrupts_off_is_reported"]);
+    assert!(
+        atomic.contains("sleep with interrupts off")
+            && atomic.contains("on cpu 0 at kernel/src/sched/tests.rs"),
+        "{atomic}"
+    );
+    let overflow = failure(&results["sched::tests::selftest_stack_overflow_hits_the_guard_page"]);
+    assert!(
+        overflow.contains("kernel stack overflow") && overflow.contains("guard page"),
+        "{overflow}"
+    );
+}
+
+#[test]
 fn an_unknown_test_name_fails_that_name() {
     let results = run(&[("no::such::test", 30)]);
     assert!(failure(&results["no::such::test"]).contains("no such kernel test"));

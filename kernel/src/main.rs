@@ -18,6 +18,7 @@ pub mod cmdline;
 pub mod ktest;
 pub mod live;
 pub mod mem;
+pub mod sched;
 pub mod sync;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};

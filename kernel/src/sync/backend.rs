@@ -53,9 +53,9 @@ unsafe impl Backend for Kernel {
         percpu::gs_add(p.0.offset() + slot * 8, delta as u64);
     }
 
-    /// Exact here: code never migrates between CPUs (there is no
-    /// scheduler yet; jobs run to completion where they start). Revisit
-    /// when threads can move while inside an SRCU read section.
+    /// Exact here: code never migrates between CPUs (kernel threads stay
+    /// on the CPU they were spawned on, and the scheduler is cooperative).
+    /// Revisit when threads can move while inside an SRCU read section.
     fn this_cpu_read(p: &Self::PerCpu, slot: usize) -> Option<usize> {
         Some(percpu::gs_load(p.0.offset() + slot * 8) as usize)
     }

@@ -34,7 +34,8 @@
 //! progress too): never from an interrupt handler and never from inside
 //! the caller, so a callback may take locks, spin or wait for another grace
 //! period. One CPU drains at a time, so callbacks run in queue order.
-//! (Kernel threads, a later step, will give them a worker of their own.)
+//! (Kernel threads exist now (`crate::sched`); a per-CPU work-queue thread
+//! for these callbacks is a later step.)
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -142,7 +143,10 @@ static DRAIN: Mutex<()> = Mutex::new(());
 /// Callbacks waiting for their grace period.
 pub fn pending() -> usize {
     let _irq = IrqGuard::new();
-    QUEUE.lock().len()
+    // A named guard, dropped before `_irq` (a temporary in the tail
+    // expression would outlive it, holding the lock with interrupts on).
+    let queue = QUEUE.lock();
+    queue.len()
 }
 
 /// Runs the callbacks whose grace period has ended, unless another CPU is

@@ -31,7 +31,19 @@ pub fn breakpoints() -> u64 {
 }
 
 fn die(frame: &InterruptStackFrame, vector: u8, name: &str, error: Option<u64>) -> ! {
-    let cr2 = if vector == 14 { Cr2::read_raw() } else { 0 };
+    // A double fault keeps CR2 of the page fault that caused it, which is
+    // how a stack overflow (a fault on a guard page) ends.
+    let cr2 = if vector == 14 || vector == 8 {
+        Cr2::read_raw()
+    } else {
+        0
+    };
+    if super::context::is_stack_guard(cr2) {
+        super::fatal(format_args!(
+            "kernel stack overflow: exception {vector} ({name}) on the guard page {cr2:#x} below a thread stack, rip {:#x}",
+            frame.instruction_pointer.as_u64()
+        ));
+    }
     match error {
         Some(code) => super::fatal(format_args!(
             "exception {vector} ({name}), error code {code:#x}, rip {:#x}, cr2 {cr2:#x}, rsp {:#x}",
@@ -167,6 +179,15 @@ crate::percpu! {
     pub static TICKS: PerCpu<u64> = 0;
     /// Kick IPIs taken by this CPU.
     pub static KICKS: PerCpu<u64> = 0;
+    /// 1 while this CPU runs a device or IPI handler (they do not nest:
+    /// interrupt gates keep interrupts off).
+    static IN_IRQ: PerCpu<u64> = 0;
+}
+
+/// Whether this CPU is running an interrupt handler (where sleeping is
+/// forbidden).
+pub fn in_interrupt() -> bool {
+    IN_IRQ.get() != 0
 }
 
 /// Unexpected interrupts since boot, per vector, on all CPUs.
@@ -185,13 +206,18 @@ pub fn unexpected_interrupts() -> (u64, u64) {
 }
 
 extern "x86-interrupt" fn timer_tick(_frame: InterruptStackFrame) {
+    IN_IRQ.set(1);
     TICKS.add(1);
     crate::sync::rcu::tick();
+    crate::sched::tick();
+    IN_IRQ.set(0);
     apic::eoi();
 }
 
 extern "x86-interrupt" fn call_ipi(_frame: InterruptStackFrame) {
+    IN_IRQ.set(1);
     smp::handle_call_ipi();
+    IN_IRQ.set(0);
     apic::eoi();
 }
 
@@ -201,7 +227,9 @@ extern "x86-interrupt" fn gp_ipi(_frame: InterruptStackFrame) {
 }
 
 extern "x86-interrupt" fn kick_ipi(_frame: InterruptStackFrame) {
+    IN_IRQ.set(1);
     KICKS.add(1);
+    IN_IRQ.set(0);
     apic::eoi();
 }
 

@@ -3,6 +3,7 @@
 
 pub mod acpi;
 pub mod apic;
+pub mod context;
 pub mod cpu;
 pub mod fwcfg;
 pub mod gdt;
@@ -92,6 +93,7 @@ pub fn bring_up_cpus(madt: Option<&acpi::Madt>, phys_offset: u64) -> usize {
     }
     apic_ids.truncate(percpu::MAX_CPUS);
     percpu::init(&apic_ids);
+    crate::sched::init();
     let lapic_per_ms = apic::calibrate_timer();
     apic::start_timer();
     crate::println!(

@@ -111,3 +111,42 @@ pub fn translate(virt: u64) -> Option<u64> {
         .translate_addr(VirtAddr::new(virt))
         .map(|p| p.as_u64())
 }
+
+/// Finds a level-4 entry in the higher half that nothing maps yet and
+/// returns the base of its 512 GiB of virtual space; the caller owns that
+/// range from then on (call it once per user, at boot).
+pub fn reserve_unused_region() -> u64 {
+    let guard = PAGING.get().expect("paging::init has run").lock();
+    let table = guard.mapper.level_4_table();
+    // Scan from the top of the lower quarter of the higher half down, so as
+    // not to land next to what the bootloader placed (it allocates upwards
+    // from the start of the higher half, and the kernel sits at the top).
+    let index = (256..448)
+        .rev()
+        .find(|&i| table[i].is_unused())
+        .expect("no free level-4 entry in the higher half");
+    0xffff_0000_0000_0000 | ((index as u64) << 39)
+}
+
+/// Maps the 4 KiB page at `virt` to a fresh frame from the frame pool,
+/// writable, unless it is mapped already.
+///
+/// # Safety
+/// The page must lie in a range the caller owns (see
+/// [`reserve_unused_region`]), so that no other code relies on it being
+/// unmapped or mapped elsewhere.
+pub unsafe fn map_fresh(virt: u64) {
+    let mut guard = PAGING.get().expect("paging::init has run").lock();
+    let Paging { mapper, frames } = &mut *guard;
+    if mapper.translate_addr(VirtAddr::new(virt)).is_some() {
+        return;
+    }
+    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
+    let frame = frames.allocate_frame().expect("out of physical frames");
+    let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+    // SAFETY: the frame is fresh from the pool (never handed out before,
+    // not the heap's) and the page is the caller's, per the contract.
+    unsafe { mapper.map_to(page, frame, flags, frames) }
+        .expect("mapping a stack page failed")
+        .flush();
+}

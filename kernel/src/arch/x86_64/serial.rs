@@ -150,7 +150,7 @@ crate::ktest! {
             }
         });
         let mut folded = alloc::string::String::new();
-        let arg = "c\nd";
+        let arg = "c\nd"; // newlines in an argument are folded too
         write!(OneLine(&mut folded), "a\nb\n{arg}").unwrap();
         assert_eq!(folded, "a b c d");
     }

@@ -20,7 +20,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use ::x86_64::structures::paging::PageTableFlags;
 use spin::{Mutex, Once};
@@ -250,77 +250,35 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     mark_online(cpu);
     // Release: see `online_cpus`.
     ONLINE_COUNT.fetch_add(1, Ordering::Release);
-    idle_loop()
+    crate::sched::run_idle()
 }
-
-/// The idle loop of an application processor: runs the job handed to it
-/// by [`spawn_on`] (with interrupts on), else halts until an interrupt.
-pub fn idle_loop() -> ! {
-    let me = percpu::cpu_id();
-    loop {
-        crate::sync::rcu::poll_callbacks();
-        ::x86_64::instructions::interrupts::disable();
-        // Interrupts are off between this check and `sti; hlt` (which takes
-        // a pending interrupt only once halted), so a kick sent right after
-        // the check still wakes the halt.
-        let job = JOBS.get().and_then(|jobs| jobs[me].lock().take());
-        match job {
-            Some(job) => {
-                ::x86_64::instructions::interrupts::enable();
-                job();
-            }
-            None => ::x86_64::instructions::interrupts::enable_and_hlt(),
-        }
-    }
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// One job slot per CPU, taken by that CPU's idle loop.
-static JOBS: Once<Vec<Mutex<Option<Job>>>> = Once::new();
 
 /// A job started with [`spawn_on`].
 pub struct JobHandle {
-    done: Arc<AtomicBool>,
+    thread: crate::sched::JoinHandle<()>,
 }
 
 impl JobHandle {
     /// Waits up to `ms` milliseconds for the job to return; false on timeout.
+    /// Spins (it does not sleep), so it works with interrupts off too.
     pub fn join(&self, ms: u64) -> bool {
-        // Acquire: pairs with the Release store after the job, so its
-        // effects are visible once this returns true.
-        wait_for(ms, || self.done.load(Ordering::Acquire))
+        wait_for(ms, || self.thread.is_finished())
     }
 }
 
-/// Runs `f` on application processor `cpu`, in its idle loop, with
-/// interrupts on (so it may wait for grace periods and IPIs). This is a
-/// stand-in for kernel threads until the scheduler exists: one job per CPU
-/// at a time. Panics if `cpu` is this CPU or offline, or already busy.
+/// Runs `f` on application processor `cpu` in a kernel thread of its own
+/// (see [`crate::sched::spawn_on`]), with interrupts on, so it may wait for
+/// grace periods and IPIs. The caller may spin-wait for it with
+/// [`JobHandle::join`], since it runs on another CPU. Panics if `cpu` is
+/// this CPU or offline.
 pub fn spawn_on(cpu: usize, f: impl FnOnce() + Send + 'static) -> JobHandle {
     assert!(
         cpu != percpu::cpu_id() && is_online(cpu),
         "spawn_on: cpu {cpu} is this cpu or offline"
     );
-    let jobs = JOBS.call_once(|| {
-        (0..percpu::possible_cpus())
-            .map(|_| Mutex::new(None))
-            .collect()
-    });
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = done.clone();
-    let job: Job = Box::new(move || {
-        f();
-        flag.store(true, Ordering::Release);
-    });
-    {
-        let _irq = IrqGuard::new();
-        let mut slot = jobs[cpu].lock();
-        assert!(slot.is_none(), "spawn_on: cpu {cpu} already has a job");
-        *slot = Some(job);
+    JobHandle {
+        thread: crate::sched::spawn_on(cpu, f),
     }
-    kick(cpu);
-    JobHandle { done }
 }
 
 /// A cross-CPU call in flight.

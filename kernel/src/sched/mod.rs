@@ -1,0 +1,706 @@
+//! Kernel threads, per-CPU run queues, wait queues, completions, sleeping.
+//!
+//! This slice is **cooperative**: a thread runs until it blocks (a wait
+//! queue, a completion, `sleep`, `join`), yields or exits. The timer tick
+//! wakes sleepers but never switches threads. Threads stay on the CPU they
+//! were spawned on (no migration), so per-CPU data read by a thread belongs
+//! to the CPU it runs on for its whole life.
+//!
+//! # Run queues
+//! Every CPU has a run queue (a spin lock taken with interrupts off): the
+//! ready threads in FIFO order, the current thread, the idle thread, and
+//! the context of a thread that just exited (its stack is given back by
+//! the next thread, once nothing runs on it). Only the owning CPU takes
+//! threads off its queue and switches to them; any CPU may add to it.
+//! Switching happens with interrupts off, so a thread that was put back on
+//! the queue (or woken) while it is being switched out cannot be resumed
+//! before its registers are saved; [`crate::arch::context::switch`] checks
+//! this with a per-context ownership word anyway.
+//!
+//! # Sleeping and waking: the lost-wakeup race
+//! A thread's `state` is `RUNNING`, `BLOCKED` or `DEAD`. A waiter first
+//! puts itself on the wait queue and sets `BLOCKED` (under the queue's
+//! lock), *then* tests its condition, and only then calls the scheduler.
+//! A waker first makes the condition true, then takes the queue's lock and
+//! wakes who it finds there: `BLOCKED -> RUNNING` (a compare-exchange) and
+//! onto the run queue of the thread's CPU. The queue lock orders the two:
+//! either the waker's lock comes after the waiter's enqueue (the waker
+//! finds and wakes it), or before it (so the waiter's later test, after
+//! its own lock, sees the condition true). A wakeup that lands between the
+//! test and the switch turns the state back to `RUNNING`, which the
+//! scheduler reads under the run-queue lock, so the "sleep" becomes a
+//! yield. Every waiter re-tests its condition in a loop, so a stale
+//! wakeup is harmless.
+//!
+//! # Cross-CPU wakeups
+//! Waking a thread of another CPU whose current thread is its idle thread
+//! sends that CPU the kick IPI; the idle thread checks its queue with
+//! interrupts off right before `sti; hlt`, so the kick cannot be missed.
+//!
+//! # Sleeping in atomic context
+//! Every call that may block checks first that interrupts are on, that the
+//! CPU is not in an interrupt handler and not in an rcu-sched read-side
+//! section, and panics with the CPU and the caller's place otherwise.
+//! (Spin locks are not counted: holding one across a sleep is not caught.)
+#![deny(unsafe_code)]
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::panic::Location;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::time::Duration;
+
+use ::x86_64::instructions::interrupts;
+use spin::{Mutex, Once};
+
+use crate::arch::context::{self, Context};
+use crate::arch::percpu::{cpu_id, possible_cpus, sched_depth, IrqGuard};
+use crate::arch::{idt, smp, time};
+
+mod tests;
+
+const RUNNING: u8 = 0;
+const BLOCKED: u8 = 1;
+const DEAD: u8 = 2;
+
+/// A kernel thread.
+struct Thread {
+    id: u64,
+    /// The CPU it runs on, for its whole life.
+    cpu: usize,
+    ctx: &'static Context,
+    /// `RUNNING`, `BLOCKED` or `DEAD` (see the module documentation).
+    state: AtomicU8,
+    /// On its CPU's ready queue. Read and written only under that queue's
+    /// lock (so Relaxed).
+    on_rq: AtomicBool,
+    idle: bool,
+    start: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Set once the thread's function has returned.
+    done: AtomicBool,
+    exited: WaitQueue,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Thread {
+    fn new(
+        cpu: usize,
+        ctx: &'static Context,
+        idle: bool,
+        start: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Arc<Self> {
+        Arc::new(Thread {
+            // Relaxed: only uniqueness matters.
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            cpu,
+            ctx,
+            state: AtomicU8::new(RUNNING),
+            on_rq: AtomicBool::new(false),
+            idle,
+            start: Mutex::new(start),
+            done: AtomicBool::new(false),
+            exited: WaitQueue::new(),
+        })
+    }
+}
+
+struct RunQueue {
+    ready: VecDeque<Arc<Thread>>,
+    current: Option<Arc<Thread>>,
+    idle: Option<Arc<Thread>>,
+    /// The context of the thread that exited in the last switch here.
+    zombie: Option<&'static Context>,
+    switches: u64,
+}
+
+enum Timer {
+    Wake(Arc<Thread>),
+    Call(Box<dyn FnOnce() + Send>),
+}
+
+/// One CPU's scheduler state, on a cache line of its own.
+#[repr(align(64))]
+struct PerCpuSched {
+    rq: Mutex<RunQueue>,
+    /// Sleepers and timed callbacks, by (deadline in ns, sequence number).
+    timers: Mutex<BTreeMap<(u64, u64), Timer>>,
+}
+
+static CPUS: Once<Vec<PerCpuSched>> = Once::new();
+static TIMER_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn cpus() -> &'static [PerCpuSched] {
+    CPUS.get().expect("sched::init has run")
+}
+
+/// Runs `f` on CPU `cpu`'s run queue, locked with interrupts off.
+///
+/// Every lock here is a named local declared after its `IrqGuard`, so it
+/// is released before interrupts come back on. (A lock guard that is a
+/// temporary in a block's tail expression would outlive the block's
+/// locals, the `IrqGuard` among them, and an interrupt handler taking the
+/// same lock on this CPU would then spin forever.)
+fn with_rq<R>(cpu: usize, f: impl FnOnce(&mut RunQueue) -> R) -> R {
+    let _irq = IrqGuard::new();
+    let mut rq = cpus()[cpu].rq.lock();
+    let result = f(&mut rq);
+    drop(rq);
+    result
+}
+
+/// Sets up the run queues and makes the code running on the boot CPU its
+/// first thread. Boot CPU, once, after the per-CPU areas and before the
+/// other CPUs start.
+pub fn init() {
+    CPUS.call_once(|| {
+        (0..possible_cpus())
+            .map(|_| PerCpuSched {
+                rq: Mutex::new(RunQueue {
+                    ready: VecDeque::new(),
+                    current: None,
+                    idle: None,
+                    zombie: None,
+                    switches: 0,
+                }),
+                timers: Mutex::new(BTreeMap::new()),
+            })
+            .collect()
+    });
+    let main = Thread::new(0, Context::for_this_cpu(), false, None);
+    let idle = Thread::new(0, Context::new(idle_entry), true, None);
+    with_rq(0, |rq| {
+        rq.current = Some(main);
+        rq.idle = Some(idle);
+    });
+}
+
+/// Turns the code running on an application processor into its idle
+/// thread and runs the idle loop.
+pub fn run_idle() -> ! {
+    let me = cpu_id();
+    let idle = Thread::new(me, Context::for_this_cpu(), true, None);
+    with_rq(me, |rq| {
+        rq.current = Some(idle.clone());
+        rq.idle = Some(idle);
+    });
+    idle_loop()
+}
+
+extern "C" fn idle_entry() -> ! {
+    finish_switch();
+    idle_loop()
+}
+
+/// Runs ready grace-period callbacks, then the ready threads, then halts
+/// until an interrupt.
+fn idle_loop() -> ! {
+    let me = cpu_id();
+    loop {
+        interrupts::enable();
+        crate::sync::rcu::poll_callbacks();
+        interrupts::disable();
+        // Interrupts stay off from this check to `sti; hlt` (which takes a
+        // pending interrupt only once halted), so a kick sent after the
+        // check still ends the halt.
+        if with_rq(me, |rq| !rq.ready.is_empty()) {
+            schedule();
+        } else {
+            interrupts::enable_and_hlt();
+        }
+    }
+}
+
+/// Picks the next thread of this CPU and switches to it. The current
+/// thread goes back on the queue if it is still runnable (a yield), stays
+/// off it if it is blocked, and is retired if it is dead.
+fn schedule() {
+    let irq = IrqGuard::new();
+    let me = cpu_id();
+    let pair = with_rq(me, |rq| {
+        let prev = rq.current.clone().expect("a current thread on this cpu");
+        // Acquire: pairs with the AcqRel compare-exchange of a waker.
+        let state = prev.state.load(Ordering::Acquire);
+        if state == RUNNING && !prev.idle {
+            if rq.ready.is_empty() {
+                return None;
+            }
+            prev.on_rq.store(true, Ordering::Relaxed);
+            rq.ready.push_back(prev.clone());
+        }
+        if state == DEAD {
+            rq.zombie = Some(prev.ctx);
+        }
+        let next = match rq.ready.pop_front() {
+            Some(next) => {
+                next.on_rq.store(false, Ordering::Relaxed);
+                next
+            }
+            None => rq.idle.clone().expect("an idle thread on this cpu"),
+        };
+        if Arc::ptr_eq(&next, &prev) {
+            return None;
+        }
+        rq.switches += 1;
+        let pair = (prev.ctx, next.ctx);
+        rq.current = Some(next);
+        Some(pair)
+    });
+    if let Some((prev, next)) = pair {
+        context::switch(prev, next);
+        finish_switch();
+    }
+    drop(irq);
+}
+
+/// First thing after a switch, on the new thread: gives back the stack of
+/// a thread that exited in that switch (nothing runs on it any more).
+fn finish_switch() {
+    let zombie = with_rq(cpu_id(), |rq| rq.zombie.take());
+    if let Some(ctx) = zombie {
+        assert!(ctx.retire(), "an exited thread's context is still running");
+    }
+}
+
+extern "C" fn thread_entry() -> ! {
+    finish_switch();
+    interrupts::enable();
+    let start = current().start.lock().take();
+    if let Some(f) = start {
+        f();
+    }
+    let me = current();
+    // Release: the thread's effects (and its result) are visible to a
+    // joiner that sees `done` (Acquire in `JoinHandle`).
+    me.done.store(true, Ordering::Release);
+    me.exited.wake_all();
+    drop(me);
+    exit_current()
+}
+
+/// Ends the current thread. Holds no reference to it across the last
+/// switch, so that it can be freed.
+fn exit_current() -> ! {
+    interrupts::disable();
+    with_rq(cpu_id(), |rq| {
+        let me = rq.current.as_ref().expect("a current thread");
+        // Relaxed: read by this CPU's scheduler only, under this lock.
+        me.state.store(DEAD, Ordering::Relaxed);
+    });
+    schedule();
+    unreachable!("an exited thread was resumed")
+}
+
+fn current() -> Arc<Thread> {
+    with_rq(cpu_id(), |rq| rq.current.clone().expect("a current thread"))
+}
+
+/// The id of the running thread (unique for the run).
+pub fn current_id() -> u64 {
+    current().id
+}
+
+/// Context switches done on `cpu` so far.
+pub fn context_switches(cpu: usize) -> u64 {
+    with_rq(cpu, |rq| rq.switches)
+}
+
+/// Makes a blocked thread runnable; false if it was not blocked.
+fn wake(thread: &Arc<Thread>) -> bool {
+    // AcqRel: the waker's writes (the condition) are visible to the thread
+    // once it runs; pairs with the Acquire load in `schedule`.
+    if thread
+        .state
+        .compare_exchange(BLOCKED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return false;
+    }
+    enqueue(thread);
+    true
+}
+
+/// Puts a runnable thread on its CPU's queue (unless it runs or is queued
+/// already) and kicks that CPU if it idles.
+fn enqueue(thread: &Arc<Thread>) {
+    let cpu = thread.cpu;
+    let kick = with_rq(cpu, |rq| {
+        let running = rq.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, thread));
+        if running || thread.on_rq.load(Ordering::Relaxed) {
+            return false;
+        }
+        thread.on_rq.store(true, Ordering::Relaxed);
+        rq.ready.push_back(thread.clone());
+        rq.current.as_ref().is_none_or(|c| c.idle)
+    });
+    if kick && cpu != cpu_id() {
+        smp::kick(cpu);
+    }
+}
+
+/// Panics unless the caller may block: interrupts on, not in an interrupt
+/// handler, not in an rcu-sched read-side section.
+#[track_caller]
+fn might_sleep(what: &str) {
+    let place = Location::caller();
+    let cpu = cpu_id();
+    if idt::in_interrupt() {
+        panic!("{what} in an interrupt handler (scheduling while atomic) on cpu {cpu} at {place}");
+    }
+    if !interrupts::are_enabled() {
+        panic!(
+            "{what} with interrupts off (scheduling while atomic; an IrqGuard is held?) on cpu {cpu} at {place}"
+        );
+    }
+    let depth = sched_depth();
+    if depth != 0 {
+        panic!(
+            "{what} inside an rcu-sched read-side section (SchedGuard depth {depth}; scheduling while atomic) on cpu {cpu} at {place}"
+        );
+    }
+}
+
+/// Lets the other ready threads of this CPU run first.
+#[track_caller]
+pub fn yield_now() {
+    might_sleep("yield_now");
+    schedule();
+}
+
+static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
+
+/// Starts `f` in a new kernel thread on some online CPU (round robin).
+pub fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let online: Vec<usize> = smp::online().collect();
+    // Relaxed: only spreads the threads.
+    let n = NEXT_CPU.fetch_add(1, Ordering::Relaxed);
+    spawn_on(online[n % online.len()], f)
+}
+
+/// Starts `f` in a new kernel thread on CPU `cpu`, where it stays. The
+/// thread has a stack of its own with a guard hole below it.
+///
+/// # Panics
+/// If `cpu` is offline.
+pub fn spawn_on<T: Send + 'static>(
+    cpu: usize,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    assert!(smp::is_online(cpu), "spawn_on: cpu {cpu} is offline");
+    let packet: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
+    let result = packet.clone();
+    let start: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let value = f();
+        *result.lock() = Some(value);
+    });
+    let thread = Thread::new(cpu, Context::new(thread_entry), false, Some(start));
+    enqueue(&thread);
+    JoinHandle { thread, packet }
+}
+
+/// Owns a thread started by [`spawn`]; [`JoinHandle::join`] waits for it.
+#[must_use = "a thread that is never joined cannot report its result"]
+pub struct JoinHandle<T> {
+    thread: Arc<Thread>,
+    packet: Arc<Mutex<Option<T>>>,
+}
+
+impl<T> JoinHandle<T> {
+    /// Whether the thread's function has returned.
+    pub fn is_finished(&self) -> bool {
+        // Acquire: pairs with the Release store in `thread_entry`.
+        self.thread.done.load(Ordering::Acquire)
+    }
+
+    /// The thread's id.
+    pub fn id(&self) -> u64 {
+        self.thread.id
+    }
+
+    /// Sleeps until the thread has exited and returns its result.
+    #[track_caller]
+    pub fn join(self) -> T {
+        might_sleep("join");
+        self.thread.exited.wait_until(|| self.is_finished());
+        self.packet
+            .lock()
+            .take()
+            .expect("a finished thread left its result")
+    }
+}
+
+/// Threads waiting for a condition.
+pub struct WaitQueue {
+    waiters: Mutex<VecDeque<Arc<Thread>>>,
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WaitQueue {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        WaitQueue {
+            waiters: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Sleeps until `cond` is true. `cond` is tested after the thread is
+    /// on the queue, so a waker that makes it true and then calls
+    /// [`wake_one`](Self::wake_one) or [`wake_all`](Self::wake_all) is
+    /// never missed.
+    #[track_caller]
+    pub fn wait_until(&self, cond: impl FnMut() -> bool) {
+        might_sleep("wait_until");
+        self.wait(cond, None);
+    }
+
+    /// As [`wait_until`](Self::wait_until), for at most `timeout`; returns
+    /// whether `cond` became true.
+    #[track_caller]
+    pub fn wait_until_timeout(&self, cond: impl FnMut() -> bool, timeout: Duration) -> bool {
+        might_sleep("wait_until_timeout");
+        let deadline = time::now_ns().saturating_add(timeout.as_nanos() as u64);
+        self.wait(cond, Some(deadline))
+    }
+
+    fn wait(&self, mut cond: impl FnMut() -> bool, deadline: Option<u64>) -> bool {
+        if cond() {
+            return true;
+        }
+        let me = current();
+        let mut timer = None;
+        let done = loop {
+            {
+                let _irq = IrqGuard::new();
+                let mut waiters = self.waiters.lock();
+                if !waiters.iter().any(|t| Arc::ptr_eq(t, &me)) {
+                    waiters.push_back(me.clone());
+                }
+                // Relaxed is enough here: the queue lock orders this store
+                // before a waker's compare-exchange (see the module docs).
+                me.state.store(BLOCKED, Ordering::Relaxed);
+            }
+            let done = cond();
+            if done || deadline.is_some_and(|d| time::now_ns() >= d) {
+                break done;
+            }
+            if let Some(deadline) = deadline {
+                arm_timer(&mut timer, deadline, &me);
+            }
+            schedule();
+        };
+        self.remove(&me);
+        // Relaxed: only this thread and its wakers touch it; a waker that
+        // raced us just finds it running.
+        me.state.store(RUNNING, Ordering::Relaxed);
+        cancel_timer(timer);
+        done
+    }
+
+    fn remove(&self, me: &Arc<Thread>) {
+        let _irq = IrqGuard::new();
+        self.waiters.lock().retain(|t| !Arc::ptr_eq(t, me));
+    }
+
+    /// Wakes the longest waiter, if any. Callable from interrupt handlers.
+    pub fn wake_one(&self) {
+        let first = {
+            let _irq = IrqGuard::new();
+            let mut waiters = self.waiters.lock();
+            waiters.pop_front()
+        };
+        if let Some(thread) = first {
+            wake(&thread);
+        }
+    }
+
+    /// Wakes every waiter. Callable from interrupt handlers.
+    pub fn wake_all(&self) {
+        let all: VecDeque<Arc<Thread>> = {
+            let _irq = IrqGuard::new();
+            let mut waiters = self.waiters.lock();
+            core::mem::take(&mut *waiters)
+        };
+        for thread in &all {
+            wake(thread);
+        }
+    }
+}
+
+/// A one-way event with a count, as in Linux: [`complete`](Self::complete)
+/// lets one waiter through, [`complete_all`](Self::complete_all) every
+/// waiter from then on. Completing is allowed from interrupt handlers.
+pub struct Completion {
+    /// Waiters that may still pass; `u64::MAX` after `complete_all`.
+    done: Mutex<u64>,
+    waiters: WaitQueue,
+}
+
+impl Default for Completion {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Completion {
+    /// A completion not completed yet.
+    pub const fn new() -> Self {
+        Completion {
+            done: Mutex::new(0),
+            waiters: WaitQueue::new(),
+        }
+    }
+
+    /// Lets one waiter (present or future) through.
+    pub fn complete(&self) {
+        {
+            let _irq = IrqGuard::new();
+            let mut done = self.done.lock();
+            *done = done.saturating_add(1);
+        }
+        self.waiters.wake_one();
+    }
+
+    /// Lets every waiter through, now and later.
+    pub fn complete_all(&self) {
+        {
+            let _irq = IrqGuard::new();
+            *self.done.lock() = u64::MAX;
+        }
+        self.waiters.wake_all();
+    }
+
+    fn try_take(&self) -> bool {
+        let _irq = IrqGuard::new();
+        let mut done = self.done.lock();
+        match *done {
+            0 => false,
+            u64::MAX => true,
+            _ => {
+                *done -= 1;
+                true
+            }
+        }
+    }
+
+    /// Whether a wait would pass now (without taking it).
+    pub fn is_done(&self) -> bool {
+        let _irq = IrqGuard::new();
+        let done = self.done.lock();
+        *done != 0
+    }
+
+    /// Sleeps until completed.
+    #[track_caller]
+    pub fn wait_for_completion(&self) {
+        might_sleep("wait_for_completion");
+        self.waiters.wait(|| self.try_take(), None);
+    }
+
+    /// Sleeps until completed or `timeout` has passed; false on timeout.
+    #[track_caller]
+    pub fn wait_for_completion_timeout(&self, timeout: Duration) -> bool {
+        might_sleep("wait_for_completion_timeout");
+        let deadline = time::now_ns().saturating_add(timeout.as_nanos() as u64);
+        self.waiters.wait(|| self.try_take(), Some(deadline))
+    }
+}
+
+/// Key of a timer in its CPU's list.
+type TimerKey = (u64, u64);
+
+fn add_timer(deadline: u64, timer: Timer) -> TimerKey {
+    // Relaxed: only uniqueness matters.
+    let key = (deadline, TIMER_SEQ.fetch_add(1, Ordering::Relaxed));
+    let _irq = IrqGuard::new();
+    cpus()[cpu_id()].timers.lock().insert(key, timer);
+    key
+}
+
+/// Makes sure a wakeup of `me` at `deadline` is pending on this CPU: adds
+/// one unless the one added before (`armed`) is still in the list (the
+/// tick may have fired it while `me` was awake anyway).
+fn arm_timer(armed: &mut Option<TimerKey>, deadline: u64, me: &Arc<Thread>) {
+    if let Some(key) = *armed {
+        let _irq = IrqGuard::new();
+        let timers = cpus()[cpu_id()].timers.lock();
+        if timers.contains_key(&key) {
+            return;
+        }
+    }
+    *armed = Some(add_timer(deadline, Timer::Wake(me.clone())));
+}
+
+/// Removes a wakeup that is no longer needed (if the tick has not fired it
+/// yet), so that it neither wakes the thread later nor keeps it alive.
+fn cancel_timer(armed: Option<TimerKey>) {
+    if let Some(key) = armed {
+        let removed = {
+            let _irq = IrqGuard::new();
+            let mut timers = cpus()[cpu_id()].timers.lock();
+            timers.remove(&key)
+        };
+        drop(removed);
+    }
+}
+
+/// Sleeps for at least `duration` on the TSC clock (woken by the timer
+/// tick, so rounded up to the next tick).
+#[track_caller]
+pub fn sleep(duration: Duration) {
+    might_sleep("sleep");
+    let deadline = time::now_ns().saturating_add(duration.as_nanos() as u64);
+    let me = current();
+    let mut timer = None;
+    loop {
+        // Relaxed: the waker is this CPU's tick, which comes after this
+        // store in program order.
+        me.state.store(BLOCKED, Ordering::Relaxed);
+        if time::now_ns() >= deadline {
+            me.state.store(RUNNING, Ordering::Relaxed);
+            cancel_timer(timer);
+            return;
+        }
+        arm_timer(&mut timer, deadline, &me);
+        schedule();
+    }
+}
+
+/// Runs `f` from this CPU's timer tick (an interrupt handler) once
+/// `delay` has passed. `f` must not sleep; it may wake threads and
+/// complete completions.
+pub fn call_after(delay: Duration, f: impl FnOnce() + Send + 'static) {
+    let deadline = time::now_ns().saturating_add(delay.as_nanos() as u64);
+    add_timer(deadline, Timer::Call(Box::new(f)));
+}
+
+/// The timer tick's part: wakes the sleepers and runs the timed calls that
+/// are due on this CPU. Interrupt handler.
+pub fn tick() {
+    let Some(cpus) = CPUS.get() else { return };
+    let now = time::now_ns();
+    let mut due = Vec::new();
+    {
+        let mut timers = cpus[cpu_id()].timers.lock();
+        while let Some(entry) = timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+    }
+    for timer in due {
+        match timer {
+            Timer::Wake(thread) => {
+                wake(&thread);
+            }
+            Timer::Call(f) => f(),
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! In-kernel tests of the scheduler, with the figures they measure.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use core::time::Duration;
+
+use super::{
+    call_after, context_switches, sleep, spawn, spawn_on, yield_now, Completion, WaitQueue,
+};
+use crate::arch::{idt, smp, time};
+
+/// p50 and p99 of `samples` (nanoseconds; sorted in place), in tenths of
+/// a microsecond.
+fn percentiles(samples: &mut [u64]) -> (u64, u64) {
+    samples.sort_unstable();
+    let at = |q: usize| samples[(samples.len() - 1) * q / 100] / 100;
+    (at(50), at(99))
+}
+
+crate::ktest! {
+    /// `join` returns each thread's result after it exited, on every CPU;
+    /// the stacks of exited threads are reused.
+    #[smp(1, 2, 8)]
+    fn join_returns_after_exit() {
+        for round in 0..3u64 {
+            let handles: Vec<_> = (0..32u64).map(|i| spawn(move || i * i + round)).collect();
+            let sum: u64 = handles.into_iter().map(|h| h.join()).sum();
+            assert_eq!(sum, (0..32u64).map(|i| i * i + round).sum::<u64>());
+        }
+        let h = spawn_on(0, || 7);
+        let id = h.id();
+        assert_ne!(id, super::current_id());
+        assert_eq!(h.join(), 7);
+    }
+}
+
+crate::ktest! {
+    /// 10^4 round trips between threads on two CPUs, each half a
+    /// completion: every wakeup crosses CPUs, none is lost; prints the
+    /// cross-CPU wakeup latency.
+    #[smp(2, 8)]
+    #[timeout(300)]
+    fn ping_pong_across_cpus() {
+        const ROUNDS: usize = 10_000;
+        let ping = Arc::new(Completion::new());
+        let pong = Arc::new(Completion::new());
+        let stamp = Arc::new(AtomicU64::new(0));
+        let (pi, po, st) = (ping.clone(), pong.clone(), stamp.clone());
+        let a = spawn_on(1, move || {
+            let mut lat = Vec::with_capacity(ROUNDS);
+            for _ in 0..ROUNDS {
+                st.store(time::now_ns(), SeqCst);
+                pi.complete();
+                po.wait_for_completion();
+                lat.push(time::now_ns() - st.load(SeqCst));
+            }
+            lat
+        });
+        let b = spawn_on(0, move || {
+            let mut lat = Vec::with_capacity(ROUNDS);
+            for _ in 0..ROUNDS {
+                ping.wait_for_completion();
+                let now = time::now_ns();
+                lat.push(now - stamp.load(SeqCst));
+                stamp.store(time::now_ns(), SeqCst);
+                pong.complete();
+            }
+            lat
+        });
+        let t0 = time::now_ns();
+        let mut ping = b.join();
+        let mut pong = a.join();
+        let total_ms = (time::now_ns() - t0) / 1_000_000;
+        let (p50, p99) = percentiles(&mut ping);
+        let (q50, q99) = percentiles(&mut pong);
+        crate::println!(
+            "sched: {ROUNDS} cross-cpu ping-pongs in {total_ms} ms; wakeup latency (complete -> waiter runs) cpu1->cpu0 p50 {}.{} us, p99 {}.{} us; cpu0->cpu1 p50 {}.{} us, p99 {}.{} us",
+            p50 / 10, p50 % 10, p99 / 10, p99 % 10, q50 / 10, q50 % 10, q99 / 10, q99 % 10
+        );
+    }
+}
+
+crate::ktest! {
+    /// 1000 threads each sleep, then all wait on one completion that
+    /// `complete_all` opens: all are woken and exit.
+    #[smp(1, 8)]
+    #[timeout(300)]
+    fn thousand_threads_sleep_and_all_wake() {
+        const N: u64 = 1000;
+        let gate = Arc::new(Completion::new());
+        let slept = Arc::new(AtomicU64::new(0));
+        let woke = Arc::new(AtomicU64::new(0));
+        let handles: Vec<_> = (0..N)
+            .map(|i| {
+                let (gate, slept, woke) = (gate.clone(), slept.clone(), woke.clone());
+                spawn(move || {
+                    let t0 = time::now_ns();
+                    sleep(Duration::from_millis(2 + i % 5));
+                    assert!(time::now_ns() - t0 >= (2 + i % 5) * 1_000_000, "woke early");
+                    slept.fetch_add(1, SeqCst);
+                    gate.wait_for_completion();
+                    woke.fetch_add(1, SeqCst);
+                })
+            })
+            .collect();
+        while slept.load(SeqCst) < N {
+            sleep(Duration::from_millis(5));
+        }
+        assert_eq!(woke.load(SeqCst), 0, "a thread passed the gate before it opened");
+        gate.complete_all();
+        for h in handles {
+            h.join();
+        }
+        assert_eq!(woke.load(SeqCst), N);
+    }
+}
+
+crate::ktest! {
+    /// A completion completed from the timer interrupt wakes its waiter;
+    /// a completion nobody completes times out.
+    #[smp(1, 2)]
+    fn completion_from_interrupt_handler() {
+        for _ in 0..20 {
+            let done = Arc::new(Completion::new());
+            let in_irq = Arc::new(AtomicBool::new(false));
+            let (d, flag) = (done.clone(), in_irq.clone());
+            call_after(Duration::from_millis(3), move || {
+                flag.store(idt::in_interrupt(), SeqCst);
+                d.complete();
+            });
+            assert!(done.wait_for_completion_timeout(Duration::from_secs(2)), "never completed");
+            assert!(in_irq.load(SeqCst), "the completion was not completed from an interrupt");
+        }
+        let never = Completion::new();
+        let t0 = time::now_ns();
+        assert!(!never.wait_for_completion_timeout(Duration::from_millis(20)));
+        assert!(time::now_ns() - t0 >= 20_000_000, "timed out early");
+    }
+}
+
+crate::ktest! {
+    /// A waker on one CPU makes the condition true and wakes while the
+    /// waiter on another CPU is between its test and its sleep, at varying
+    /// offsets, many times: no wakeup is lost (a lost one would time out).
+    #[smp(2, 8)]
+    #[timeout(300)]
+    fn wakeup_racing_a_wait_is_never_lost() {
+        const N: u64 = 5000;
+        let wq = Arc::new(WaitQueue::new());
+        let value = Arc::new(AtomicU64::new(0));
+        let ack = Arc::new(AtomicU64::new(0));
+        let (q, v, a) = (wq.clone(), value.clone(), ack.clone());
+        let waiter = spawn_on(1, move || {
+            for i in 1..=N {
+                let ok = q.wait_until_timeout(|| v.load(SeqCst) >= i, Duration::from_secs(2));
+                assert!(ok, "wakeup {i} was lost");
+                a.store(i, SeqCst);
+            }
+        });
+        let waker = spawn_on(0, move || {
+            for i in 1..=N {
+                // Spin a varying while, so the store lands at different
+                // points of the waiter's enqueue/test/switch sequence.
+                for _ in 0..(i * 7919) % 257 {
+                    core::hint::spin_loop();
+                }
+                value.store(i, SeqCst);
+                wq.wake_all();
+                while ack.load(SeqCst) < i {
+                    core::hint::spin_loop();
+                }
+            }
+        });
+        waiter.join();
+        waker.join();
+    }
+}
+
+crate::ktest! {
+    /// Two threads on one CPU hand it back and forth with `yield_now`;
+    /// prints the cost of a context switch.
+    #[smp(1)]
+    fn context_switch_cost() {
+        const YIELDS: u64 = 20_000;
+        let before = context_switches(0);
+        let t0 = time::now_ns();
+        let a = spawn_on(0, || (0..YIELDS).for_each(|_| yield_now()));
+        let b = spawn_on(0, || (0..YIELDS).for_each(|_| yield_now()));
+        a.join();
+        b.join();
+        let ns = time::now_ns() - t0;
+        let switches = context_switches(0) - before;
+        assert!(switches >= 2 * YIELDS, "only {switches} switches");
+        crate::println!(
+            "sched: {switches} context switches on one cpu in {} ms: {} ns per switch (yield_now, TCG)",
+            ns / 1_000_000,
+            ns / switches
+        );
+    }
+}
+
+crate::ktest! {
+    /// Sleeping threads on every CPU leave idle CPUs halted and are woken
+    /// by their own CPU's tick; `smp::spawn_on` jobs are threads too.
+    #[smp(2, 8)]
+    fn sleepers_on_every_cpu() {
+        let handles: Vec<_> = smp::online()
+            .map(|cpu| {
+                spawn_on(cpu, move || {
+                    for _ in 0..5 {
+                        sleep(Duration::from_millis(4));
+                    }
+                    crate::arch::cpu_id() == cpu
+                })
+            })
+            .collect();
+        for h in handles {
+            assert!(h.join(), "a thread ran on another cpu than its own");
+        }
+        let job = smp::spawn_on(1, || sleep(Duration::from_millis(5)));
+        assert!(job.join(1000));
+    }
+}
+
+crate::ktest! {
+    /// Harness self-test: sleeping with interrupts off is reported with
+    /// the CPU and the place. Run by boot/tests/harness.rs.
+    #[selftest]
+    #[smp(1)]
+    fn selftest_sleep_with_interrupts_off_is_reported() {
+        let _irq = crate::arch::percpu::IrqGuard::new();
+        sleep(Duration::from_millis(1));
+    }
+}
+
+/// Recurses with a 1 KiB frame until the stack runs out.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let frame = [depth; 128];
+    let frame = core::hint::black_box(frame);
+    if core::hint::black_box(depth) == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1) + frame[(depth % 128) as usize]
+}
+
+crate::ktest! {
+    /// Harness self-test: a thread that overflows its stack hits the guard
+    /// hole below it and is reported as a stack overflow, not as memory
+    /// corruption. Run by boot/tests/harness.rs.
+    #[selftest]
+    #[smp(1)]
+    fn selftest_stack_overflow_hits_the_guard_page() {
+        let h = spawn_on(0, || recurse(0));
+        h.join();
+    }
+}
+
+crate::ktest! {
+    /// Harness self-test: blocking inside an rcu-sched read-side section
+    /// (a `SchedGuard`) is reported. Run by boot/tests/harness.rs.
+    #[selftest]
+    #[smp(1)]
+    fn selftest_wait_in_sched_guard_is_reported() {
+        let _section = crate::arch::percpu::sched_read_lock();
+        Completion::new().wait_for_completion();
+    }
+}
