@@ -148,3 +148,31 @@ crate::ktest! {
         assert!(srcu.cleanup().is_ok());
     }
 }
+
+crate::ktest! {
+    /// A reader that really sleeps inside its read section (a kernel thread
+    /// blocked in `sched::sleep`, its CPU idle meanwhile) holds up
+    /// `synchronize` on another CPU until it wakes and unlocks.
+    #[smp(2, 8)]
+    fn srcu_reader_sleeping_in_its_section_holds_up_synchronize() {
+        use core::sync::atomic::AtomicU8;
+        use core::time::Duration;
+        let srcu = Arc::new(Srcu::<Kernel>::new().unwrap());
+        // 0: not started, 1: in the section, 2: woke and about to unlock.
+        let state = Arc::new(AtomicU8::new(0));
+        let (s, st) = (srcu.clone(), state.clone());
+        let reader = crate::sched::spawn_on(1, move || {
+            let guard = s.read_lock();
+            st.store(1, SeqCst);
+            crate::sched::sleep(Duration::from_millis(30));
+            st.store(2, SeqCst);
+            drop(guard);
+        });
+        assert!(smp::wait_for(1000, || state.load(SeqCst) == 1));
+        let t0 = time::now_ns();
+        srcu.synchronize().unwrap();
+        assert_eq!(state.load(SeqCst), 2, "synchronize returned while the reader slept in its section");
+        assert!(time::now_ns() - t0 >= 10_000_000, "synchronize did not wait for the sleeper");
+        reader.join();
+    }
+}
