@@ -72,10 +72,17 @@ crate::ktest! {
         assert_eq!(*boxed, 0x1234_5678);
         let v: Vec<u64> = (0..100_000).collect();
         assert_eq!(v.iter().sum::<u64>(), 99_999 * 100_000 / 2);
-        assert!(usage().0 >= used_before + 800_000, "the vector's memory is counted");
+        let used_with_vec = usage().0;
+        assert!(used_with_vec >= used_before + 800_000, "the vector's memory is counted");
         drop(v);
         drop(boxed);
-        assert_eq!(usage().0, used_before, "everything is given back");
+        // Other CPUs may allocate or free a little meanwhile (idle threads,
+        // timers), so compare with a margin far below the vector's 800 KB.
+        let used_after = usage().0;
+        assert!(
+            used_after + 790_000 <= used_with_vec && used_after <= used_before + 10_000,
+            "the vector's memory is given back: {used_before} before, {used_with_vec} with it, {used_after} after"
+        );
     }
 }
 
