@@ -100,25 +100,16 @@ impl CommandLine {
                     line.tests = Some(value.split(',').map(String::from).collect());
                 }
                 "bench_loops" => {
-                    line.bench_loops = value
-                        .parse()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| bad("a positive number of pairs"))?
+                    line.bench_loops =
+                        positive(value).ok_or_else(|| bad("a positive number of pairs"))?
                 }
                 "duration" => {
-                    line.duration = value
-                        .parse()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| bad("a positive number of seconds"))?
+                    line.duration =
+                        positive(value).ok_or_else(|| bad("a positive number of seconds"))?
                 }
                 "bench_runs" => {
-                    line.bench_runs = value
-                        .parse()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| bad("a positive number of runs"))?
+                    line.bench_runs =
+                        positive(value).ok_or_else(|| bad("a positive number of runs"))? as usize
                 }
                 _ => return Err(CmdlineError::UnknownKey(key.to_string())),
             }
@@ -152,6 +143,11 @@ impl CommandLine {
     }
 }
 
+/// A whole number above zero.
+fn positive(value: &str) -> Option<u64> {
+    value.parse().ok().filter(|&n| n > 0)
+}
+
 crate::ktest! {
     fn cmdline_parses_and_refuses() {
         let line = CommandLine::parse("mode=test tests=a::b,c").unwrap();
@@ -161,5 +157,7 @@ crate::ktest! {
         assert!(matches!(CommandLine::parse("mode"), Err(CmdlineError::NotKeyValue(_))));
         assert!(matches!(CommandLine::parse("colour=red"), Err(CmdlineError::UnknownKey(_))));
         assert!(matches!(CommandLine::parse("mode=fast"), Err(CmdlineError::BadValue { .. })));
+        assert!(matches!(CommandLine::parse("duration=0"), Err(CmdlineError::BadValue { .. })));
+        assert_eq!(CommandLine::parse("bench_runs=3 bench_loops=7").unwrap().bench(), (7, 3));
     }
 }
