@@ -44,6 +44,7 @@
 //! (Spin locks are not counted: holding one across a sleep is not caught.)
 #![deny(unsafe_code)]
 
+mod mutex;
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
@@ -51,6 +52,7 @@ use alloc::vec::Vec;
 use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use core::time::Duration;
+pub use mutex::{SleepMutex, SleepMutexGuard};
 
 use ::x86_64::instructions::interrupts;
 use spin::{Mutex, Once};
