@@ -131,6 +131,7 @@ failed test or timeout, 2 for a bad option.
 /// Parses the runner's arguments (without the program name).
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionError> {
     let mut opts = Options::default();
+    let mut timeout_given = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -181,6 +182,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
             "--timeout" => {
                 let secs = parse_in_range(&flag, &value("seconds, 0 for none")?, 0, 86_400)?;
                 opts.timeout = (secs > 0).then(|| Duration::from_secs(secs.into()));
+                timeout_given = true;
             }
             "--duration" => {
                 let v = value("seconds")?;
@@ -208,6 +210,19 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
     }
     if opts.duration.is_some() && opts.mode != Mode::Live {
         return Err(OptionError("--duration goes with --mode live".into()));
+    }
+    if let (Some(secs), false, Some(timeout)) = (opts.duration, timeout_given, opts.timeout) {
+        // A long live run must not be cut by the default timeout: allow
+        // the run plus two minutes for boot and the final checks.
+        opts.timeout = Some(timeout.max(Duration::from_secs(u64::from(secs) + 120)));
+    }
+    if let (Some(secs), Some(timeout)) = (opts.duration, opts.timeout) {
+        if timeout.as_secs() < u64::from(secs) {
+            return Err(OptionError(format!(
+                "--timeout {} is shorter than --duration {secs}; raise it or use --timeout 0",
+                timeout.as_secs()
+            )));
+        }
     }
     if (opts.bench_loops.is_some() || opts.bench_runs.is_some()) && opts.mode != Mode::Bench {
         return Err(OptionError(
