@@ -73,6 +73,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         memory.heap_bytes >> 10
     );
     arch::bring_up_cpus(madt.as_ref(), phys_offset);
+    sched::workqueue::start();
     println!("cmdline: {}", cmdline.raw());
 
     match cmdline.mode() {

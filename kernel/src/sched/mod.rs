@@ -45,6 +45,7 @@
 #![deny(unsafe_code)]
 
 mod mutex;
+pub mod workqueue;
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
