@@ -93,16 +93,9 @@ fn submit_loop(q: &Queue) {
 }
 
 fn complete_handed_off(q: &Queue) {
-    let mut n = q.handoff.load(SeqCst);
-    while n > 0 {
-        match q.handoff.compare_exchange_weak(n, n - 1, SeqCst, SeqCst) {
-            Ok(_) => {
-                q.usage.put();
-                COMPLETED.add(1);
-                return;
-            }
-            Err(seen) => n = seen,
-        }
+    if crate::sync::take_one(&q.handoff) {
+        q.usage.put();
+        COMPLETED.add(1);
     }
 }
 

@@ -106,18 +106,6 @@ mod tests {
     use super::Kernel;
     use crate::arch::smp;
 
-    /// Takes one handed-off reference, if there is one.
-    fn claim(handoff: &AtomicUsize) -> bool {
-        let mut n = handoff.load(SeqCst);
-        while n > 0 {
-            match handoff.compare_exchange_weak(n, n - 1, SeqCst, SeqCst) {
-                Ok(_) => return true,
-                Err(seen) => n = seen,
-            }
-        }
-        false
-    }
-
     crate::ktest! {
         /// Every CPU but the boot CPU hammers one ref with gets and puts,
         /// half of the puts on another CPU than the get, while the boot CPU
@@ -161,7 +149,7 @@ mod tests {
                                 handoff.fetch_add(1, SeqCst); // ...one on whichever CPU claims it
                                 drop(g);
                             }
-                            if claim(&handoff) {
+                            if crate::sync::take_one(&handoff) {
                                 r.put();
                             }
                             n += 1;
@@ -186,7 +174,7 @@ mod tests {
             for w in &workers {
                 assert!(w.join(10_000), "a worker did not stop");
             }
-            while claim(&handoff) {
+            while crate::sync::take_one(&handoff) {
                 r.put();
             }
             assert_eq!(released.load(SeqCst), 0, "released while a reference was held");
