@@ -95,12 +95,22 @@ fn sleeping_while_atomic_and_stack_overflows_are_reported() {
             30,
         ),
         ("sched::tests::selftest_wait_in_sched_guard_is_reported", 30),
+        (
+            "sched::tests::selftest_sleep_holding_a_spin_lock_is_reported",
+            30,
+        ),
     ]);
     let section = failure(&results["sched::tests::selftest_wait_in_sched_guard_is_reported"]);
     assert!(
-        section.contains("wait_for_completion inside an rcu-sched read-side section")
+        section.contains("wait_for_completion with preemption disabled")
             && section.contains("on cpu 0 at kernel/src/sched/tests.rs"),
         "{section}"
+    );
+    let spin = failure(&results["sched::tests::selftest_sleep_holding_a_spin_lock_is_reported"]);
+    assert!(
+        spin.contains("sleep with preemption disabled (a SpinLock or SchedGuard is held")
+            && spin.contains("on cpu 0 at kernel/src/sched/tests.rs"),
+        "{spin}"
     );
     let atomic = failure(&results["sched::tests::selftest_sleep_with_interrupts_off_is_reported"]);
     assert!(

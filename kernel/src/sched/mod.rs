@@ -1,10 +1,28 @@
 //! Kernel threads, per-CPU run queues, wait queues, completions, sleeping.
 //!
-//! This slice is **cooperative**: a thread runs until it blocks (a wait
-//! queue, a completion, `sleep`, `join`), yields or exits. The timer tick
-//! wakes sleepers but never switches threads. Threads stay on the CPU they
-//! were spawned on (no migration), so per-CPU data read by a thread belongs
-//! to the CPU it runs on for its whole life.
+//! # Preemption
+//! A thread runs until it blocks (a wait queue, a completion, `sleep`,
+//! `join`), yields, exits, or its time slice ends: every timer tick (4 ms)
+//! that finds another thread ready on the CPU asks for a switch
+//! (`NEED_RESCHED`), and the tick's interrupt handler switches threads on
+//! its way out, after the EOI, unless preemption is disabled. Preemption is
+//! disabled inside an rcu-sched read-side section: a
+//! [`SchedGuard`](crate::arch::percpu::SchedGuard), which every
+//! [`SpinLock`](crate::sync::SpinLock) holds while locked, or with
+//! interrupts off. A switch the tick could not do is done when the
+//! outermost section ends (the tick also marks the section's exit as owing
+//! a quiescent state, so the exit takes its cold path, which calls
+//! [`preempt_point`]). So code holding a spin lock or inside a per-CPU
+//! fast path is never switched out, as in Linux, where preempt_disable is
+//! itself an rcu-sched reader. Within a CPU the ready threads run round
+//! robin, one tick each. Idle threads are never preempted (they switch as
+//! soon as a thread is ready).
+//!
+//! Threads stay on the CPU they were spawned on (no migration), so per-CPU
+//! data read by a thread belongs to the CPU it runs on for its whole life;
+//! another thread of the same CPU may run between two instructions of a
+//! preemptible thread, as an interrupt handler may, so per-CPU
+//! read-modify-write sequences take a section or an [`IrqGuard`].
 //!
 //! # Run queues
 //! Every CPU has a run queue (a spin lock taken with interrupts off): the
@@ -30,7 +48,10 @@
 //! test and the switch turns the state back to `RUNNING`, which the
 //! scheduler reads under the run-queue lock, so the "sleep" becomes a
 //! yield. Every waiter re-tests its condition in a loop, so a stale
-//! wakeup is harmless.
+//! wakeup is harmless. A preemption between setting `BLOCKED` and the
+//! switch puts the thread back on the ready queue whatever its state (as
+//! Linux does for a preempted task): it is not asleep yet, and when it
+//! runs again it finishes its test and sleeps properly.
 //!
 //! # Cross-CPU wakeups
 //! Waking a thread of another CPU whose current thread is its idle thread
@@ -39,9 +60,9 @@
 //!
 //! # Sleeping in atomic context
 //! Every call that may block checks first that interrupts are on, that the
-//! CPU is not in an interrupt handler and not in an rcu-sched read-side
-//! section, and panics with the CPU and the caller's place otherwise.
-//! (Spin locks are not counted: holding one across a sleep is not caught.)
+//! CPU is not in an interrupt handler and that preemption is enabled (no
+//! spin lock held, no rcu-sched read-side section), and panics with the
+//! CPU and the caller's place otherwise ("scheduling while atomic").
 #![deny(unsafe_code)]
 
 mod mutex;
@@ -61,8 +82,17 @@ use spin::{Mutex, Once};
 use crate::arch::context::{self, Context};
 use crate::arch::percpu::{cpu_id, possible_cpus, sched_depth, IrqGuard};
 use crate::arch::{idt, smp, time};
+use crate::sync::SpinLock;
 
 mod tests;
+
+crate::percpu! {
+    /// 1 when the tick found another thread ready while the current one
+    /// could not be switched out; the next preemption point switches.
+    static NEED_RESCHED: PerCpu<u64> = 0;
+    /// Involuntary switches (preemptions) done on this CPU.
+    pub static PREEMPTIONS: PerCpu<u64> = 0;
+}
 
 const RUNNING: u8 = 0;
 const BLOCKED: u8 = 1;
@@ -80,7 +110,7 @@ struct Thread {
     /// lock (so Relaxed).
     on_rq: AtomicBool,
     idle: bool,
-    start: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    start: SpinLock<Option<Box<dyn FnOnce() + Send>>>,
     /// Set once the thread's function has returned.
     done: AtomicBool,
     exited: WaitQueue,
@@ -103,7 +133,7 @@ impl Thread {
             state: AtomicU8::new(RUNNING),
             on_rq: AtomicBool::new(false),
             idle,
-            start: Mutex::new(start),
+            start: SpinLock::new(start),
             done: AtomicBool::new(false),
             exited: WaitQueue::new(),
         })
@@ -209,7 +239,7 @@ fn idle_loop() -> ! {
         // pending interrupt only once halted), so a kick sent after the
         // check still ends the halt.
         if with_rq(me, |rq| !rq.ready.is_empty()) {
-            schedule();
+            schedule(false);
         } else {
             interrupts::enable_and_hlt();
         }
@@ -217,16 +247,20 @@ fn idle_loop() -> ! {
 }
 
 /// Picks the next thread of this CPU and switches to it. The current
-/// thread goes back on the queue if it is still runnable (a yield), stays
-/// off it if it is blocked, and is retired if it is dead.
-fn schedule() {
+/// thread goes back on the queue if it is still runnable (a yield) or is
+/// being preempted, stays off it if it is blocked, and is retired if it is
+/// dead.
+fn schedule(preempt: bool) {
     let irq = IrqGuard::new();
     let me = cpu_id();
     let pair = with_rq(me, |rq| {
         let prev = rq.current.clone().expect("a current thread on this cpu");
         // Acquire: pairs with the AcqRel compare-exchange of a waker.
         let state = prev.state.load(Ordering::Acquire);
-        if state == RUNNING && !prev.idle {
+        // A preempted thread stays runnable even if it was on its way to
+        // sleep (see "the lost-wakeup race"); a dead one never preempts.
+        let runnable = state == RUNNING || (preempt && state == BLOCKED);
+        if runnable && !prev.idle {
             if rq.ready.is_empty() {
                 return None;
             }
@@ -247,6 +281,10 @@ fn schedule() {
             return None;
         }
         rq.switches += 1;
+        NEED_RESCHED.set(0);
+        if preempt {
+            PREEMPTIONS.add(1);
+        }
         let pair = (prev.ctx, next.ctx);
         rq.current = Some(next);
         Some(pair)
@@ -292,7 +330,7 @@ fn exit_current() -> ! {
         // Relaxed: read by this CPU's scheduler only, under this lock.
         me.state.store(DEAD, Ordering::Relaxed);
     });
-    schedule();
+    schedule(false);
     unreachable!("an exited thread was resumed")
 }
 
@@ -344,7 +382,8 @@ fn enqueue(thread: &Arc<Thread>) {
 }
 
 /// Panics unless the caller may block: interrupts on, not in an interrupt
-/// handler, not in an rcu-sched read-side section.
+/// handler, preemption enabled (no spin lock held, no rcu-sched read-side
+/// section).
 #[track_caller]
 fn might_sleep(what: &str) {
     let place = Location::caller();
@@ -360,7 +399,7 @@ fn might_sleep(what: &str) {
     let depth = sched_depth();
     if depth != 0 {
         panic!(
-            "{what} inside an rcu-sched read-side section (SchedGuard depth {depth}; scheduling while atomic) on cpu {cpu} at {place}"
+            "{what} with preemption disabled (a SpinLock or SchedGuard is held, depth {depth}; scheduling while atomic) on cpu {cpu} at {place}"
         );
     }
 }
@@ -369,7 +408,7 @@ fn might_sleep(what: &str) {
 #[track_caller]
 pub fn yield_now() {
     might_sleep("yield_now");
-    schedule();
+    schedule(false);
 }
 
 static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
@@ -392,7 +431,7 @@ pub fn spawn_on<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {
     assert!(smp::is_online(cpu), "spawn_on: cpu {cpu} is offline");
-    let packet: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
+    let packet: Arc<SpinLock<Option<T>>> = Arc::new(SpinLock::new(None));
     let result = packet.clone();
     let start: Box<dyn FnOnce() + Send> = Box::new(move || {
         let value = f();
@@ -407,7 +446,7 @@ pub fn spawn_on<T: Send + 'static>(
 #[must_use = "a thread that is never joined cannot report its result"]
 pub struct JoinHandle<T> {
     thread: Arc<Thread>,
-    packet: Arc<Mutex<Option<T>>>,
+    packet: Arc<SpinLock<Option<T>>>,
 }
 
 impl<T> JoinHandle<T> {
@@ -496,7 +535,7 @@ impl WaitQueue {
             if let Some(deadline) = deadline {
                 arm_timer(&mut timer, deadline, &me);
             }
-            schedule();
+            schedule(false);
         };
         self.remove(&me);
         // Relaxed: only this thread and its wakers touch it; a waker that
@@ -671,7 +710,7 @@ pub fn sleep(duration: Duration) {
             return;
         }
         arm_timer(&mut timer, deadline, &me);
-        schedule();
+        schedule(false);
     }
 }
 
@@ -705,5 +744,42 @@ pub fn tick() {
             }
             Timer::Call(f) => f(),
         }
+    }
+    // The time slice of the current thread ends if another one is ready.
+    let slice_over = with_rq(cpu_id(), |rq| {
+        !rq.ready.is_empty() && rq.current.as_ref().is_some_and(|c| !c.idle)
+    });
+    if slice_over {
+        NEED_RESCHED.set(1);
+    }
+}
+
+/// Whether this CPU may switch threads here: the scheduler runs on it, and
+/// it is in no rcu-sched read-side section (which every spin lock holder
+/// is in). Interrupts are checked by the callers.
+fn preemptible() -> bool {
+    CPUS.get().is_some() && sched_depth() == 0
+}
+
+/// The timer interrupt's exit, after its EOI: switches threads if the
+/// tick asked for it and the interrupted code is preemptible. Runs on the
+/// interrupted thread's stack with interrupts off; the switch returns here
+/// when the thread is chosen again, and the handler's `iretq` resumes it.
+pub fn preempt_irq_exit() {
+    if NEED_RESCHED.get() != 0 && preemptible() {
+        NEED_RESCHED.set(0);
+        schedule(true);
+    }
+}
+
+/// A preemption point for code that has just ended its outermost
+/// rcu-sched section (or dropped its last spin lock): switches if the tick
+/// asked for it meanwhile. Does nothing with interrupts off or in an
+/// interrupt handler.
+pub fn preempt_point() {
+    if NEED_RESCHED.get() != 0 && interrupts::are_enabled() && !idt::in_interrupt() && preemptible()
+    {
+        NEED_RESCHED.set(0);
+        schedule(true);
     }
 }

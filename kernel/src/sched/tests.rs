@@ -7,8 +7,10 @@ use core::time::Duration;
 
 use super::{
     call_after, context_switches, sleep, spawn, spawn_on, yield_now, Completion, WaitQueue,
+    PREEMPTIONS,
 };
 use crate::arch::{idt, smp, time};
+use crate::sync::SpinLock;
 
 /// p50 and p99 of `samples` (nanoseconds; sorted in place), in tenths of
 /// a microsecond.
@@ -265,5 +267,121 @@ crate::ktest! {
     fn selftest_wait_in_sched_guard_is_reported() {
         let _section = crate::arch::percpu::sched_read_lock();
         Completion::new().wait_for_completion();
+    }
+}
+
+/// Spins (never yielding) until `until` is true or `ms` milliseconds have
+/// passed; true if `until` became true.
+fn busy_until(ms: u64, mut until: impl FnMut() -> bool) -> bool {
+    let deadline = time::now_ns() + ms * 1_000_000;
+    while time::now_ns() < deadline {
+        if until() {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}
+
+crate::ktest! {
+    /// Threads that never yield still share their CPU: the test thread
+    /// busy-waits for a busy thread spawned on its own CPU, which can only
+    /// run if the tick preempts the test thread, and the two busy threads
+    /// of CPU 1 (at 2 and 8 CPUs) each see the other make progress.
+    #[smp(1, 2, 8)]
+    fn preemption_shares_a_cpu_between_busy_threads() {
+        let me = crate::arch::cpu_id();
+        let preempted_before = PREEMPTIONS.read_remote(me);
+        let ran = Arc::new(AtomicU64::new(0));
+        let r = ran.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let busy = spawn_on(me, move || {
+            while !s.load(SeqCst) {
+                r.fetch_add(1, SeqCst);
+                core::hint::spin_loop();
+            }
+        });
+        assert!(
+            busy_until(2000, || ran.load(SeqCst) > 0),
+            "a thread ready on cpu {me} never ran while the test thread spun: no preemption"
+        );
+        stop.store(true, SeqCst);
+        busy.join();
+        assert!(PREEMPTIONS.read_remote(me) > preempted_before);
+        if smp::online().count() > 1 {
+            let counters = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+            let handles: Vec<_> = (0..2)
+                .map(|i| {
+                    let c = counters.clone();
+                    spawn_on(1, move || {
+                        // Each counts until it has seen the other count
+                        // 100 times while it was itself running.
+                        let mut seen = 0;
+                        let mut last = c[1 - i].load(SeqCst);
+                        busy_until(5000, || {
+                            c[i].fetch_add(1, SeqCst);
+                            let now = c[1 - i].load(SeqCst);
+                            if now != last {
+                                seen += 1;
+                                last = now;
+                            }
+                            seen >= 100
+                        })
+                    })
+                })
+                .collect();
+            for h in handles {
+                assert!(h.join(), "two busy threads of cpu 1 did not take turns");
+            }
+        }
+    }
+}
+
+crate::ktest! {
+    /// A thread holding a `SpinLock` (or in a `SchedGuard` section) is
+    /// never switched out, even across several ticks with another thread
+    /// ready on its CPU; the switch the tick put off happens when the lock
+    /// is dropped, not a tick later.
+    #[smp(1, 2)]
+    fn no_preemption_while_a_spin_lock_is_held() {
+        let cpu = smp::online().last().unwrap();
+        let lock = Arc::new(SpinLock::new(0u64));
+        let other_ran = Arc::new(AtomicU64::new(0));
+        let (l, o) = (lock.clone(), other_ran.clone());
+        let holder = spawn_on(cpu, move || {
+            // Locked first, so the tick cannot run `other` before.
+            let guard = l.lock();
+            let o2 = o.clone();
+            let other = spawn_on(cpu, move || {
+                o2.fetch_add(1, SeqCst);
+            });
+            let switches = context_switches(cpu);
+            // Three ticks' worth, with `other` ready all along.
+            time::delay_us(12_000);
+            let held_switches = context_switches(cpu) - switches;
+            let before_unlock = o.load(SeqCst);
+            drop(guard);
+            let after_unlock = o.load(SeqCst);
+            other.join();
+            (held_switches, before_unlock, after_unlock)
+        });
+        let (held_switches, before, after) = holder.join();
+        assert_eq!(held_switches, 0, "switched out while holding a spin lock");
+        assert_eq!(before, 0, "the ready thread ran while the lock was held");
+        assert_eq!(after, 1, "the put-off preemption did not happen at the unlock");
+        assert_eq!(*lock.lock(), 0);
+    }
+}
+
+crate::ktest! {
+    /// Harness self-test: sleeping while holding a `SpinLock` is reported
+    /// ("scheduling while atomic"). Run by boot/tests/harness.rs.
+    #[selftest]
+    #[smp(1)]
+    fn selftest_sleep_holding_a_spin_lock_is_reported() {
+        let lock = SpinLock::new(());
+        let _held = lock.lock();
+        sleep(Duration::from_millis(1));
     }
 }

@@ -1,11 +1,14 @@
 //! Synchronisation services built on the arch layer: the rcu-sched grace
-//! period ([`rcu`]) and the kernel's backend for the `refcnt` crate
-//! ([`backend`]). No unsafe code here: everything unsafe is in `arch`.
+//! period ([`rcu`]), the preemption-disabling [`SpinLock`] and the
+//! kernel's backend for the `refcnt` crate ([`backend`]). No unsafe code here: everything unsafe is in `arch`.
 #![deny(unsafe_code)]
 
 pub mod backend;
 pub mod rcu;
+mod spinlock;
 mod srcu_tests;
+
+pub use spinlock::{SpinLock, SpinLockGuard};
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 

@@ -108,9 +108,14 @@ pub fn synchronize_sched() {
         while GP_SEEN.read_remote(cpu) < seq {
             // Another CPU may be waiting for us with interrupts off; we are
             // in no section, so answer for ourselves.
+            // Interrupts off: the report's read-modify-write of this
+            // CPU's words must not interleave with the tick's or with
+            // another thread's on this CPU.
+            let irq = IrqGuard::new();
             if GP_SEEN.get() < GP_SEQ.load(Ordering::Relaxed) {
                 report_quiescent();
             }
+            drop(irq);
             core::hint::spin_loop();
         }
     }

@@ -27,6 +27,7 @@ use spin::{Mutex, Once};
 
 use super::paging;
 use super::percpu::{cpu_id, IrqGuard};
+use crate::sync::SpinLock;
 
 /// Bytes of each thread stack (mapped).
 pub const STACK_SIZE: u64 = 32 * 1024;
@@ -157,7 +158,7 @@ const DEAD: u64 = u64::MAX;
 pub struct Context {
     rsp: AtomicU64,
     state: AtomicU64,
-    stack: Mutex<Option<KernelStack>>,
+    stack: SpinLock<Option<KernelStack>>,
 }
 
 static RETIRED: Mutex<Vec<&'static Context>> = Mutex::new(Vec::new());
@@ -170,7 +171,7 @@ impl Context {
             alloc::boxed::Box::leak(alloc::boxed::Box::new(Context {
                 rsp: AtomicU64::new(0),
                 state: AtomicU64::new(DEAD),
-                stack: Mutex::new(None),
+                stack: SpinLock::new(None),
             }))
         })
     }

@@ -212,6 +212,9 @@ extern "x86-interrupt" fn timer_tick(_frame: InterruptStackFrame) {
     crate::sched::tick();
     IN_IRQ.set(0);
     apic::eoi();
+    // Last: a preemption switches threads on this stack and comes back
+    // here only when the interrupted thread runs again.
+    crate::sched::preempt_irq_exit();
 }
 
 extern "x86-interrupt" fn call_ipi(_frame: InterruptStackFrame) {

@@ -490,6 +490,9 @@ fn deferred_quiescent_state() {
         gs_store(RS_WANTED_OFFSET, 0);
     }
     (QS_HOOK.get().copied().unwrap_or(|| {}))();
+    // The tick marks a section it interrupts as owing a report, so this
+    // is also where a preemption the tick had to put off happens.
+    crate::sched::preempt_point();
 }
 
 /// Called when a CPU passes a quiescent state it was asked for.
