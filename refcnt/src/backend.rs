@@ -171,6 +171,26 @@ pub unsafe trait Backend: Report {
         None
     }
 
+    /// Adds `delta` to the calling task's count of open SRCU read sections
+    /// (all domains together) and returns the new count, if this backend
+    /// keeps one per task; `task_srcu_nest(0)` just reads it. SRCU's
+    /// misuse checks use it: a task whose count is 0 is in no read section,
+    /// whatever the per-CPU counters say (they also count the sections of
+    /// other tasks that were switched out on this CPU inside one). The
+    /// default, `None`, leaves the checks to the per-CPU counters, which is
+    /// exact when each CPU runs one task (the host backend's threads).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// assert_eq!(Host::task_srcu_nest(0), None);
+    /// ```
+    #[inline]
+    fn task_srcu_nest(_delta: isize) -> Option<usize> {
+        None
+    }
+
     /// As [`this_cpu_add`](Backend::this_cpu_add), and the add is itself a
     /// read-side section for [`synchronize_sched`](Backend::synchronize_sched)
     /// (promise 3 applies to it). SRCU's fast flavour counts readers with
@@ -183,10 +203,80 @@ pub unsafe trait Backend: Report {
         Self::this_cpu_add(p, slot, delta);
     }
 
-    /// Called in every spin-wait loop of the crate (waiting for a release,
-    /// for a switch in flight). The default is a CPU pause hint; a backend
-    /// with a scheduler may yield instead.
+    /// Called in the crate's short spin-wait loops (a release callback
+    /// that another CPU is running while a lock is held) and by the default
+    /// [`wait_until`](Backend::wait_until). The default is a CPU pause
+    /// hint; a backend with a scheduler may yield instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// Host::relax(); // yields the thread on the host
+    /// ```
     fn relax() {
         core::hint::spin_loop()
+    }
+
+    /// Waits until `done` returns true. Every wait of the crate that can
+    /// last goes through here: readers leaving an SRCU index, another
+    /// updater's grace period, a mode switch's confirmation, callbacks
+    /// before a barrier, a release in flight. No lock of the crate is held
+    /// when it is called, so a backend with a scheduler should put the
+    /// caller to sleep (after a short spin, since most of these waits end
+    /// within microseconds) and test `done` again when
+    /// [`wake_waiters`](Backend::wake_waiters) is called or after a
+    /// timeout: `done` may become true without a wakeup (a reader leaving
+    /// its section tells no one). `done` is cheap and may be called many
+    /// times. The default spins with [`relax`](Backend::relax).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    /// use refcnt::{host::Host, Backend};
+    /// let polls = AtomicU32::new(0);
+    /// Host::wait_until(&mut || polls.fetch_add(1, Relaxed) == 3);
+    /// assert_eq!(polls.load(Relaxed), 4);
+    /// ```
+    fn wait_until(done: &mut dyn FnMut() -> bool) {
+        while !done() {
+            Self::relax();
+        }
+    }
+
+    /// Something a [`wait_until`](Backend::wait_until) may be waiting for
+    /// has happened (a grace period ended, callbacks ran, a mode switch
+    /// landed, a release returned): sleeping waiters should test their
+    /// condition again. May be called from any context the crate runs in,
+    /// and often: it should cost one load when nobody waits. The default
+    /// does nothing (the default wait spins).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// Host::wake_waiters();
+    /// ```
+    fn wake_waiters() {}
+
+    /// Runs `f` soon from a context that may block and wait (a worker
+    /// thread), never from inside this call. SRCU's callback worker, which
+    /// runs whole grace periods, goes here rather than through
+    /// [`call_sched`](Backend::call_sched), so that a long SRCU reader does
+    /// not hold up the rcu-sched callbacks queued behind it. The default
+    /// hands `f` to `call_sched` (a grace period is a valid delay).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use refcnt::{host::Host, Backend};
+    /// let (tx, rx) = mpsc::channel();
+    /// Host::queue_work(Box::new(move || tx.send(7).unwrap()));
+    /// assert_eq!(rx.recv().unwrap(), 7);
+    /// ```
+    fn queue_work(f: Box<dyn FnOnce() + Send>) {
+        Self::call_sched(f)
     }
 }

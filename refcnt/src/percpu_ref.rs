@@ -429,6 +429,7 @@ impl<B: Backend> Inner<B> {
             (self.release)();
             // Release: waiters that see this see everything release did.
             self.releases.store(l, Release);
+            B::wake_waiters();
         } else {
             misuse::report::<B>(Misuse::RepeatedZero);
         }
@@ -531,7 +532,12 @@ impl<B: Backend> Inner<B> {
             }
             Action::Start => {
                 let t = Arc::clone(this);
-                B::call_sched(Box::new(move || Self::land(&t)));
+                B::call_sched(Box::new(move || {
+                    Self::land(&t);
+                    // `exit` waits for this handle to go.
+                    drop(t);
+                    B::wake_waiters();
+                }));
             }
         }
     }
@@ -584,6 +590,8 @@ impl<B: Backend> Inner<B> {
             for (c, _) in late {
                 c();
             }
+            // `switch_to_atomic_sync` and `exit` may be waiting for this.
+            B::wake_waiters();
             if !again {
                 return;
             }
@@ -938,9 +946,7 @@ impl<B: Backend> PercpuRef<B> {
         if !self.to_atomic(Some((flag, true)), true) {
             return;
         }
-        while !done.load(Acquire) {
-            B::relax();
-        }
+        B::wait_until(&mut || done.load(Acquire));
     }
 
     /// False (and reported) after exit, when `confirm` is dropped unrun.
@@ -1030,7 +1036,9 @@ impl<B: Backend> PercpuRef<B> {
         let old = inner.count.fetch_add(1, Relaxed);
         if refs(old) == 0 {
             // The last put of the old life may still be releasing: let it
-            // finish, so it does not claim the life we are starting.
+            // finish, so it does not claim the life we are starting. A
+            // short spin (not `wait_until`): `ctl` is held, and the release
+            // callback is already running.
             // Acquire: pairs with the Release store after release returns.
             while inner.releases.load(Acquire) < inner.lives.load(Relaxed) {
                 B::relax();
@@ -1088,13 +1096,11 @@ impl<B: Backend> PercpuRef<B> {
     /// assert!(r.tryget().is_none());
     /// ```
     pub fn exit(&mut self) {
-        let inner = loop {
-            // Only in-flight switches hold another Arc; wait for them.
-            if let Some(i) = Arc::get_mut(&mut self.inner) {
-                break i;
-            }
-            B::relax();
-        };
+        // Only in-flight switches hold another Arc (and none can start:
+        // we hold `&mut self`); wait for them to land.
+        let arc = &mut self.inner;
+        B::wait_until(&mut || Arc::get_mut(arc).is_some());
+        let inner = Arc::get_mut(&mut self.inner).expect("no switch in flight");
         let mode = inner.mode.load(Relaxed);
         if mode & EXITED != 0 {
             return;
@@ -1164,7 +1170,7 @@ impl<B: Backend> PercpuRef<B> {
         refs(self.inner.count.load(Relaxed))
     }
 
-    /// Waits (spinning with [`Backend::relax`]) until the current life has
+    /// Waits (with [`Backend::wait_until`]) until the current life has
     /// been released and its release callback has returned. Returns at once
     /// on a ref that was created dead and never brought to life.
     ///
@@ -1181,9 +1187,7 @@ impl<B: Backend> PercpuRef<B> {
         // Acquire: pairs with the Release stores of lives and releases, so
         // that we return only after release's effects are visible.
         let target = self.inner.lives.load(Acquire);
-        while self.inner.releases.load(Acquire) < target {
-            B::relax();
-        }
+        B::wait_until(&mut || self.inner.releases.load(Acquire) >= target);
     }
 
     /// A snapshot of the mode and counters.

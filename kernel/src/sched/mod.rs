@@ -92,6 +92,10 @@ crate::percpu! {
     static NEED_RESCHED: PerCpu<u64> = 0;
     /// Involuntary switches (preemptions) done on this CPU.
     pub static PREEMPTIONS: PerCpu<u64> = 0;
+    /// The running thread's count of open SRCU read sections, all domains
+    /// (see [`task_srcu_nest`]); swapped with the thread's own at every
+    /// switch.
+    static SRCU_NEST: PerCpu<u64> = 0;
 }
 
 const RUNNING: u8 = 0;
@@ -110,6 +114,9 @@ struct Thread {
     /// lock (so Relaxed).
     on_rq: AtomicBool,
     idle: bool,
+    /// Its SRCU nesting while it is switched out (see `SRCU_NEST`). Only
+    /// its CPU's scheduler touches it, under the run-queue lock (Relaxed).
+    srcu_nest: AtomicU64,
     start: SpinLock<Option<Box<dyn FnOnce() + Send>>>,
     /// Set once the thread's function has returned.
     done: AtomicBool,
@@ -133,6 +140,7 @@ impl Thread {
             state: AtomicU8::new(RUNNING),
             on_rq: AtomicBool::new(false),
             idle,
+            srcu_nest: AtomicU64::new(0),
             start: SpinLock::new(start),
             done: AtomicBool::new(false),
             exited: WaitQueue::new(),
@@ -227,13 +235,10 @@ extern "C" fn idle_entry() -> ! {
     idle_loop()
 }
 
-/// Runs ready grace-period callbacks, then the ready threads, then halts
-/// until an interrupt.
+/// Runs the ready threads, then halts until an interrupt.
 fn idle_loop() -> ! {
     let me = cpu_id();
     loop {
-        interrupts::enable();
-        crate::sync::rcu::poll_callbacks();
         interrupts::disable();
         // Interrupts stay off from this check to `sti; hlt` (which takes a
         // pending interrupt only once halted), so a kick sent after the
@@ -282,6 +287,8 @@ fn schedule(preempt: bool) {
         }
         rq.switches += 1;
         NEED_RESCHED.set(0);
+        prev.srcu_nest.store(SRCU_NEST.get(), Ordering::Relaxed);
+        SRCU_NEST.set(next.srcu_nest.load(Ordering::Relaxed));
         if preempt {
             PREEMPTIONS.add(1);
         }
@@ -402,6 +409,32 @@ fn might_sleep(what: &str) {
             "{what} with preemption disabled (a SpinLock or SchedGuard is held, depth {depth}; scheduling while atomic) on cpu {cpu} at {place}"
         );
     }
+}
+
+/// Adds `delta` to the running thread's count of open SRCU read sections
+/// and returns the new count (the kernel's
+/// [`refcnt::Backend::task_srcu_nest`]): a per-CPU word that the scheduler
+/// saves and restores at every switch, so it follows the thread.
+#[inline]
+pub fn task_srcu_nest(delta: isize) -> usize {
+    if delta != 0 {
+        SRCU_NEST.add(delta as u64);
+    }
+    // A preemption between the add and this load switches the word out and
+    // back in with the thread, so the load still reads this thread's.
+    SRCU_NEST.get() as usize
+}
+
+/// Whether the caller may block here: the scheduler runs, the caller is
+/// a thread (not the idle loop), interrupts are on, it is not in an
+/// interrupt handler and preemption is enabled. The checks of
+/// [`might_sleep`], as a question.
+pub fn can_sleep() -> bool {
+    CPUS.get().is_some()
+        && interrupts::are_enabled()
+        && !idt::in_interrupt()
+        && sched_depth() == 0
+        && with_rq(cpu_id(), |rq| rq.current.as_ref().is_some_and(|c| !c.idle))
 }
 
 /// Lets the other ready threads of this CPU run first.

@@ -75,6 +75,12 @@ fn worker_loop(q: &'static CpuQueue) -> ! {
     }
 }
 
+/// Whether the work queues exist (from [`start`] on; work queued before
+/// the workers run waits for them).
+pub fn started() -> bool {
+    QUEUES.get().is_some()
+}
+
 /// Queues `work` to run in CPU `cpu`'s worker thread.
 ///
 /// # Panics

@@ -5,11 +5,13 @@
 //! Misuse reports go to the serial console with the CPU number.
 
 use alloc::boxed::Box;
+use core::time::Duration;
 
 use refcnt::{AllocError, Backend, Misuse, Report};
 
 use crate::arch::percpu::{self, PercpuAlloc, SchedGuard};
 use crate::arch::time;
+use crate::sched::workqueue;
 
 /// The kernel backend (a zero-sized type; all calls are static).
 pub struct Kernel;
@@ -53,9 +55,9 @@ unsafe impl Backend for Kernel {
         percpu::gs_add(p.0.offset() + slot * 8, delta as u64);
     }
 
-    /// Exact here: code never migrates between CPUs (kernel threads stay
-    /// on the CPU they were spawned on, and the scheduler is cooperative).
-    /// Revisit when threads can move while inside an SRCU read section.
+    /// This CPU's word. The sums of a domain's words on one CPU count the
+    /// open sections of every thread of that CPU (threads never migrate),
+    /// so SRCU asks [`task_srcu_nest`](Backend::task_srcu_nest) first.
     fn this_cpu_read(p: &Self::PerCpu, slot: usize) -> Option<usize> {
         Some(percpu::gs_load(p.0.offset() + slot * 8) as usize)
     }
@@ -84,15 +86,37 @@ unsafe impl Backend for Kernel {
         time::now_ns()
     }
 
-    /// A wait point: with interrupts on, ready grace-period callbacks run
-    /// here (on a one-CPU system nothing else would run them).
-    fn relax() {
-        if ::x86_64::instructions::interrupts::are_enabled() {
-            super::rcu::poll_callbacks();
+    /// Spins for 100 us, then sleeps until woken or the next tick (see
+    /// [`super::wait`]); spins only where sleeping is not allowed.
+    fn wait_until(done: &mut dyn FnMut() -> bool) {
+        super::wait::wait_until(WAIT_SPIN, done);
+    }
+
+    /// The running thread's own count, kept by the scheduler.
+    #[inline(always)]
+    fn task_srcu_nest(delta: isize) -> Option<usize> {
+        Some(crate::sched::task_srcu_nest(delta))
+    }
+
+    fn wake_waiters() {
+        super::wait::wake_waiters();
+    }
+
+    /// This CPU's work queue (SRCU's callback worker runs here).
+    fn queue_work(f: Box<dyn FnOnce() + Send>) {
+        if workqueue::started() {
+            workqueue::queue_work_on(percpu::cpu_id(), f);
+        } else {
+            super::rcu::call_sched(f);
         }
-        core::hint::spin_loop();
     }
 }
+
+/// How long refcnt's waits spin before they sleep: SRCU readers' sections
+/// are short, and most scans that fail once succeed within microseconds;
+/// past this, a sleep lasts until the next tick (4 ms), so the budget
+/// covers what a reader's vCPU descheduled by the host typically costs.
+const WAIT_SPIN: Duration = Duration::from_micros(100);
 
 mod tests {
     use alloc::sync::Arc;

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod rcu;
 mod spinlock;
 mod srcu_tests;
+pub mod wait;
 
 pub use spinlock::{SpinLock, SpinLockGuard};
 

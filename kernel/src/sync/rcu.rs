@@ -17,7 +17,9 @@
 //! - [`call_sched`]: queues a callback with a snapshot of every CPU's
 //!   quiescent-state count, which the timer tick also advances (through the
 //!   same report). Once every CPU has reported after the snapshot, the
-//!   callback is ready. No IPIs; one or two ticks.
+//!   callback is ready. No IPIs; one or two ticks. The tick that finds the
+//!   oldest callback ready queues the drain on its CPU's work queue
+//!   ([`crate::sched::workqueue`]), whose worker thread runs the callbacks.
 //!
 //! Ordering: the caller's writes are ordered before the new number (and
 //! before the snapshot) by a `SeqCst` fence, and the IPI is sent after that.
@@ -29,24 +31,27 @@
 //! the report sees the writes; the waiter's final `SeqCst` fence orders them
 //! before what it does next.
 //!
-//! Ready callbacks run from [`poll_callbacks`], which idle CPUs call after
-//! every wakeup (and wait points call, so a single-CPU system makes
-//! progress too): never from an interrupt handler and never from inside
-//! the caller, so a callback may take locks, spin or wait for another grace
-//! period. One CPU drains at a time, so callbacks run in queue order.
-//! (Kernel threads exist now (`crate::sched`); a per-CPU work-queue thread
-//! for these callbacks is a later step.)
+//! Ready callbacks run in a work-queue thread: never from an interrupt
+//! handler and never from inside the caller, so a callback may take locks,
+//! sleep or wait for another grace period. One drain runs at a time, so
+//! callbacks run in queue order.
+//!
+//! [`synchronize_sched`] spins for a short budget (an idle machine answers
+//! within it), then sleeps ([`super::wait`]); every report that advances a
+//! CPU's grace-period number wakes the sleepers.
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
 
 use spin::Mutex;
 
 use crate::arch::apic::{self, Delivery, Dest};
 use crate::arch::percpu::{self, cpu_id, possible_cpus, IrqGuard};
 use crate::arch::smp;
+use crate::sched::workqueue;
 
 crate::percpu! {
     /// Quiescent states reported by this CPU (ticks outside sections and
@@ -57,6 +62,13 @@ crate::percpu! {
     /// Grace periods this CPU has served (reports that advanced `GP_SEEN`).
     pub static GP_SERVED: PerCpu<u64> = 0;
 }
+
+/// How long [`synchronize_sched`] spins before it sleeps: several times
+/// what an idle 8-CPU machine takes to answer under TCG (p50 ~65 us, with
+/// a tail past 100 us: a 100 us budget put half the idle grace periods to
+/// sleep and cost each a wakeup, p50 108 us). A grace period held up by
+/// long sections (milliseconds under load) sleeps.
+const GP_SPIN: Duration = Duration::from_micros(500);
 
 /// Number of the latest grace period started.
 static GP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -70,6 +82,8 @@ fn report_quiescent() {
     if seq > GP_SEEN.get() {
         GP_SEEN.set(seq);
         GP_SERVED.add(1);
+        // A synchronize_sched may sleep on this report.
+        super::wait::wake_waiters();
     }
 }
 
@@ -82,6 +96,7 @@ pub fn gp_ipi() {
 /// end of the section the tick interrupted.
 pub fn tick() {
     percpu::quiescent_state(report_quiescent);
+    queue_drain_if_ready();
 }
 
 /// Waits until every CPU has left every read-side section it was in when
@@ -104,21 +119,18 @@ pub fn synchronize_sched() {
     if !others.is_empty() {
         apic::send_ipi(Dest::AllButSelf, Delivery::Fixed(smp::GP_VECTOR));
     }
-    for cpu in others {
-        while GP_SEEN.read_remote(cpu) < seq {
-            // Another CPU may be waiting for us with interrupts off; we are
-            // in no section, so answer for ourselves.
-            // Interrupts off: the report's read-modify-write of this
-            // CPU's words must not interleave with the tick's or with
-            // another thread's on this CPU.
-            let irq = IrqGuard::new();
+    super::wait::wait_until(GP_SPIN, || {
+        // Another CPU may be waiting for us with interrupts off; we are in
+        // no section, so answer for ourselves. Interrupts off: the
+        // report's read-modify-write of this CPU's words must not
+        // interleave with the tick's or another thread's on this CPU.
+        IrqGuard::new().run(|| {
             if GP_SEEN.get() < GP_SEQ.load(Ordering::Relaxed) {
                 report_quiescent();
             }
-            drop(irq);
-            core::hint::spin_loop();
-        }
-    }
+        });
+        others.iter().all(|&cpu| GP_SEEN.read_remote(cpu) >= seq)
+    });
     // SeqCst: the ended sections' writes come before what the caller does.
     fence(Ordering::SeqCst);
 }
@@ -130,7 +142,7 @@ struct Waiting {
 
 static QUEUE: Mutex<VecDeque<Waiting>> = Mutex::new(VecDeque::new());
 
-/// Runs `callback` after a grace period, from an idle CPU or a wait point.
+/// Runs `callback` after a grace period, in a work-queue thread.
 pub fn call_sched(callback: Box<dyn FnOnce() + Send>) {
     // SeqCst: see the module documentation; the snapshot is taken after the
     // caller's writes are visible.
@@ -142,8 +154,39 @@ pub fn call_sched(callback: Box<dyn FnOnce() + Send>) {
     QUEUE.lock().push_back(Waiting { snapshot, callback });
 }
 
-/// Held by the CPU draining ready callbacks, so they run in order.
+/// Held by the thread draining ready callbacks, so they run in order.
 static DRAIN: Mutex<()> = Mutex::new(());
+/// A drain is queued on some work queue and has not started yet.
+static DRAIN_QUEUED: AtomicBool = AtomicBool::new(false);
+
+/// From the tick: queues a drain on this CPU's work queue if the oldest
+/// callback's grace period has ended and no drain is queued.
+fn queue_drain_if_ready() {
+    // Relaxed: a hint; the swap below decides.
+    if DRAIN_QUEUED.load(Ordering::Relaxed) || !workqueue::started() {
+        return;
+    }
+    let ready = {
+        let _irq = IrqGuard::new();
+        let queue = QUEUE.lock();
+        queue.front().is_some_and(is_ready)
+    };
+    // AcqRel: one queuer wins; the drain's clearing store is ordered with it.
+    if ready && !DRAIN_QUEUED.swap(true, Ordering::AcqRel) {
+        workqueue::queue_work_on(cpu_id(), || {
+            // Cleared before draining: a callback that becomes ready after
+            // the drain's last look gets a drain of its own.
+            DRAIN_QUEUED.store(false, Ordering::SeqCst);
+            drain_callbacks();
+        });
+    }
+}
+
+/// Whether every online CPU has reported since `w` was queued (offline
+/// CPUs run no ticks and are in no section).
+fn is_ready(w: &Waiting) -> bool {
+    smp::online().all(|c| QUIESCENT.read_remote(c) > w.snapshot[c])
+}
 
 /// Callbacks waiting for their grace period.
 pub fn pending() -> usize {
@@ -154,9 +197,9 @@ pub fn pending() -> usize {
     queue.len()
 }
 
-/// Runs the callbacks whose grace period has ended, unless another CPU is
-/// already at it. Call with interrupts on and no locks held.
-pub fn poll_callbacks() {
+/// Runs the callbacks whose grace period has ended, unless another thread
+/// is already at it. Work-queue context.
+fn drain_callbacks() {
     let Some(_drain) = DRAIN.try_lock() else {
         return;
     };
@@ -164,10 +207,7 @@ pub fn poll_callbacks() {
         let ready = {
             let _irq = IrqGuard::new();
             let mut queue = QUEUE.lock();
-            let done = queue.front().is_some_and(|w| {
-                // Only online CPUs run ticks; offline ones are in no section.
-                smp::online().all(|c| QUIESCENT.read_remote(c) > w.snapshot[c])
-            });
+            let done = queue.front().is_some_and(is_ready);
             if done {
                 queue.pop_front()
             } else {
@@ -179,6 +219,8 @@ pub fn poll_callbacks() {
         fence(Ordering::SeqCst);
         GP_SERVED.add(1);
         (waiting.callback)();
+        // Someone may sleep until this callback has run.
+        super::wait::wake_waiters();
     }
 }
 

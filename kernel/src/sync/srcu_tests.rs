@@ -176,3 +176,45 @@ crate::ktest! {
         reader.join();
     }
 }
+
+crate::ktest! {
+    /// An updater on the same CPU as a reader that sleeps inside its read
+    /// section: `synchronize` is not mistaken for a call from inside the
+    /// section (the per-CPU counts include the sleeper's lock; the
+    /// per-thread count does not), waits for the reader, and waits by
+    /// sleeping (its CPU switches threads while it waits, instead of one
+    /// thread spinning).
+    #[smp(1, 2)]
+    fn srcu_updater_sleeps_beside_a_sleeping_reader_of_its_cpu() {
+        use core::sync::atomic::AtomicU8;
+        use core::time::Duration;
+        let cpu = smp::online().last().unwrap();
+        let srcu = Arc::new(Srcu::<Kernel>::new().unwrap());
+        let state = Arc::new(AtomicU8::new(0));
+        let (s, st) = (srcu.clone(), state.clone());
+        let reader = crate::sched::spawn_on(cpu, move || {
+            let guard = s.read_lock();
+            st.store(1, SeqCst);
+            crate::sched::sleep(Duration::from_millis(30));
+            st.store(2, SeqCst);
+            drop(guard);
+        });
+        assert!(smp::wait_for(1000, || state.load(SeqCst) == 1));
+        let (s, st) = (srcu.clone(), state.clone());
+        let updater = crate::sched::spawn_on(cpu, move || {
+            let switches = crate::sched::context_switches(cpu);
+            let result = s.synchronize();
+            let seen = st.load(SeqCst);
+            (result, seen, crate::sched::context_switches(cpu) - switches)
+        });
+        let (result, seen, switches) = updater.join();
+        reader.join();
+        assert_eq!(result, Ok(()), "synchronize beside a sleeping reader was refused");
+        assert_eq!(seen, 2, "synchronize returned while the reader slept in its section");
+        assert!(switches >= 4, "the updater spun instead of sleeping ({switches} switches in 30 ms)");
+        // The same thread inside its own section is still refused.
+        let guard = srcu.read_lock();
+        assert!(matches!(srcu.synchronize(), Err(SrcuError::SyncInReadSection { .. })));
+        drop(guard);
+    }
+}

@@ -36,7 +36,8 @@
 //! A scan of index `i` reads `S_u = sum(unlock[i])`, then an ordering point
 //! (a full fence in the normal flavour, a whole rcu-sched grace period in
 //! the fast one), then `S_l = sum(lock[i])`, and is satisfied when
-//! `S_l == S_u`. Until it is, it retries, relaxing in between.
+//! `S_l == S_u`. Until it is, it retries, waiting in between
+//! ([`Backend::wait_until`]: a kernel backend sleeps there).
 //!
 //! # Why a reader can never be missed
 //!
@@ -119,7 +120,7 @@
 //!
 //! [`Srcu::call`] queues a callback with a cookie, in one FIFO per domain
 //! (so callbacks run in the order they were queued, on every CPU). A worker
-//! scheduled through [`Backend::call_sched`] runs grace periods and then the
+//! scheduled through [`Backend::queue_work`] runs grace periods and then the
 //! callbacks whose cookie has passed; it never runs in the caller's context.
 //!
 //! # Misuse
@@ -194,7 +195,7 @@ const SLOTS: usize = 4;
 pub const MAX_NESTING: usize = 1 << 20;
 
 /// How many times an expedited wait re-scans with a pause hint before it
-/// falls back to [`Backend::relax`].
+/// falls back to [`Backend::wait_until`].
 const EXPEDITED_SPINS: u32 = 1000;
 
 /// Which reader/updater trade-off a domain makes (see the
@@ -323,7 +324,7 @@ struct Callbacks {
     queue: VecDeque<(usize, Callback)>,
     /// A `start_poll` asked for a grace period ending at this cookie.
     poll_target: Option<usize>,
-    /// The worker has been handed to `B::call_sched` and has not yet found
+    /// The worker has been handed to `B::queue_work` and has not yet found
     /// the queue empty.
     worker_scheduled: bool,
 }
@@ -524,7 +525,7 @@ impl<B: Backend> Inner<B> {
                 compiler_fence(Ordering::SeqCst);
             }
         }
-        self.check_depth(idx);
+        self.count_nesting(idx);
         idx
     }
 
@@ -550,11 +551,20 @@ impl<B: Backend> Inner<B> {
                 B::this_cpu_add_sched(&self.percpu, UNLOCK[idx], 1);
             }
         }
+        B::task_srcu_nest(-1);
     }
 
-    /// Reports (once, at the threshold) a suspiciously deep nesting.
+    /// Counts the new section for the task (if the backend counts per
+    /// task) and reports, once at the threshold, a suspiciously deep
+    /// nesting.
     #[inline]
-    fn check_depth(&self, idx: usize) {
+    fn count_nesting(&self, idx: usize) {
+        if let Some(depth) = B::task_srcu_nest(1) {
+            if depth == MAX_NESTING {
+                misuse::report::<B>(Misuse::SrcuNestingOverflow);
+            }
+            return;
+        }
         if let (Some(l), Some(u)) = (
             B::this_cpu_read(&self.percpu, LOCK[idx]),
             B::this_cpu_read(&self.percpu, UNLOCK[idx]),
@@ -578,6 +588,11 @@ impl<B: Backend> Inner<B> {
 
     /// Refuses a grace-period wait from inside this domain's read section.
     fn check_not_reader(&self) -> Result<(), SrcuError> {
+        if B::task_srcu_nest(0) == Some(0) {
+            // In no section of any domain; the per-CPU counts may still
+            // show sections of other tasks of this CPU.
+            return Ok(());
+        }
         match self.this_cpu_depth() {
             Some(d) if d > 0 => {
                 misuse::report::<B>(Misuse::SrcuSyncInReadSection);
@@ -619,15 +634,15 @@ impl<B: Backend> Inner<B> {
     }
 
     fn wait_readers(&self, idx: usize, expedited: bool) {
-        let mut tries = 0u32;
-        while !self.scan(idx) {
-            if expedited && tries < EXPEDITED_SPINS {
-                tries += 1;
+        if expedited {
+            for _ in 0..EXPEDITED_SPINS {
+                if self.scan(idx) {
+                    return;
+                }
                 core::hint::spin_loop();
-            } else {
-                B::relax();
             }
         }
+        B::wait_until(&mut || self.scan(idx));
     }
 
     /// Runs one grace period. Caller holds `gp_lock`.
@@ -660,6 +675,7 @@ impl<B: Backend> Inner<B> {
         // Release: pairs with the Acquire load in `wait_for`/`poll_state`;
         // a waiter that sees the end sees what the scans established.
         self.seq.store(s.wrapping_add(2), Ordering::Release);
+        B::wake_waiters();
     }
 
     /// A cookie for a grace period that starts after the caller's earlier
@@ -688,14 +704,19 @@ impl<B: Backend> Inner<B> {
             if self.done(target) {
                 return;
             }
-            if let Some(_g) = self.gp_lock.try_lock() {
+            if let Some(g) = self.gp_lock.try_lock() {
                 while !seq_done(self.seq.load(Ordering::Relaxed), target) {
                     self.one_gp(expedited);
                 }
                 fence(Ordering::SeqCst);
+                drop(g);
+                // Waiters on the lock (below) may take it now.
+                B::wake_waiters();
                 return;
             }
-            B::relax();
+            // Another updater runs grace periods: wait until ours has
+            // passed or the lock is free (it may stop short of our target).
+            B::wait_until(&mut || self.done(target) || self.gp_lock.try_lock().is_some());
         }
     }
 
@@ -703,7 +724,7 @@ impl<B: Backend> Inner<B> {
 
     fn schedule_worker(self: &Arc<Self>) {
         let me = Arc::clone(self);
-        B::call_sched(Box::new(move || me.work()));
+        B::queue_work(Box::new(move || me.work()));
     }
 
     fn request_worker(self: &Arc<Self>, q: &mut Callbacks) -> bool {
@@ -754,6 +775,8 @@ impl<B: Backend> Inner<B> {
                 // the count sees the callback's effects.
                 self.invoked.fetch_add(1, Ordering::Release);
             }
+            // `barrier` may be waiting for these.
+            B::wake_waiters();
         }
     }
 }
@@ -935,7 +958,7 @@ impl<B: Backend> Srcu<B> {
 
     /// Waits until every read section that was open when it was called has
     /// been left (Linux's `synchronize_srcu`). Sleeps through
-    /// [`Backend::relax`] while readers remain. Concurrent callers share
+    /// [`Backend::wait_until`] while readers remain. Concurrent callers share
     /// grace periods.
     ///
     /// # Errors
@@ -1033,9 +1056,9 @@ impl<B: Backend> Srcu<B> {
             inner.queued.load(Ordering::Relaxed)
         };
         // Acquire: pairs with the Release after each callback returns.
-        while (inner.invoked.load(Ordering::Acquire).wrapping_sub(n) as isize) < 0 {
-            B::relax();
-        }
+        B::wait_until(&mut || {
+            (inner.invoked.load(Ordering::Acquire).wrapping_sub(n) as isize) >= 0
+        });
         Ok(())
     }
 

@@ -424,16 +424,14 @@ pub fn kick_all(include_self: bool) {
     apic::send_ipi(dest, Delivery::Fixed(KICK_VECTOR));
 }
 
-/// Waits up to `ms` milliseconds for `cond`; false on timeout. A wait
-/// point: runs ready grace-period callbacks while it waits.
+/// Waits up to `ms` milliseconds for `cond`, spinning; false on timeout.
+/// The spin is preemptible (unless the caller disabled preemption), so the
+/// other threads of this CPU keep running.
 pub fn wait_for(ms: u64, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = time::now_ns() + ms * 1_000_000;
     while !cond() {
         if time::now_ns() > deadline {
             return false;
-        }
-        if ::x86_64::instructions::interrupts::are_enabled() {
-            crate::sync::rcu::poll_callbacks();
         }
         core::hint::spin_loop();
     }
