@@ -233,8 +233,7 @@ impl Results {
             .collect();
         let linux = linux
             .map(|l| {
-                let text = serde_json::to_string_pretty(&self.linux_json(l))
-                    .expect("plain data serialises");
+                let text = self.linux_json(l);
                 format!(",\n  \"linux\": {}", text.replace('\n', "\n  "))
             })
             .unwrap_or_default();
@@ -249,34 +248,59 @@ impl Results {
     }
 
     /// Our rows beside Linux's, for the JSON.
-    fn linux_json(&self, l: &LinuxResults) -> serde_json::Value {
-        let matched: Vec<serde_json::Value> = self
+    fn linux_json(&self, l: &LinuxResults) -> String {
+        /// One of our rows with its refscale counterpart.
+        #[derive(serde::Serialize)]
+        struct Matched<'a> {
+            primitive: &'a str,
+            cpus: u32,
+            scale_type: &'a str,
+            ours_median_ns: f64,
+            linux_median_ns: f64,
+            linux_min_ns: f64,
+            linux_over_ours: Option<f64>,
+        }
+        let matched: Vec<Matched> = self
             .pairs
             .iter()
             .filter_map(|r| {
                 let t = linux::scale_type_for(&r.name)?;
                 let m = l.find(t, r.cpus)?;
-                Some(serde_json::json!({
-                    "primitive": r.name,
-                    "cpus": r.cpus,
-                    "scale_type": t,
-                    "ours_median_ns": r.median_ns,
-                    "linux_median_ns": m.median_ns,
-                    "linux_min_ns": m.min_ns,
-                    "linux_over_ours": (r.median_ns > 0.0).then(|| m.median_ns / r.median_ns),
-                }))
+                Some(Matched {
+                    primitive: &r.name,
+                    cpus: r.cpus,
+                    scale_type: t,
+                    ours_median_ns: r.median_ns,
+                    linux_median_ns: m.median_ns,
+                    linux_min_ns: m.min_ns,
+                    linux_over_ours: (r.median_ns > 0.0).then(|| m.median_ns / r.median_ns),
+                })
             })
             .collect();
-        serde_json::json!({
-            "kernel_release": l.kernel_release,
-            "kernel_package": l.kernel_package,
-            "qemu_command": l.qemu_command,
-            "smp": l.smp,
-            "unit": l.unit,
-            "warnings": l.warnings,
-            "matched": matched,
-            "measurements": l.measurements,
-        })
+        /// The `linux` object: how Linux ran, the matched rows, and
+        /// every refscale measurement.
+        #[derive(serde::Serialize)]
+        struct Beside<'a> {
+            kernel_release: &'a str,
+            kernel_package: &'a str,
+            qemu_command: &'a str,
+            smp: u32,
+            unit: &'a str,
+            warnings: &'a [String],
+            matched: Vec<Matched<'a>>,
+            measurements: &'a [linux::Measurement],
+        }
+        let beside = Beside {
+            kernel_release: &l.kernel_release,
+            kernel_package: &l.kernel_package,
+            qemu_command: &l.qemu_command,
+            smp: l.smp,
+            unit: &l.unit,
+            warnings: &l.warnings,
+            matched,
+            measurements: &l.measurements,
+        };
+        serde_json::to_string_pretty(&beside).expect("plain data serialises")
     }
 
     /// ns per pair against CPUs, one line per primitive, log-scale y.
