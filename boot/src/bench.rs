@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::linux::{self, LinuxResults};
+
 /// One pair-cost row: a primitive at a CPU count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairRow {
@@ -106,27 +108,80 @@ impl Results {
             .map(|r| r.median_ns)
     }
 
-    /// The tables as Markdown.
-    pub fn markdown(&self) -> String {
+    /// The pair-cost table as Markdown; with Linux's figures, each CPU
+    /// count gains a "Linux" and a "Linux/ours" column (refscale with as
+    /// many readers), and a column names the refscale scale type.
+    pub fn pair_table(&self, linux: Option<&LinuxResults>) -> String {
         let counts = self.cpu_counts();
         let mut md = String::from("| primitive (median ns per pair) |");
+        if linux.is_some() {
+            md.push_str(" Linux refscale type |");
+        }
         for c in &counts {
             let _ = write!(md, " {c} cpu{} |", if *c == 1 { "" } else { "s" });
+            if linux.is_some() {
+                md.push_str(" Linux | Linux/ours |");
+            }
         }
         md.push_str("\n|---|");
-        md.push_str(&"---:|".repeat(counts.len()));
+        if linux.is_some() {
+            md.push_str("---|");
+        }
+        let per_count = if linux.is_some() { 3 } else { 1 };
+        md.push_str(&"---:|".repeat(counts.len() * per_count));
         for name in self.names() {
             let _ = write!(md, "\n| {name} |");
+            let linux_type = linux.and_then(|l| {
+                let t = linux::scale_type_for(name)?;
+                l.measurements
+                    .iter()
+                    .any(|m| m.scale_type == t)
+                    .then_some(t)
+            });
+            if linux.is_some() {
+                let _ = write!(md, " {} |", linux_type.unwrap_or("–"));
+            }
             for &c in &counts {
-                match self.median(name, c) {
+                let ours = self.median(name, c);
+                match ours {
                     Some(v) => {
                         let _ = write!(md, " {v:.1} |");
                     }
                     None => md.push_str(" |"),
                 }
+                if let Some(l) = linux {
+                    let theirs = linux_type.and_then(|t| l.find(t, c)).map(|m| m.median_ns);
+                    match (theirs, ours) {
+                        (Some(t), Some(o)) if o > 0.0 => {
+                            let _ = write!(md, " {t:.1} | {:.2} |", t / o);
+                        }
+                        (Some(t), _) => {
+                            let _ = write!(md, " {t:.1} | – |");
+                        }
+                        (None, _) => md.push_str(" – | – |"),
+                    }
+                }
             }
         }
-        md.push_str("\n\n| latency (us) | p50 | p99 | max |\n|---|---:|---:|---:|");
+        md.push('\n');
+        md
+    }
+
+    /// The tables as Markdown (pair costs, with Linux's figures when
+    /// given, then latencies).
+    pub fn markdown(&self, linux: Option<&LinuxResults>) -> String {
+        let mut md = self.pair_table(linux);
+        if let Some(l) = linux {
+            let _ = writeln!(
+                md,
+                "\nLinux: refscale on {} ({}), same QEMU, -smp {}, median of {} runs; Linux/ours above 1 means ours is cheaper.",
+                l.kernel_release,
+                l.kernel_package,
+                l.smp,
+                l.measurements.first().map_or(0, |m| m.runs_ns.len())
+            );
+        }
+        md.push_str("\n| latency (us) | p50 | p99 | max |\n|---|---:|---:|---:|");
         for l in &self.latencies {
             let _ = write!(
                 md,
@@ -138,8 +193,17 @@ impl Results {
         md
     }
 
-    /// The results as JSON, with how they were measured.
-    pub fn json(&self, qemu_command: &str, accel: &str, smp: u32, commit: &str) -> String {
+    /// The results as JSON, with how they were measured; with Linux's
+    /// figures, a `linux` object holds the matched rows (ours, Linux's and
+    /// the ratio) and every refscale measurement.
+    pub fn json(
+        &self,
+        qemu_command: &str,
+        accel: &str,
+        smp: u32,
+        commit: &str,
+        linux: Option<&LinuxResults>,
+    ) -> String {
         let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
         let pairs: Vec<String> = self
             .pairs
@@ -167,14 +231,76 @@ impl Results {
                 )
             })
             .collect();
+        let linux = linux
+            .map(|l| {
+                let text = self.linux_json(l);
+                format!(",\n  \"linux\": {}", text.replace('\n', "\n  "))
+            })
+            .unwrap_or_default();
         format!(
-            "{{\n  \"qemu_command\": {},\n  \"accel\": {},\n  \"smp\": {smp},\n  \"commit\": {},\n  \"unit\": \"ns per pair per reader (median and min over runs); latencies in us\",\n  \"pairs\": [\n    {}\n  ],\n  \"latencies\": [\n    {}\n  ]\n}}\n",
+            "{{\n  \"qemu_command\": {},\n  \"accel\": {},\n  \"smp\": {smp},\n  \"commit\": {},\n  \"unit\": \"ns per pair per reader (median and min over runs); latencies in us\",\n  \"pairs\": [\n    {}\n  ],\n  \"latencies\": [\n    {}\n  ]{linux}\n}}\n",
             q(qemu_command),
             q(accel),
             q(commit),
             pairs.join(",\n    "),
             lats.join(",\n    ")
         )
+    }
+
+    /// Our rows beside Linux's, for the JSON.
+    fn linux_json(&self, l: &LinuxResults) -> String {
+        /// One of our rows with its refscale counterpart.
+        #[derive(serde::Serialize)]
+        struct Matched<'a> {
+            primitive: &'a str,
+            cpus: u32,
+            scale_type: &'a str,
+            ours_median_ns: f64,
+            linux_median_ns: f64,
+            linux_min_ns: f64,
+            linux_over_ours: Option<f64>,
+        }
+        let matched: Vec<Matched> = self
+            .pairs
+            .iter()
+            .filter_map(|r| {
+                let t = linux::scale_type_for(&r.name)?;
+                let m = l.find(t, r.cpus)?;
+                Some(Matched {
+                    primitive: &r.name,
+                    cpus: r.cpus,
+                    scale_type: t,
+                    ours_median_ns: r.median_ns,
+                    linux_median_ns: m.median_ns,
+                    linux_min_ns: m.min_ns,
+                    linux_over_ours: (r.median_ns > 0.0).then(|| m.median_ns / r.median_ns),
+                })
+            })
+            .collect();
+        /// The `linux` object: how Linux ran, the matched rows, and
+        /// every refscale measurement.
+        #[derive(serde::Serialize)]
+        struct Beside<'a> {
+            kernel_release: &'a str,
+            kernel_package: &'a str,
+            qemu_command: &'a str,
+            smp: u32,
+            unit: &'a str,
+            warnings: &'a [String],
+            matched: Vec<Matched<'a>>,
+            measurements: &'a [linux::Measurement],
+        }
+        let beside = Beside {
+            kernel_release: &l.kernel_release,
+            kernel_package: &l.kernel_package,
+            qemu_command: &l.qemu_command,
+            smp: l.smp,
+            unit: &l.unit,
+            warnings: &l.warnings,
+            matched,
+            measurements: &l.measurements,
+        };
+        serde_json::to_string_pretty(&beside).expect("plain data serialises")
     }
 
     /// ns per pair against CPUs, one line per primitive, log-scale y.
@@ -292,10 +418,10 @@ mod tests {
         }
         assert_eq!(r.pairs.len(), 4);
         assert_eq!(r.latencies.len(), 1);
-        let md = r.markdown();
+        let md = r.markdown(None);
         assert!(md.contains("| floor | 9.8 | 7.7 |"), "{md}");
         assert!(md.contains("| synchronize | 0.5 | 1.0 | 201.4 |"), "{md}");
-        let json = r.json("qemu-system-x86_64 -smp 8", "tcg", 8, "abc123");
+        let json = r.json("qemu-system-x86_64 -smp 8", "tcg", 8, "abc123", None);
         assert!(json.contains("\"primitive\": \"shared \\\"xadd\\\"\", \"cpus\": 2, \"min_ns\": 30, \"median_ns\": 36}"), "{json}");
         assert!(
             json.contains("\"commit\": \"abc123\"") && json.contains("\"smp\": 8"),
@@ -304,5 +430,73 @@ mod tests {
         let svg = r.svg();
         assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
         assert!(svg.ends_with("</svg>\n"));
+    }
+
+    #[test]
+    fn linux_figures_go_beside_the_matched_rows() {
+        let mut r = Results::default();
+        for line in [
+            "bench: plain load (refscale jiffies) | cpus=1 | min=4.00 | median=4.50",
+            "bench: plain load (refscale jiffies) | cpus=8 | min=7.00 | median=7.80",
+            "bench: kref get+put | cpus=1 | min=30.00 | median=32.40",
+            "bench: kref get+put | cpus=8 | min=200.00 | median=210.20",
+            "bench: SRCU read_lock+unlock | cpus=1 | min=50.00 | median=53.60",
+            "bench: SRCU read_lock+unlock | cpus=8 | min=150.00 | median=151.10",
+            "bench: irq off+on (pushf/cli, popf) | cpus=1 | min=18.00 | median=18.50",
+            "bench: irq off+on (pushf/cli, popf) | cpus=8 | min=16.00 | median=16.00",
+        ] {
+            r.add_line(line);
+        }
+        let log = include_str!("../tests/data/linux-refscale-console.log");
+        let linux = LinuxResults::parse_console(log).unwrap();
+        let table = r.pair_table(Some(&linux));
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| primitive (median ns per pair) | Linux refscale type | 1 cpu | Linux | Linux/ours | 8 cpus | Linux | Linux/ours |"
+        );
+        assert_eq!(lines[1], "|---|---|---:|---:|---:|---:|---:|---:|");
+        // jiffies from the captured log: 1.522 1.521 with 1 reader, 5.251 5.652 with 8.
+        assert_eq!(
+            lines[2],
+            "| plain load (refscale jiffies) | jiffies | 4.5 | 1.5 | 0.34 | 7.8 | 5.7 | 0.72 |"
+        );
+        // refcnt was not measured in that log, so kref has no Linux figure.
+        assert_eq!(
+            lines[3],
+            "| kref get+put | – | 32.4 | – | – | 210.2 | – | – |"
+        );
+        assert!(
+            lines[4].starts_with(
+                "| SRCU read_lock+unlock | srcu | 53.6 | 71.3 | 1.33 | 151.1 | 208.0 | 1.38 |"
+            ),
+            "{}",
+            lines[4]
+        );
+        assert_eq!(
+            lines[5],
+            "| irq off+on (pushf/cli, popf) | – | 18.5 | – | – | 16.0 | – | – |"
+        );
+        assert_eq!(
+            r.pair_table(None).lines().next(),
+            Some("| primitive (median ns per pair) | 1 cpu | 8 cpus |")
+        );
+        assert!(r
+            .markdown(Some(&linux))
+            .contains("Linux: refscale on 6.12.117+deb12-amd64"));
+
+        let json = r.json("qemu", "tcg", 8, "abc", Some(&linux));
+        let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        let matched = v["linux"]["matched"].as_array().unwrap();
+        assert_eq!(matched.len(), 4, "{json}");
+        assert_eq!(matched[1]["primitive"], "plain load (refscale jiffies)");
+        assert_eq!(matched[1]["cpus"], 8);
+        assert_eq!(matched[1]["linux_median_ns"], 5.652);
+        assert_eq!(v["linux"]["measurements"].as_array().unwrap().len(), 4);
+        assert_eq!(v["pairs"].as_array().unwrap().len(), 8);
+        assert!(r
+            .json("qemu", "tcg", 8, "abc", None)
+            .find("\"linux\"")
+            .is_none());
     }
 }

@@ -4,6 +4,8 @@
 //! - [`qemu`]: building the QEMU command, streaming the serial console,
 //!   timeouts, and turning the kernel's exit into an [`qemu::Outcome`].
 //! - [`ktest`]: the host half of the in-kernel test protocol.
+//! - [`bench`] and [`linux`]: the bench tables, and Linux's refscale
+//!   figures beside them.
 //!
 //! `build.rs` builds the kernel and its disk image; their paths are
 //! [`KERNEL_IMAGE`] and [`KERNEL_ELF`].
@@ -11,6 +13,7 @@
 pub mod abi;
 pub mod bench;
 pub mod ktest;
+pub mod linux;
 pub mod options;
 pub mod qemu;
 

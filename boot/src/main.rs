@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use boot::linux::LinuxResults;
 use boot::options::{self, Mode, Options, Parsed};
 use boot::qemu::{self, Outcome};
 
@@ -25,6 +26,17 @@ fn main() -> ExitCode {
             boot::KERNEL_ELF
         );
     }
+    // Read Linux's figures first: a bad file should not cost a bench run.
+    let linux = match &opts.linux_results {
+        None => None,
+        Some(path) => match LinuxResults::load(path, opts.smp) {
+            Ok(l) => Some(l),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let image = Path::new(boot::KERNEL_IMAGE);
     let mut bench = boot::bench::Results::default();
     let outcome = qemu::run(&opts, image, |line| {
@@ -32,9 +44,18 @@ fn main() -> ExitCode {
         bench.add_line(line);
     });
     if opts.mode == Mode::Bench && matches!(outcome, Ok(Outcome::Success)) {
-        if let Err(err) = write_bench(&opts, image, &bench) {
+        if let Err(err) = write_bench(&opts, image, &bench, linux.as_ref()) {
             eprintln!("runner: could not write the bench results: {err}");
             return ExitCode::from(1);
+        }
+        if let Some(l) = &linux {
+            println!(
+                "bench-vs-linux: Linux {} refscale, same QEMU, -smp {}; Linux/ours > 1: ours is cheaper",
+                l.kernel_release, l.smp
+            );
+            for line in bench.pair_table(Some(l)).lines() {
+                println!("bench-vs-linux: {line}");
+            }
         }
     }
     match outcome {
@@ -62,6 +83,7 @@ fn write_bench(
     opts: &Options,
     image: &Path,
     results: &boot::bench::Results,
+    linux: Option<&LinuxResults>,
 ) -> std::io::Result<()> {
     let dir = boot::bench::out_dir();
     std::fs::create_dir_all(&dir)?;
@@ -72,9 +94,15 @@ fn write_bench(
         .collect::<Vec<_>>()
         .join(" ");
     let accel = format!("{:?}", opts.accel).to_lowercase();
-    let json = results.json(&qemu_command, &accel, opts.smp, &boot::bench::commit());
+    let json = results.json(
+        &qemu_command,
+        &accel,
+        opts.smp,
+        &boot::bench::commit(),
+        linux,
+    );
     std::fs::write(dir.join("primitives.json"), json)?;
-    std::fs::write(dir.join("primitives.md"), results.markdown())?;
+    std::fs::write(dir.join("primitives.md"), results.markdown(linux))?;
     std::fs::write(dir.join("primitives.svg"), results.svg())?;
     eprintln!("runner: wrote {}/primitives.{{json,md,svg}}", dir.display());
     Ok(())

@@ -4,6 +4,7 @@
 //! says what was wrong and what would be accepted.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How QEMU runs the guest.
@@ -40,6 +41,9 @@ pub struct Options {
     pub bench_loops: Option<u32>,
     /// In bench mode: runs per setting (default: the kernel's).
     pub bench_runs: Option<u32>,
+    /// In bench mode: Linux's refscale figures to put beside ours (the
+    /// file `scripts/linux-refscale` writes).
+    pub linux_results: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -55,6 +59,7 @@ impl Default for Options {
             duration: None,
             bench_loops: None,
             bench_runs: None,
+            linux_results: None,
         }
     }
 }
@@ -120,6 +125,9 @@ Options:
   --tests A,B      with --mode test: run only these tests
   --bench-loops N  with --mode bench: pairs per reader per run (default 200000)
   --bench-runs N   with --mode bench: runs per setting (default 5)
+  --linux-results FILE
+                   with --mode bench: put Linux's refscale figures from FILE
+                     (written by scripts/linux-refscale) beside ours
   --timeout SECS   kill QEMU after SECS seconds, 0 = never (default 600)
   --gdb            start halted; QEMU waits for GDB on localhost:1234
   -h, --help       print this help
@@ -196,6 +204,13 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
                 let v = value("runs per setting")?;
                 opts.bench_runs = Some(parse_in_range(&flag, &v, 1, 1000)?);
             }
+            "--linux-results" => {
+                let v = value("the JSON file scripts/linux-refscale writes")?;
+                if v.is_empty() {
+                    return Err(OptionError("--linux-results needs a file name".into()));
+                }
+                opts.linux_results = Some(PathBuf::from(v));
+            }
             "--gdb" => {
                 if inline.is_some() {
                     return Err(OptionError("--gdb takes no value".into()));
@@ -228,6 +243,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
         return Err(OptionError(
             "--bench-loops and --bench-runs go with --mode bench".into(),
         ));
+    }
+    if opts.linux_results.is_some() && opts.mode != Mode::Bench {
+        return Err(OptionError("--linux-results goes with --mode bench".into()));
     }
     Ok(Parsed::Run(opts))
 }
@@ -312,6 +330,9 @@ mod tests {
         assert!(o.gdb);
         assert_eq!(o.kernel_cmdline(), "mode=test tests=a::b,c");
         assert_eq!(run(&["--memory", "512m"]).memory_mib, 512);
+        let o = run(&["--mode", "bench", "--linux-results=t/l.json"]);
+        assert_eq!(o.linux_results, Some(PathBuf::from("t/l.json")));
+        assert_eq!(o.kernel_cmdline(), "mode=bench");
         assert_eq!(parse_strs(&["--help"]).unwrap(), Parsed::Help);
     }
 
@@ -350,6 +371,18 @@ mod tests {
                 "--bench-loops 0: expected a whole number from 1",
             ),
             (&["--frobnicate"], "unknown option `--frobnicate`"),
+            (
+                &["--linux-results", "x.json"],
+                "--linux-results goes with --mode bench",
+            ),
+            (
+                &["--mode", "bench", "--linux-results"],
+                "--linux-results needs a value",
+            ),
+            (
+                &["--mode", "bench", "--linux-results="],
+                "--linux-results needs a file name",
+            ),
             (&["--gdb=yes"], "--gdb takes no value"),
         ];
         for (args, message) in cases {
