@@ -31,6 +31,10 @@ pub const MATCHES: &[(&str, &str)] = &[
     ("plain load (refscale jiffies)", "jiffies"),
     ("lock xadd pair, shared line", "refcnt"),
     ("kref get+put", "refcnt"),
+    // The comparison: a reference count done per CPU against
+    // Linux's shared atomic one.
+    ("percpu_ref get+put, per-CPU", "refcnt"),
+    ("percpu_ref get+put, dynamic (switched)", "refcnt"),
     ("SRCU read_lock+unlock", "srcu"),
     ("SRCU-fast read_lock+unlock", "srcu-fast"),
     ("spin::RwLock read+unlock", "rwlock"),

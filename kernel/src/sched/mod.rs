@@ -417,12 +417,9 @@ fn might_sleep(what: &str) {
 /// saves and restores at every switch, so it follows the thread.
 #[inline]
 pub fn task_srcu_nest(delta: isize) -> usize {
-    if delta != 0 {
-        SRCU_NEST.add(delta as u64);
-    }
-    // A preemption between the add and this load switches the word out and
-    // back in with the thread, so the load still reads this thread's.
-    SRCU_NEST.get() as usize
+    // One `xadd`: no preemption or interrupt can come between the add and
+    // the read of the old value.
+    SRCU_NEST.fetch_add(delta as u64).wrapping_add(delta as u64) as usize
 }
 
 /// Whether the caller may block here: the scheduler runs, the caller is

@@ -160,6 +160,13 @@ impl PerCpu<u64> {
         gs_add(self.offset(), v);
     }
 
+    /// Adds to this CPU's instance and returns the old value: one
+    /// `xadd qword ptr gs:[off], reg`.
+    #[inline(always)]
+    pub fn fetch_add(&'static self, v: u64) -> u64 {
+        gs_xadd(self.offset(), v)
+    }
+
     /// Reads this CPU's instance: one `mov reg, qword ptr gs:[off]`.
     #[inline(always)]
     pub fn get(&'static self) -> u64 {
@@ -196,6 +203,19 @@ pub fn gs_add(offset: usize, v: u64) {
     unsafe {
         asm!("add qword ptr gs:[{off}], {v}", off = in(reg) offset, v = in(reg) v, options(nostack, preserves_flags));
     }
+}
+
+/// `xadd qword ptr gs:[offset], v`: adds `v` and returns the old value, in
+/// one instruction (so, like [`gs_add`], whole with respect to interrupts
+/// on this CPU; no `lock`, as no other CPU writes the word).
+#[inline(always)]
+pub fn gs_xadd(offset: usize, v: u64) -> u64 {
+    let mut v = v;
+    // SAFETY: as in `gs_add`; `xadd` leaves the old value in the register.
+    unsafe {
+        asm!("xadd qword ptr gs:[{off}], {v}", off = in(reg) offset, v = inout(reg) v, options(nostack));
+    }
+    v
 }
 
 /// `mov reg, qword ptr gs:[offset]`.
