@@ -76,3 +76,20 @@ fn sched_read_section_is_one_inc_and_one_sub_on_gs() {
         "{insns:#?}"
     );
 }
+
+#[test]
+fn percpu_ref_fast_path_is_a_test_a_branch_and_one_gs_add() {
+    let insns = disassemble("percpu_probe_add_unless");
+    let gs: Vec<&String> = insns.iter().filter(|i| i.contains("gs:")).collect();
+    assert_eq!(
+        gs.len(),
+        1,
+        "one per-CPU access, no section count: {insns:#?}"
+    );
+    assert!(gs[0].starts_with("add qword ptr gs:["), "{insns:#?}");
+    assert!(
+        insns.iter().any(|i| i.starts_with("test qword ptr [")),
+        "the mode test reads the flag from memory: {insns:#?}"
+    );
+    assert!(insns.len() <= 8, "{insns:#?}");
+}

@@ -15,6 +15,17 @@ use core::fmt;
 
 use crate::misuse::Misuse;
 
+/// The word [`Backend::this_cpu_add_unless`] tests: an `AtomicUsize`
+/// (loom's, in loom builds of this crate).
+///
+/// # Examples
+///
+/// ```
+/// let w = refcnt::FlagWord::new(3);
+/// assert_eq!(w.load(core::sync::atomic::Ordering::Relaxed), 3);
+/// ```
+pub type FlagWord = crate::sync::atomic::AtomicUsize;
+
 /// The per-CPU allocator had no memory left.
 ///
 /// # Examples
@@ -76,6 +87,9 @@ pub trait Report: 'static {
 ///    before the call (the usual RCU guarantee).
 /// 4. [`call_sched`](Backend::call_sched) runs its callback exactly once,
 ///    after such a grace period, and never from inside the call itself.
+/// 5. [`this_cpu_add_unless`](Backend::this_cpu_add_unless) and
+///    [`this_cpu_add_sched`](Backend::this_cpu_add_sched) are each one
+///    read-side section for promise 3, test and add together.
 ///
 /// # Examples
 ///
@@ -189,6 +203,46 @@ pub unsafe trait Backend: Report {
     #[inline]
     fn task_srcu_nest(_delta: isize) -> Option<usize> {
         None
+    }
+
+    /// Adds `delta` to counter `slot` of the calling CPU unless
+    /// `flag & mask` is non-zero, the test and the add in one read-side
+    /// section (promise 5); returns whether it added. percpu_ref's fast
+    /// paths are this call (the flag is the mode word, the mask its ATOMIC
+    /// bit). The default wraps a `Relaxed` load and
+    /// [`this_cpu_add`](Backend::this_cpu_add) in
+    /// [`read_lock_sched`](Backend::read_lock_sched). A kernel whose grace
+    /// period can tell that an interrupt landed between the test and the
+    /// add (by the interrupted instruction's address, say) may do without
+    /// the section.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend, FlagWord};
+    /// let pc = Host::alloc_percpu(1).unwrap();
+    /// let mode = FlagWord::new(0);
+    /// assert!(Host::this_cpu_add_unless(&pc, 0, 5, &mode, 1));
+    /// mode.store(1, core::sync::atomic::Ordering::Relaxed);
+    /// assert!(!Host::this_cpu_add_unless(&pc, 0, 5, &mode, 1));
+    /// assert_eq!(Host::sum(&pc, 0), 5);
+    /// ```
+    #[inline]
+    fn this_cpu_add_unless(
+        p: &Self::PerCpu,
+        slot: usize,
+        delta: usize,
+        flag: &FlagWord,
+        mask: usize,
+    ) -> bool {
+        let _section = Self::read_lock_sched();
+        // Relaxed: the section, not the load, orders the add against a
+        // grace period (see the percpu_ref module documentation).
+        if flag.load(crate::sync::atomic::Ordering::Relaxed) & mask != 0 {
+            return false;
+        }
+        Self::this_cpu_add(p, slot, delta);
+        true
     }
 
     /// As [`this_cpu_add`](Backend::this_cpu_add), and the add is itself a

@@ -51,5 +51,5 @@ pub mod percpu_ref;
 pub mod srcu;
 mod sync;
 
-pub use backend::{AllocError, Backend, Report};
+pub use backend::{AllocError, Backend, FlagWord, Report};
 pub use misuse::Misuse;

@@ -5,10 +5,12 @@
 //!
 //! A ref has two counters: one word shared by everybody (`count`) and one
 //! per-CPU slot per CPU (allocated by the [`Backend`]). A mode word says
-//! which one the fast paths use. Gets and puts run inside a backend
-//! read-side section (interrupts off, in a kernel), read the mode word, and
-//! either add to this CPU's slot (per-CPU mode) or do an atomic
-//! read-modify-write on `count` (atomic mode). In per-CPU mode a CPU's slot
+//! which one the fast paths use. A get or put first tries
+//! [`Backend::this_cpu_add_unless`]: in one read-side section, test the
+//! mode word and, in per-CPU mode, add to this CPU's slot. In atomic mode
+//! it enters a section, reads the mode word again and does an atomic
+//! read-modify-write on `count` (or the per-CPU add, if the mode changed
+//! back meanwhile). In per-CPU mode a CPU's slot
 //! may go "negative" (wrap), because a reference taken on one CPU may be
 //! dropped on another: only the sum over all CPUs means anything.
 //!
@@ -333,6 +335,18 @@ enum Action {
 }
 
 impl<B: Backend> Inner<B> {
+    /// The per-CPU fast path: adds `delta` to this CPU's slot if the mode
+    /// is per-CPU, test and add in one section; false in atomic mode (the
+    /// caller then takes the slow path, which reads the mode again in a
+    /// section of its own: it may have changed back).
+    #[inline(always)]
+    fn fast_add(&self, delta: usize) -> bool {
+        match &self.percpu {
+            Some(pc) => B::this_cpu_add_unless(pc, 0, delta, &self.mode, ATOMIC),
+            None => false,
+        }
+    }
+
     fn mode(&self) -> usize {
         // Relaxed: see the module documentation; ordering comes from the
         // grace period (or, for slow paths, from the control lock).
@@ -726,6 +740,9 @@ impl<B: Backend> PercpuRef<B> {
     #[inline]
     pub fn get_many(&self, n: usize) {
         let inner = &*self.inner;
+        if inner.fast_add(n) {
+            return;
+        }
         let _g = B::read_lock_sched();
         let mode = inner.mode();
         if mode & ATOMIC == 0 {
@@ -767,6 +784,9 @@ impl<B: Backend> PercpuRef<B> {
     #[inline]
     pub fn put_many(&self, n: usize) {
         let inner = &*self.inner;
+        if inner.fast_add(n.wrapping_neg()) {
+            return;
+        }
         let _g = B::read_lock_sched();
         let mode = inner.mode();
         if mode & ATOMIC == 0 {
@@ -804,6 +824,9 @@ impl<B: Backend> PercpuRef<B> {
     #[inline]
     pub fn tryget_many(&self, n: usize) -> bool {
         let inner = &*self.inner;
+        if inner.fast_add(n) {
+            return true;
+        }
         let _g = B::read_lock_sched();
         let mode = inner.mode();
         if mode & ATOMIC == 0 {
@@ -833,6 +856,10 @@ impl<B: Backend> PercpuRef<B> {
     #[inline]
     pub fn tryget_live(&self) -> Option<RefGuard<'_, B>> {
         let inner = &*self.inner;
+        // Per-CPU mode is never dead: kill sets DEAD and ATOMIC in one store.
+        if inner.fast_add(1) {
+            return Some(RefGuard { r: self });
+        }
         let _g = B::read_lock_sched();
         let mode = inner.mode();
         // Per-CPU mode is never dead: kill sets DEAD and ATOMIC in one store.

@@ -7,7 +7,7 @@
 use alloc::boxed::Box;
 use core::time::Duration;
 
-use refcnt::{AllocError, Backend, Misuse, Report};
+use refcnt::{AllocError, Backend, FlagWord, Misuse, Report};
 
 use crate::arch::percpu::{self, PercpuAlloc, SchedGuard};
 use crate::arch::time;
@@ -25,14 +25,19 @@ impl Report for Kernel {
     }
 }
 
-#[allow(unsafe_code)] // the one promise this module makes; the arch layer keeps it
-                      // SAFETY: (1) `this_cpu_add` is one `add` on this CPU's word, which an
-                      // interrupt cannot split, and no other CPU writes it; (2) `sum` reads the
-                      // word in every area, and every CPU that can run has an area; (3) a
-                      // read-side section has interrupts off, and `synchronize_sched` returns
-                      // only after every other CPU has taken an IPI (so left such sections),
-                      // with the fences documented in `rcu`; (4) `call_sched` queues the callback
-                      // and runs it from a later tick, after every CPU took a tick.
+// The one unsafe promise this module makes; the arch layer keeps it.
+#[allow(unsafe_code)]
+// SAFETY: (1) `this_cpu_add` is one `add` on this CPU's word, which an
+// interrupt cannot split, and no other CPU writes it; (2) `sum` reads the
+// word in every area, and every CPU that can run has an area; (3) a
+// read-side section is a `SchedGuard` (whose owed report waits for its
+// outermost exit), a stretch with interrupts off, one instruction, or a
+// `gs_add_unless` instruction range (during which the IPI and the tick do
+// not report), and `synchronize_sched` returns only after every other CPU
+// has reported outside all of them, with the fences documented in `rcu`;
+// (4) `call_sched` runs the callback from a work-queue thread once every
+// CPU has reported after it was queued; (5) `this_cpu_add_unless` is such
+// an instruction range and `this_cpu_add_sched` one instruction.
 unsafe impl Backend for Kernel {
     type PerCpu = KernelPerCpu;
     type ReadGuard = SchedGuard;
@@ -46,6 +51,21 @@ unsafe impl Backend for Kernel {
     #[inline(always)]
     fn this_cpu_add(p: &Self::PerCpu, slot: usize, delta: usize) {
         percpu::gs_add(p.0.offset() + slot * 8, delta as u64);
+    }
+
+    /// A plain load of the flag, a branch and one `add gs:[off]`, with no
+    /// section count: the instructions form an instruction-range section
+    /// that the tick and the grace-period IPI recognise by the interrupted
+    /// address ([`percpu::gs_add_unless`]).
+    #[inline(always)]
+    fn this_cpu_add_unless(
+        p: &Self::PerCpu,
+        slot: usize,
+        delta: usize,
+        flag: &FlagWord,
+        mask: usize,
+    ) -> bool {
+        percpu::gs_add_unless(p.0.offset() + slot * 8, delta as u64, flag, mask)
     }
 
     /// One `add gs:[off]`: a single instruction is a read-side section by

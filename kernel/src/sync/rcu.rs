@@ -50,7 +50,7 @@ use spin::Mutex;
 
 use crate::arch::apic::{self, Delivery, Dest};
 use crate::arch::percpu::{self, cpu_id, possible_cpus, IrqGuard};
-use crate::arch::smp;
+use crate::arch::{smp, time};
 use crate::sched::workqueue;
 
 crate::percpu! {
@@ -69,6 +69,10 @@ crate::percpu! {
 /// sleep and cost each a wakeup, p50 108 us). A grace period held up by
 /// long sections (milliseconds under load) sleeps.
 const GP_SPIN: Duration = Duration::from_micros(500);
+
+/// How long [`synchronize_sched`] waits for a CPU's answer before it
+/// sends that CPU the grace-period IPI again.
+const GP_REASK: Duration = Duration::from_micros(200);
 
 /// Number of the latest grace period started.
 static GP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -93,9 +97,13 @@ pub fn gp_ipi() {
 }
 
 /// Called from every CPU's timer tick: a quiescent state, now or at the
-/// end of the section the tick interrupted.
-pub fn tick() {
-    percpu::quiescent_state(report_quiescent);
+/// end of the section the tick interrupted; none when the tick interrupted
+/// a per-CPU fast path (`in_fast_path`: an instruction-range section with
+/// no exit hook; the next tick reports).
+pub fn tick(in_fast_path: bool) {
+    if !in_fast_path {
+        percpu::quiescent_state(report_quiescent);
+    }
     queue_drain_if_ready();
 }
 
@@ -119,7 +127,23 @@ pub fn synchronize_sched() {
     if !others.is_empty() {
         apic::send_ipi(Dest::AllButSelf, Delivery::Fixed(smp::GP_VECTOR));
     }
+    // A CPU whose IPI landed inside a per-CPU fast path (an
+    // instruction-range section, see `percpu::gs_add_unless`) did not
+    // report and has no exit hook to report later: ask the CPUs that have
+    // not answered again, every `GP_REASK`.
+    let mut asked = time::now_ns();
     super::wait::wait_until(GP_SPIN, || {
+        if time::now_ns().saturating_sub(asked) > GP_REASK.as_nanos() as u64 {
+            asked = time::now_ns();
+            for &cpu in &others {
+                if GP_SEEN.read_remote(cpu) < seq {
+                    apic::send_ipi(
+                        Dest::Apic(percpu::apic_id_of(cpu)),
+                        Delivery::Fixed(smp::GP_VECTOR),
+                    );
+                }
+            }
+        }
         // Another CPU may be waiting for us with interrupts off; we are in
         // no section, so answer for ourselves. Interrupts off: the
         // report's read-modify-write of this CPU's words must not
@@ -321,8 +345,8 @@ crate::ktest! {
         let before = QUIESCENT.get();
         let outer = percpu::sched_read_lock();
         let inner = percpu::sched_read_lock();
-        tick(); // as the timer interrupt would, between two instructions
-        tick(); // a second request while one is owed changes nothing
+        tick(false); // as the timer interrupt would, between two instructions
+        tick(false); // a second request while one is owed changes nothing
         assert_eq!(QUIESCENT.get(), before, "reported inside a section");
         assert_eq!(percpu::sched_depth(), 2);
         drop(inner);
@@ -333,7 +357,92 @@ crate::ktest! {
         drop(outer);
         assert_eq!(QUIESCENT.get(), before + 1, "the outermost exit reports once");
         assert_eq!(percpu::sched_depth(), 0);
-        tick();
+        tick(false);
         assert_eq!(QUIESCENT.get(), before + 2, "outside a section a tick reports at once");
+    }
+}
+
+crate::ktest! {
+    /// The per-CPU fast path's instruction range is recorded, and the
+    /// interrupt side recognises exactly it: the test and the add, not the
+    /// instruction before. A tick that lands inside does not report.
+    #[smp(1)]
+    fn fast_path_ranges_are_recorded() {
+        use core::sync::atomic::AtomicUsize;
+        let probe = percpu::probes::percpu_probe_add_unless as *const () as u64;
+        let ranges: Vec<(u64, u64)> = (probe..probe + 128)
+            .filter(|&a| percpu::in_fast_path(a) && !percpu::in_fast_path(a - 1))
+            .map(|start| {
+                let end = (start..).find(|&a| !percpu::in_fast_path(a)).unwrap();
+                (start, end)
+            })
+            .collect();
+        assert_eq!(ranges.len(), 1, "the probe should hold one recorded range: {ranges:x?}");
+        let (start, end) = ranges[0];
+        assert!(start > probe, "the range starts after the probe's first instruction");
+        assert!(end - start <= 32, "the range is a few instructions, not {} bytes", end - start);
+        let counter = percpu::alloc_percpu(8).unwrap();
+        let flag = AtomicUsize::new(0);
+        assert!(percpu::gs_add_unless(counter.offset(), 5, &flag, 2));
+        flag.store(2, Ordering::SeqCst);
+        assert!(!percpu::gs_add_unless(counter.offset(), 5, &flag, 2));
+        flag.store(1, Ordering::SeqCst);
+        assert!(percpu::gs_add_unless(counter.offset(), 5, &flag, 2));
+        assert_eq!(percpu::gs_load(counter.offset()), 10);
+        let before = QUIESCENT.get();
+        tick(true);
+        assert_eq!(QUIESCENT.get(), before, "a tick inside a fast path reported");
+    }
+}
+
+crate::ktest! {
+    /// The fast path as a read-side section, under fire: every other CPU
+    /// adds to its counter through `gs_add_unless` as fast as it can while
+    /// the boot CPU, 1000 times, sets the flag, waits for a grace period and
+    /// sums: the sum never moves afterwards (an add that saw the flag clear
+    /// is finished when the grace period ends), and every grace period ends
+    /// (CPUs asked inside the range are asked again).
+    #[smp(2, 8)]
+    #[timeout(120)]
+    fn grace_period_waits_for_fast_paths_under_fire() {
+        use alloc::sync::Arc;
+        use core::sync::atomic::AtomicUsize;
+        let counter = Arc::new(percpu::alloc_percpu(8).unwrap());
+        let offset = counter.offset();
+        let flag = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let me = cpu_id();
+        let jobs: Vec<_> = smp::online()
+            .filter(|&c| c != me)
+            .map(|cpu| {
+                let (flag, stop) = (flag.clone(), stop.clone());
+                smp::spawn_on(cpu, move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..64 {
+                            percpu::gs_add_unless(offset, 1, &flag, 1);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let sum = || (0..possible_cpus()).map(|c| percpu::load_remote(c, offset)).sum::<u64>();
+        let mut moved = 0;
+        for _ in 0..1000 {
+            flag.store(0, Ordering::SeqCst);
+            time::delay_us(100);
+            flag.store(1, Ordering::SeqCst);
+            synchronize_sched();
+            let settled = sum();
+            time::delay_us(100);
+            if sum() != settled {
+                moved += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for j in jobs {
+            assert!(j.join(10_000));
+        }
+        assert!(sum() > 0, "the other CPUs never added");
+        assert_eq!(moved, 0, "adds landed after the grace period in {moved} of 1000 rounds");
     }
 }

@@ -205,16 +205,22 @@ pub fn unexpected_interrupts() -> (u64, u64) {
     (unexpected, SPURIOUS.load(Ordering::Relaxed))
 }
 
-extern "x86-interrupt" fn timer_tick(_frame: InterruptStackFrame) {
+extern "x86-interrupt" fn timer_tick(frame: InterruptStackFrame) {
     IN_IRQ.set(1);
     TICKS.add(1);
-    crate::sync::rcu::tick();
+    // Interrupted between the test and the add of a per-CPU fast path
+    // (`percpu::gs_add_unless`): that is a read-side section, so no
+    // quiescent state and no preemption this time.
+    let in_section = super::percpu::in_fast_path(frame.instruction_pointer.as_u64());
+    crate::sync::rcu::tick(in_section);
     crate::sched::tick();
     IN_IRQ.set(0);
     apic::eoi();
     // Last: a preemption switches threads on this stack and comes back
     // here only when the interrupted thread runs again.
-    crate::sched::preempt_irq_exit();
+    if !in_section {
+        crate::sched::preempt_irq_exit();
+    }
 }
 
 extern "x86-interrupt" fn call_ipi(_frame: InterruptStackFrame) {
@@ -224,8 +230,12 @@ extern "x86-interrupt" fn call_ipi(_frame: InterruptStackFrame) {
     apic::eoi();
 }
 
-extern "x86-interrupt" fn gp_ipi(_frame: InterruptStackFrame) {
-    crate::sync::rcu::gp_ipi();
+extern "x86-interrupt" fn gp_ipi(frame: InterruptStackFrame) {
+    // As in `timer_tick`: inside a fast path, the report waits (the
+    // grace period asks again).
+    if !super::percpu::in_fast_path(frame.instruction_pointer.as_u64()) {
+        crate::sync::rcu::gp_ipi();
+    }
     apic::eoi();
 }
 

@@ -25,7 +25,7 @@ use core::arch::asm;
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use ::x86_64::registers::model_specific::GsBase;
 use ::x86_64::VirtAddr;
@@ -205,6 +205,71 @@ pub fn gs_add(offset: usize, v: u64) {
     }
 }
 
+/// Adds `v` to this CPU's word at `offset` unless `flag & mask` is
+/// non-zero; returns whether it added. The test and the add form an
+/// rcu-sched read-side section without any section instruction: they lie
+/// between two labels whose addresses the asm records in the
+/// `pcpu_fast_ranges` linker section, and an interrupt whose return address
+/// lies in a recorded range ([`in_fast_path`]) neither reports a quiescent
+/// state nor preempts (the grace-period IPI asks again right after). So a
+/// grace period that follows a store to `flag` waits for every add made by
+/// code that saw the old value, as with a [`SchedGuard`] around it, at the
+/// cost of one plain load, one branch and the `add`.
+#[inline(always)]
+pub fn gs_add_unless(offset: usize, v: u64, flag: &AtomicUsize, mask: usize) -> bool {
+    let added: u32;
+    // SAFETY: as in `gs_add` for the add; `flag` is a live atomic (a
+    // reference), read by a plain aligned load, which is what an x86
+    // atomic load is. The table entry holds two code addresses of this
+    // asm; `pcpu_fast_ranges` holds nothing else (only this asm names it),
+    // and is writable ("aw") so that the loader can relocate it.
+    unsafe {
+        asm!(
+            "xor {added:e}, {added:e}",
+            "2:",
+            "test qword ptr [{flag}], {mask}",
+            "jnz 3f",
+            "add qword ptr gs:[{off}], {v}",
+            "mov {added:e}, 1",
+            "3:",
+            ".pushsection pcpu_fast_ranges, \"aw\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            added = out(reg) added,
+            flag = in(reg) flag.as_ptr(),
+            mask = in(reg) mask,
+            off = in(reg) offset,
+            v = in(reg) v,
+            options(nostack),
+        );
+    }
+    added != 0
+}
+
+/// The `[start, end)` code ranges recorded by [`gs_add_unless`].
+fn fast_ranges() -> &'static [[u64; 2]] {
+    unsafe extern "C" {
+        static __start_pcpu_fast_ranges: u8;
+        static __stop_pcpu_fast_ranges: u8;
+    }
+    let start = (&raw const __start_pcpu_fast_ranges).cast::<[u64; 2]>();
+    let stop = (&raw const __stop_pcpu_fast_ranges).cast::<[u64; 2]>();
+    let len = (stop as usize - start as usize) / size_of::<[u64; 2]>();
+    // SAFETY: the linker bounds the section with these symbols; it holds
+    // only the 16-byte, 8-aligned entries of `gs_add_unless`, back to back,
+    // written by the loader's relocation and never again.
+    unsafe { core::slice::from_raw_parts(start, len) }
+}
+
+/// Whether an interrupted instruction at `rip` lies inside a
+/// [`gs_add_unless`] section (between its test and the end of its add).
+pub fn in_fast_path(rip: u64) -> bool {
+    fast_ranges()
+        .iter()
+        .any(|&[start, end]| start <= rip && rip < end)
+}
+
 /// `xadd qword ptr gs:[offset], v`: adds `v` and returns the old value, in
 /// one instruction (so, like [`gs_add`], whole with respect to interrupts
 /// on this CPU; no `lock`, as no other CPU writes the word).
@@ -320,6 +385,14 @@ fn area_base(cpu: usize) -> usize {
         Some(areas) => areas.bases[cpu],
         None => BOOT_HEADER.0.get() as usize,
     }
+}
+
+/// The local APIC ID of CPU `cpu` (from its area's header).
+pub fn apic_id_of(cpu: usize) -> u32 {
+    let ptr = (area_base(cpu) + APIC_ID_OFFSET) as *const u32;
+    // SAFETY: every area starts with a `Header`, written before the CPU's
+    // index is handed out and never changed; `apic_id` is an aligned u32.
+    unsafe { ptr.read_volatile() }
 }
 
 /// Allocates one area per CPU (`apic_ids[i]` is CPU `i`'s APIC ID), copies
@@ -597,6 +670,18 @@ pub mod probes {
         drop(super::sched_read_lock());
     }
 
+    /// `gs_add_unless` (the percpu_ref fast path) out of line.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub extern "C" fn percpu_probe_add_unless(
+        offset: usize,
+        v: u64,
+        flag: &core::sync::atomic::AtomicUsize,
+        mask: usize,
+    ) -> bool {
+        super::gs_add_unless(offset, v, flag, mask)
+    }
+
     /// `cpu_id` out of line.
     #[unsafe(no_mangle)]
     #[inline(never)]
@@ -611,6 +696,9 @@ static KEEP_PROBE_ADD: extern "C" fn(usize, u64) = probes::percpu_probe_add;
 static KEEP_PROBE_SECTION: extern "C" fn() = probes::percpu_probe_sched_section;
 #[used]
 static KEEP_PROBE_CPU_ID: extern "C" fn() -> usize = probes::percpu_probe_cpu_id;
+#[used]
+static KEEP_PROBE_ADD_UNLESS: extern "C" fn(usize, u64, &AtomicUsize, usize) -> bool =
+    probes::percpu_probe_add_unless;
 
 crate::percpu! {
     static TEST_COUNTER: PerCpu<u64> = 0;
