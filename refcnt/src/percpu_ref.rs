@@ -347,6 +347,34 @@ impl<B: Backend> Inner<B> {
         }
     }
 
+    /// A get that found atomic mode: in a section, reads the mode again (it
+    /// may have changed back to per-CPU) and adds where it says. Out of
+    /// line, so that the fast path stays a few instructions.
+    #[inline(never)]
+    fn get_slow(&self, n: usize) {
+        let _g = B::read_lock_sched();
+        let mode = self.mode();
+        if mode & ATOMIC == 0 {
+            if let Some(pc) = &self.percpu {
+                return B::this_cpu_add(pc, 0, n);
+            }
+        }
+        self.get_atomic(mode, n)
+    }
+
+    /// As [`get_slow`](Self::get_slow), for a put.
+    #[inline(never)]
+    fn put_slow(&self, n: usize) {
+        let _g = B::read_lock_sched();
+        let mode = self.mode();
+        if mode & ATOMIC == 0 {
+            if let Some(pc) = &self.percpu {
+                return B::this_cpu_add(pc, 0, n.wrapping_neg());
+            }
+        }
+        self.put_atomic(mode, n)
+    }
+
     fn mode(&self) -> usize {
         // Relaxed: see the module documentation; ordering comes from the
         // grace period (or, for slow paths, from the control lock).
@@ -740,17 +768,9 @@ impl<B: Backend> PercpuRef<B> {
     #[inline]
     pub fn get_many(&self, n: usize) {
         let inner = &*self.inner;
-        if inner.fast_add(n) {
-            return;
+        if !inner.fast_add(n) {
+            inner.get_slow(n);
         }
-        let _g = B::read_lock_sched();
-        let mode = inner.mode();
-        if mode & ATOMIC == 0 {
-            if let Some(pc) = &inner.percpu {
-                return B::this_cpu_add(pc, 0, n);
-            }
-        }
-        inner.get_atomic(mode, n)
     }
 
     /// Drops one reference (Linux `percpu_ref_put`).
@@ -784,17 +804,9 @@ impl<B: Backend> PercpuRef<B> {
     #[inline]
     pub fn put_many(&self, n: usize) {
         let inner = &*self.inner;
-        if inner.fast_add(n.wrapping_neg()) {
-            return;
+        if !inner.fast_add(n.wrapping_neg()) {
+            inner.put_slow(n);
         }
-        let _g = B::read_lock_sched();
-        let mode = inner.mode();
-        if mode & ATOMIC == 0 {
-            if let Some(pc) = &inner.percpu {
-                return B::this_cpu_add(pc, 0, n.wrapping_neg());
-            }
-        }
-        inner.put_atomic(mode, n)
     }
 
     /// Takes a reference unless the count is zero (dead refs included).
