@@ -347,32 +347,25 @@ impl<B: Backend> Inner<B> {
         }
     }
 
-    /// A get that found atomic mode: in a section, reads the mode again (it
-    /// may have changed back to per-CPU) and adds where it says. Out of
-    /// line, so that the fast path stays a few instructions.
+    /// A get (or, with `put`, a put) of `n` that found atomic mode: in a
+    /// section, reads the mode again (it may have changed back to per-CPU)
+    /// and counts where it says. Out of line, so that the fast path stays a
+    /// few instructions.
     #[inline(never)]
-    fn get_slow(&self, n: usize) {
+    fn slow_path(&self, n: usize, put: bool) {
         let _g = B::read_lock_sched();
         let mode = self.mode();
         if mode & ATOMIC == 0 {
             if let Some(pc) = &self.percpu {
-                return B::this_cpu_add(pc, 0, n);
+                let delta = if put { n.wrapping_neg() } else { n };
+                return B::this_cpu_add(pc, 0, delta);
             }
         }
-        self.get_atomic(mode, n)
-    }
-
-    /// As [`get_slow`](Self::get_slow), for a put.
-    #[inline(never)]
-    fn put_slow(&self, n: usize) {
-        let _g = B::read_lock_sched();
-        let mode = self.mode();
-        if mode & ATOMIC == 0 {
-            if let Some(pc) = &self.percpu {
-                return B::this_cpu_add(pc, 0, n.wrapping_neg());
-            }
+        if put {
+            self.put_atomic(mode, n)
+        } else {
+            self.get_atomic(mode, n)
         }
-        self.put_atomic(mode, n)
     }
 
     fn mode(&self) -> usize {
@@ -769,7 +762,7 @@ impl<B: Backend> PercpuRef<B> {
     pub fn get_many(&self, n: usize) {
         let inner = &*self.inner;
         if !inner.fast_add(n) {
-            inner.get_slow(n);
+            inner.slow_path(n, false);
         }
     }
 
@@ -805,7 +798,7 @@ impl<B: Backend> PercpuRef<B> {
     pub fn put_many(&self, n: usize) {
         let inner = &*self.inner;
         if !inner.fast_add(n.wrapping_neg()) {
-            inner.put_slow(n);
+            inner.slow_path(n, true);
         }
     }
 

@@ -4,7 +4,8 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::SeqCst};
+use core::time::Duration;
 
 use refcnt::srcu::{Flavour, Srcu, SrcuError, SrcuPtr};
 
@@ -149,26 +150,34 @@ crate::ktest! {
     }
 }
 
+/// Starts a thread on `cpu` that enters a read section of `srcu`, sleeps
+/// 30 ms in it, then leaves; returns once it is inside. Its state: 1 in
+/// the section, 2 woken and about to unlock.
+fn sleeping_reader(
+    srcu: &Arc<Srcu<Kernel>>,
+    cpu: usize,
+) -> (crate::sched::JoinHandle<()>, Arc<AtomicU8>) {
+    let state = Arc::new(AtomicU8::new(0));
+    let (s, st) = (srcu.clone(), state.clone());
+    let reader = crate::sched::spawn_on(cpu, move || {
+        let guard = s.read_lock();
+        st.store(1, SeqCst);
+        crate::sched::sleep(Duration::from_millis(30));
+        st.store(2, SeqCst);
+        drop(guard);
+    });
+    assert!(smp::wait_for(1000, || state.load(SeqCst) == 1));
+    (reader, state)
+}
+
 crate::ktest! {
     /// A reader that really sleeps inside its read section (a kernel thread
     /// blocked in `sched::sleep`, its CPU idle meanwhile) holds up
     /// `synchronize` on another CPU until it wakes and unlocks.
     #[smp(2, 8)]
     fn srcu_reader_sleeping_in_its_section_holds_up_synchronize() {
-        use core::sync::atomic::AtomicU8;
-        use core::time::Duration;
         let srcu = Arc::new(Srcu::<Kernel>::new().unwrap());
-        // 0: not started, 1: in the section, 2: woke and about to unlock.
-        let state = Arc::new(AtomicU8::new(0));
-        let (s, st) = (srcu.clone(), state.clone());
-        let reader = crate::sched::spawn_on(1, move || {
-            let guard = s.read_lock();
-            st.store(1, SeqCst);
-            crate::sched::sleep(Duration::from_millis(30));
-            st.store(2, SeqCst);
-            drop(guard);
-        });
-        assert!(smp::wait_for(1000, || state.load(SeqCst) == 1));
+        let (reader, state) = sleeping_reader(&srcu, 1);
         let t0 = time::now_ns();
         srcu.synchronize().unwrap();
         assert_eq!(state.load(SeqCst), 2, "synchronize returned while the reader slept in its section");
@@ -186,20 +195,9 @@ crate::ktest! {
     /// thread spinning).
     #[smp(1, 2)]
     fn srcu_updater_sleeps_beside_a_sleeping_reader_of_its_cpu() {
-        use core::sync::atomic::AtomicU8;
-        use core::time::Duration;
         let cpu = smp::online().last().unwrap();
         let srcu = Arc::new(Srcu::<Kernel>::new().unwrap());
-        let state = Arc::new(AtomicU8::new(0));
-        let (s, st) = (srcu.clone(), state.clone());
-        let reader = crate::sched::spawn_on(cpu, move || {
-            let guard = s.read_lock();
-            st.store(1, SeqCst);
-            crate::sched::sleep(Duration::from_millis(30));
-            st.store(2, SeqCst);
-            drop(guard);
-        });
-        assert!(smp::wait_for(1000, || state.load(SeqCst) == 1));
+        let (reader, state) = sleeping_reader(&srcu, cpu);
         let (s, st) = (srcu.clone(), state.clone());
         let updater = crate::sched::spawn_on(cpu, move || {
             let switches = crate::sched::context_switches(cpu);
