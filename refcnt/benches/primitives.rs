@@ -14,6 +14,13 @@
 //! thread hammering the domain, the host's `synchronize_sched`, and
 //! percpu_ref `switch_to_atomic_sync`.
 //!
+//! With more threads than cores (4 threads on a 2-core machine) the
+//! threads time-share: a row whose sample outlasts a scheduler slice (a
+//! few ms) then shows the sharing as a higher per-thread figure.
+//! Figures move by up to ~1.5 ns between process runs of the same code
+//! (ASLR changes which addresses alias modulo 4 KiB); compare rows within
+//! one run, or medians over several.
+//!
 //! Names start with their row number so that divan's alphabetical order is
 //! the kernel table's order. `cargo test -p refcnt --benches` runs every
 //! benchmark once, as a smoke test.
@@ -43,7 +50,17 @@ fn main() {
             "SeqCst fences on both sides (no membarrier)"
         }
     );
-    divan::main();
+    // Measure on a spawned thread rather than on `main`'s: its stack is
+    // page-aligned, while the main stack starts at a random offset within
+    // a page, which moves the loops' stack slots against the section
+    // words modulo 4 KiB from one process run to the next (4K aliasing
+    // made the 1-thread rows vary by up to 3x between runs).
+    std::thread::Builder::new()
+        .name("bench".into())
+        .spawn(divan::main)
+        .unwrap()
+        .join()
+        .unwrap();
 }
 
 /// A value alone on its cache lines (128 bytes: adjacent-line prefetch).
