@@ -101,7 +101,7 @@ fn decide_fences() {
         };
         // Relaxed: the Once publishes it to every thread that passes
         // through `decide_fences`, which every reader does before its
-        // first section (in `cpu`).
+        // first section (in `claim`).
         FENCE_KIND.store(kind, Relaxed);
     });
 }
@@ -155,6 +155,7 @@ pub fn uses_membarrier() -> bool {
 
 fn updater_barrier() {
     #[cfg(all(target_os = "linux", not(miri)))]
+    // Relaxed: decided by the caller's decide_fences (a Once orders it).
     if FENCE_KIND.load(Relaxed) == FENCE_MEMBARRIER {
         return sys::barrier();
     }
