@@ -30,6 +30,27 @@
 //! Leaving a section is a `Release` store, paired with the updater's
 //! `Acquire` loads of the section words: a finished section's per-CPU adds
 //! are visible once the updater sees it finished.
+//!
+//! # The fast path
+//!
+//! A percpu_ref get is a section entry, a load of the mode word, a
+//! per-CPU add and a section exit, so every instruction on that path shows
+//! in the pair's cost. The calling thread's slot and section word are
+//! claimed once and cached in one thread-local without a destructor
+//! (`const`-initialised `Cell`s: each read is one `fs:`-relative load, with
+//! no lazy-initialisation or destructor check):
+//!
+//! * entry reads the cached section word and tests it; the word is cached
+//!   only when membarrier is in use, so that one test also sends the rare
+//!   cases (first use, no membarrier) to an out-of-line path that claims
+//!   or fences. Then one load, one test of the depth, one add and store;
+//! * exit is one decrement through the pointer the guard kept;
+//! * [`Backend::this_cpu_add`] reads the cached slot number, whose range
+//!   check is the claim check and the only bounds check (the counters of
+//!   slots 0 to 15 are a fixed-size array per CPU), then adds.
+//!
+//! Everything on the path is inlined; claiming, fencing and the panics are
+//! out of line. `cargo bench -p refcnt --bench primitives` measures it.
 
 use std::boxed::Box;
 use std::cell::{Cell, RefCell};
@@ -46,6 +67,13 @@ use crate::backend::{AllocError, Backend, Report};
 use crate::misuse::Misuse;
 
 /// How many threads can own a CPU slot at once.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::host::{cpu, MAX_CPUS};
+/// assert!(cpu() < MAX_CPUS);
+/// ```
 pub const MAX_CPUS: usize = 64;
 
 const DEPTH_BITS: u32 = 16;
@@ -73,7 +101,7 @@ fn decide_fences() {
         };
         // Relaxed: the Once publishes it to every thread that passes
         // through `decide_fences`, which every reader does before its
-        // first section (in `cpu`).
+        // first section (in `claim`).
         FENCE_KIND.store(kind, Relaxed);
     });
 }
@@ -127,6 +155,7 @@ pub fn uses_membarrier() -> bool {
 
 fn updater_barrier() {
     #[cfg(all(target_os = "linux", not(miri)))]
+    // Relaxed: decided by the caller's decide_fences (a Once orders it).
     if FENCE_KIND.load(Relaxed) == FENCE_MEMBARRIER {
         return sys::barrier();
     }
@@ -140,32 +169,119 @@ impl Drop for SlotOwner {
     fn drop(&mut self) {
         let id = self.0.get();
         if id < MAX_CPUS {
+            // Forget the slot first: a thread-local destructor that runs
+            // after this one and touches a ref must not add to a slot that
+            // another thread may own by then (it claims a new one, see
+            // `claim`).
+            THIS.with(ThisCpu::forget);
             // Release: the next owner's writes come after ours.
             SLOT_TAKEN[id].store(false, Release);
         }
     }
 }
 
+/// What the fast paths need to know about the calling thread, claimed
+/// once and cached in one thread-local without a destructor, so each is a
+/// single `fs:`-relative load (no lazy-initialisation or
+/// destructor-registration check, no index arithmetic).
+struct ThisCpu {
+    /// The slot; `MAX_CPUS` or more until claimed.
+    id: Cell<usize>,
+    /// `&SECTIONS[id]` once claimed, if section entry may skip the
+    /// hardware fence (membarrier in use); `None` sends every entry to
+    /// [`enter_slow`], which claims or fences. One test thus covers both.
+    fast_section: Cell<Option<&'static AtomicUsize>>,
+}
+
+impl ThisCpu {
+    fn forget(&self) {
+        self.id.set(usize::MAX);
+        self.fast_section.set(None);
+    }
+}
+
 thread_local! {
-    // The slot id lives in a Drop-free cell, so reading it on the fast
-    // path is a plain TLS load with no destructor-registration check; the
-    // owner with the destructor is touched only when claiming.
-    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    static THIS: ThisCpu = const {
+        ThisCpu {
+            id: Cell::new(usize::MAX),
+            fast_section: Cell::new(None),
+        }
+    };
+    // The destructor that gives the slot back lives apart, touched only
+    // when claiming, so that `THIS` needs no destructor.
     static OWNER: SlotOwner = const { SlotOwner(Cell::new(usize::MAX)) };
     static REPORTS: RefCell<Vec<Misuse>> = const { RefCell::new(Vec::new()) };
 }
 
 #[cold]
+#[inline(never)]
 fn claim() -> usize {
     decide_fences();
     for (i, t) in SLOT_TAKEN.iter().enumerate() {
-        // Acquire: pairs with the Release in Slot::drop (previous owner).
+        // Acquire: pairs with the Release in SlotOwner::drop (previous
+        // owner), so its counter writes come before ours.
         if t.compare_exchange(false, true, Acquire, Relaxed).is_ok() {
-            OWNER.with(|o| o.0.set(i));
+            // A thread whose thread-local destructors have already run
+            // cannot register another one: it then keeps the slot for
+            // good rather than give it back while it may still use it.
+            let _ = OWNER.try_with(|o| o.0.set(i));
+            // Relaxed: fixed by decide_fences above (a Once orders it).
+            let membarrier = FENCE_KIND.load(Relaxed) == FENCE_MEMBARRIER;
+            THIS.with(|c| {
+                c.id.set(i);
+                c.fast_section.set(membarrier.then_some(&SECTIONS[i].0));
+            });
             return i;
         }
     }
     panic!("refcnt host backend: more than {MAX_CPUS} threads use refs at once");
+}
+
+/// Enters a read-side section on section word `w` of the calling thread;
+/// `hw_fence`: no membarrier, so the reader issues the store-load barrier.
+#[inline(always)]
+fn enter(w: &'static AtomicUsize, hw_fence: bool) -> HostReadGuard {
+    // Relaxed: only this thread writes its section word.
+    let s = w.load(Relaxed);
+    if s & DEPTH_MASK == 0 {
+        // Outermost (the depth bits are 0): depth 1 and the next sequence
+        // number, in one add. Relaxed store, then the store-load barrier.
+        w.store(s.wrapping_add((1 << DEPTH_BITS) | 1), Relaxed);
+        if hw_fence {
+            fence(SeqCst);
+        } else {
+            // The updater's membarrier supplies the hardware barrier; this
+            // keeps the compiler from hoisting the section's accesses
+            // above the store.
+            compiler_fence(SeqCst);
+        }
+    } else {
+        if s & DEPTH_MASK == DEPTH_MASK {
+            nested_too_deep();
+        }
+        // Relaxed: nested; the outermost entry did the ordering.
+        w.store(s + 1, Relaxed);
+    }
+    HostReadGuard {
+        word: w,
+        _not_send: PhantomData,
+    }
+}
+
+/// Section entry of a thread that has no slot yet, or that must fence
+/// (no membarrier). Out of line, so the usual path falls straight through.
+#[cold]
+#[inline(never)]
+fn enter_slow() -> HostReadGuard {
+    let w = &SECTIONS[cpu()].0;
+    // Relaxed: fixed before `cpu` returned (decide_fences, a Once).
+    enter(w, FENCE_KIND.load(Relaxed) != FENCE_MEMBARRIER)
+}
+
+#[cold]
+#[inline(never)]
+fn nested_too_deep() -> ! {
+    panic!("read-side sections nested too deep");
 }
 
 /// The calling thread's CPU slot (claimed on first use).
@@ -177,16 +293,12 @@ fn claim() -> usize {
 /// ```
 #[inline]
 pub fn cpu() -> usize {
-    SLOT.with(|s| {
-        let id = s.get();
-        if id < MAX_CPUS {
-            id
-        } else {
-            let id = claim();
-            s.set(id);
-            id
-        }
-    })
+    let id = THIS.with(|c| c.id.get());
+    if id < MAX_CPUS {
+        id
+    } else {
+        claim()
+    }
 }
 
 /// Misuse reports made by the calling thread since the last call.
@@ -206,37 +318,97 @@ pub fn take_reports() -> Vec<Misuse> {
 }
 
 /// The host backend (see the module documentation).
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, Backend};
+/// let p = Host::alloc_percpu(1).unwrap();
+/// {
+///     let _section = Host::read_lock_sched();
+///     Host::this_cpu_add(&p, 0, 2);
+/// }
+/// Host::synchronize_sched(); // every section that began before has ended
+/// assert_eq!(Host::sum(&p, 0), 2);
+/// ```
 #[derive(Debug)]
 pub struct Host;
 
-/// Per-CPU counters of the host backend: one cache-line-aligned row per
-/// slot.
+/// Sixteen counters (one per slot of an allocation) of every CPU, each
+/// CPU's on its own 128 bytes.
+type Line = [Padded<[AtomicUsize; 16]>; MAX_CPUS];
+
+/// Per-CPU counters of the host backend: for every 16 slots, one
+/// cache-line-aligned row of 16 counters per CPU.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::{Host, HostPerCpu}, Backend};
+/// let p: HostPerCpu = Host::alloc_percpu(20).unwrap();
+/// Host::this_cpu_add(&p, 17, 5);
+/// assert_eq!(Host::this_cpu_read(&p, 17), Some(5));
+/// ```
 pub struct HostPerCpu {
-    cells: Box<[Padded<[AtomicUsize; 16]>]>,
-    lines: usize,
+    /// Slots 0 to 15. Apart from the others, so that the usual constant
+    /// slot below 16 reaches it with no length check; indexed by CPU, a
+    /// fixed-size array, so the claim check is the only bounds check.
+    first: Box<Line>,
+    /// Slots 16 and up: `more[slot / 16 - 1]`.
+    more: Box<[Line]>,
 }
 
 impl HostPerCpu {
     #[inline]
-    fn cell(&self, cpu: usize, slot: usize) -> &AtomicUsize {
-        &self.cells[cpu * self.lines + slot / 16].0[slot % 16]
+    fn line(&self, slot: usize) -> &Line {
+        match slot / 16 {
+            0 => &self.first,
+            n => &self.more[n - 1],
+        }
+    }
+
+    /// The calling thread's counter `slot` (its slot claimed on first use).
+    #[inline]
+    fn this_cell(&self, slot: usize) -> &AtomicUsize {
+        let line = self.line(slot);
+        // `get` is the claim check: an unclaimed id is `MAX_CPUS` or more.
+        let row = match line.get(THIS.with(|c| c.id.get())) {
+            Some(row) => row,
+            None => &line[claim()],
+        };
+        &row.0[slot % 16]
     }
 }
 
+fn zero_line() -> Line {
+    [const { Padded([const { AtomicUsize::new(0) }; 16]) }; MAX_CPUS]
+}
+
 /// Proof that the calling thread is in a read-side section; not `Send`.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, Backend};
+/// let guard = Host::read_lock_sched();
+/// drop(guard); // the section ends here
+/// ```
 #[must_use = "dropping the guard ends the read-side section"]
 pub struct HostReadGuard {
-    slot: usize,
+    /// The section word of the thread that entered (kept, so leaving reads
+    /// no thread-local).
+    word: &'static AtomicUsize,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for HostReadGuard {
     #[inline]
     fn drop(&mut self) {
-        let w = &SECTIONS[self.slot].0;
+        let w = self.word;
         // Release: everything done in the section happens before an
-        // updater that sees the depth drop (its Acquire loads).
-        w.store(w.load(Relaxed) - 1, Release);
+        // updater that sees the depth drop (its Acquire loads). The load
+        // is Relaxed: only this thread writes its section word.
+        w.store(w.load(Relaxed).wrapping_sub(1), Release);
     }
 }
 
@@ -297,16 +469,15 @@ unsafe impl Backend for Host {
     type ReadGuard = HostReadGuard;
 
     fn alloc_percpu(slots: usize) -> Result<HostPerCpu, AllocError> {
-        let lines = slots.div_ceil(16).max(1);
-        let cells = (0..lines * MAX_CPUS)
-            .map(|_| Padded([const { AtomicUsize::new(0) }; 16]))
-            .collect();
-        Ok(HostPerCpu { cells, lines })
+        Ok(HostPerCpu {
+            first: Box::new(zero_line()),
+            more: (16..slots).step_by(16).map(|_| zero_line()).collect(),
+        })
     }
 
     #[inline]
     fn this_cpu_add(p: &HostPerCpu, slot: usize, delta: usize) {
-        let c = p.cell(cpu(), slot);
+        let c = p.this_cell(slot);
         // Relaxed load and store: only this thread writes this cell, so no
         // read-modify-write is needed; the section exit (Release) and the
         // grace period publish it.
@@ -316,51 +487,29 @@ unsafe impl Backend for Host {
     #[inline]
     fn this_cpu_read(p: &HostPerCpu, slot: usize) -> Option<usize> {
         // Relaxed: this thread's own cell, written only by this thread.
-        Some(p.cell(cpu(), slot).load(Relaxed))
+        Some(p.this_cell(slot).load(Relaxed))
     }
 
     fn sum(p: &HostPerCpu, slot: usize) -> usize {
-        (0..MAX_CPUS)
+        p.line(slot)
+            .iter()
             // Relaxed: the grace period that precedes a meaningful sum has
             // already ordered the writes (Acquire on the section words).
-            .map(|c| p.cell(c, slot).load(Relaxed))
+            .map(|c| c.0[slot % 16].load(Relaxed))
             .fold(0usize, usize::wrapping_add)
     }
 
-    #[inline]
+    #[inline(always)]
     fn read_lock_sched() -> HostReadGuard {
-        let slot = cpu();
-        let w = &SECTIONS[slot].0;
-        let s = w.load(Relaxed);
-        if s & DEPTH_MASK == 0 {
-            // Relaxed store, then the store-load barrier below.
-            w.store(
-                ((s >> DEPTH_BITS).wrapping_add(1) << DEPTH_BITS) | 1,
-                Relaxed,
-            );
-            // Relaxed: fixed before this thread claimed its slot.
-            if FENCE_KIND.load(Relaxed) == FENCE_MEMBARRIER {
-                // The updater's membarrier supplies the hardware barrier.
-                compiler_fence(SeqCst);
-            } else {
-                fence(SeqCst);
-            }
-        } else {
-            assert!(
-                s & DEPTH_MASK < DEPTH_MASK,
-                "read-side sections nested too deep"
-            );
-            w.store(s + 1, Relaxed);
-        }
-        HostReadGuard {
-            slot,
-            _not_send: PhantomData,
+        match THIS.with(|c| c.fast_section.get()) {
+            Some(w) => enter(w, false),
+            None => enter_slow(),
         }
     }
 
     fn synchronize_sched() {
         decide_fences();
-        let me = SLOT.with(|s| s.get());
+        let me = THIS.with(|c| c.id.get());
         if me < MAX_CPUS {
             // Relaxed: our own word.
             let d = SECTIONS[me].0.load(Relaxed) & DEPTH_MASK;

@@ -21,7 +21,8 @@
 //! * loom: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p refcnt --release --test loom`
 //! * Miri: `MIRIFLAGS=-Zmiri-ignore-leaks cargo miri test -p refcnt --tests`
 //!   (the `call_sched` worker thread outlives `main`, hence the flag)
-//! * bench: `cargo bench -p refcnt --bench pair`
+//! * bench: `cargo bench -p refcnt --bench primitives` (divan; the kernel
+//!   bench's pairs at 1, 2 and 4 threads, on the host backend)
 //!
 //! # Examples
 //!

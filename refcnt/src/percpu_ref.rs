@@ -758,7 +758,7 @@ impl<B: Backend> PercpuRef<B> {
     /// assert_eq!(r.count_atomic(), 4);
     /// r.put_many(3);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn get_many(&self, n: usize) {
         let inner = &*self.inner;
         if !inner.fast_add(n) {
@@ -794,7 +794,7 @@ impl<B: Backend> PercpuRef<B> {
     /// r.get_many(2);
     /// r.put_many(2);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn put_many(&self, n: usize) {
         let inner = &*self.inner;
         if !inner.fast_add(n.wrapping_neg()) {

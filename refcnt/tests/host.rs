@@ -8,6 +8,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use refcnt::host::{cpu, Host, MAX_CPUS};
+use refcnt::percpu_ref::{Flags, PercpuRef};
 use refcnt::Backend;
 
 #[test]
@@ -90,4 +91,39 @@ fn per_cpu_counters_sum_over_threads() {
     assert_eq!(Host::sum(&p, 17), 6);
     assert_eq!(Host::sum(&p, 3), 3usize.wrapping_neg());
     assert_eq!(Host::sum(&p, 0), 0);
+}
+
+/// A thread-local destructor that runs after the slot was given back (it
+/// was registered before the slot's owner) may still use refs, and the
+/// counts stay exact (the thread claims a slot anew, see `host::claim`,
+/// rather than add to the one it gave back).
+#[test]
+fn refs_work_in_late_thread_local_destructors() {
+    struct LateUser(Arc<PercpuRef<Host>>);
+    impl Drop for LateUser {
+        fn drop(&mut self) {
+            self.0.get_many(2);
+            self.0.put_many(1);
+            assert!(cpu() < MAX_CPUS);
+        }
+    }
+    thread_local! {
+        static LATE: std::cell::RefCell<Option<LateUser>> = const { std::cell::RefCell::new(None) };
+    }
+    let r = Arc::new(PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap());
+    let r2 = r.clone();
+    std::thread::spawn(move || {
+        // Registered first, so destroyed after the slot owner.
+        LATE.with(|l| *l.borrow_mut() = Some(LateUser(r2.clone())));
+        r2.get_many(1); // claims a slot
+        r2.put_many(1);
+    })
+    .join()
+    .unwrap();
+    r.switch_to_atomic_sync();
+    assert_eq!(
+        r.count_atomic(),
+        2,
+        "the initial reference and the late one"
+    );
 }
