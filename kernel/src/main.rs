@@ -74,6 +74,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     );
     arch::bring_up_cpus(madt.as_ref(), phys_offset);
     sched::workqueue::start();
+    sync::rcu::start();
     println!("cmdline: {}", cmdline.raw());
 
     match cmdline.mode() {

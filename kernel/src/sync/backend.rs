@@ -35,7 +35,7 @@ impl Report for Kernel {
 // `gs_add_unless` instruction range (during which the IPI and the tick do
 // not report), and `synchronize_sched` returns only after every other CPU
 // has reported outside all of them, with the fences documented in `rcu`;
-// (4) `call_sched` runs the callback from a work-queue thread once every
+// (4) `call_sched` runs the callback from the callback thread once every
 // CPU has reported after it was queued; (5) `this_cpu_add_unless` is such
 // an instruction range and `this_cpu_add_sched` one instruction.
 unsafe impl Backend for Kernel {

@@ -18,8 +18,8 @@
 //!   quiescent-state count, which the timer tick also advances (through the
 //!   same report). Once every CPU has reported after the snapshot, the
 //!   callback is ready. No IPIs; one or two ticks. The tick that finds the
-//!   oldest callback ready queues the drain on its CPU's work queue
-//!   ([`crate::sched::workqueue`]), whose worker thread runs the callbacks.
+//!   oldest callback ready wakes the callback thread ([`start`]), which
+//!   runs the ready callbacks.
 //!
 //! Ordering: the caller's writes are ordered before the new number (and
 //! before the snapshot) by a `SeqCst` fence, and the IPI is sent after that.
@@ -31,10 +31,12 @@
 //! the report sees the writes; the waiter's final `SeqCst` fence orders them
 //! before what it does next.
 //!
-//! Ready callbacks run in a work-queue thread: never from an interrupt
-//! handler and never from inside the caller, so a callback may take locks,
-//! sleep or wait for another grace period. One drain runs at a time, so
-//! callbacks run in queue order.
+//! Ready callbacks run in a kernel thread of their own (as Linux's rcuc
+//! threads), not on a work queue: never from an interrupt handler and never
+//! from inside the caller, so a callback may take locks, sleep or wait for
+//! another grace period, and work items that sleep for long (SRCU's
+//! grace-period worker waits for readers) cannot hold the callbacks up.
+//! One thread runs them, so they run in queue order.
 //!
 //! [`synchronize_sched`] spins for a short budget (an idle machine answers
 //! within it), then sleeps ([`super::wait`]); every report that advances a
@@ -43,7 +45,7 @@
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicU64, Ordering};
 use core::time::Duration;
 
 use spin::Mutex;
@@ -51,7 +53,7 @@ use spin::Mutex;
 use crate::arch::apic::{self, Delivery, Dest};
 use crate::arch::percpu::{self, cpu_id, possible_cpus, IrqGuard};
 use crate::arch::{smp, time};
-use crate::sched::workqueue;
+use crate::sched::WaitQueue;
 
 crate::percpu! {
     /// Quiescent states reported by this CPU (ticks outside sections and
@@ -104,7 +106,7 @@ pub fn tick(in_fast_path: bool) {
     if !in_fast_path {
         percpu::quiescent_state(report_quiescent);
     }
-    queue_drain_if_ready();
+    wake_callback_thread_if_ready();
 }
 
 /// Waits until every CPU has left every read-side section it was in when
@@ -166,7 +168,7 @@ struct Waiting {
 
 static QUEUE: Mutex<VecDeque<Waiting>> = Mutex::new(VecDeque::new());
 
-/// Runs `callback` after a grace period, in a work-queue thread.
+/// Runs `callback` after a grace period, in the callback thread.
 pub fn call_sched(callback: Box<dyn FnOnce() + Send>) {
     // SeqCst: see the module documentation; the snapshot is taken after the
     // caller's writes are visible.
@@ -178,32 +180,32 @@ pub fn call_sched(callback: Box<dyn FnOnce() + Send>) {
     QUEUE.lock().push_back(Waiting { snapshot, callback });
 }
 
-/// Held by the thread draining ready callbacks, so they run in order.
-static DRAIN: Mutex<()> = Mutex::new(());
-/// A drain is queued on some work queue and has not started yet.
-static DRAIN_QUEUED: AtomicBool = AtomicBool::new(false);
+/// The callback thread sleeps here until the oldest callback is ready.
+static CALLBACK_THREAD: WaitQueue = WaitQueue::new();
 
-/// From the tick: queues a drain on this CPU's work queue if the oldest
-/// callback's grace period has ended and no drain is queued.
-fn queue_drain_if_ready() {
-    // Relaxed: a hint; the swap below decides.
-    if DRAIN_QUEUED.load(Ordering::Relaxed) || !workqueue::started() {
-        return;
+/// Starts the callback thread on the boot CPU. Called once at boot, after
+/// the scheduler; callbacks queued earlier wait for it.
+pub fn start() {
+    // The handle is dropped: the thread runs for the rest of the run.
+    drop(crate::sched::spawn_on(0, || loop {
+        CALLBACK_THREAD.wait_until(head_ready);
+        run_ready_callbacks();
+    }));
+}
+
+/// From the tick: wakes the callback thread if the oldest callback's grace
+/// period has ended.
+fn wake_callback_thread_if_ready() {
+    if head_ready() {
+        CALLBACK_THREAD.wake_one();
     }
-    let ready = {
-        let _irq = IrqGuard::new();
-        let queue = QUEUE.lock();
-        queue.front().is_some_and(is_ready)
-    };
-    // AcqRel: one queuer wins; the drain's clearing store is ordered with it.
-    if ready && !DRAIN_QUEUED.swap(true, Ordering::AcqRel) {
-        workqueue::queue_work_on(cpu_id(), || {
-            // Cleared before draining: a callback that becomes ready after
-            // the drain's last look gets a drain of its own.
-            DRAIN_QUEUED.store(false, Ordering::SeqCst);
-            drain_callbacks();
-        });
-    }
+}
+
+/// Whether the oldest queued callback's grace period has ended.
+fn head_ready() -> bool {
+    let _irq = IrqGuard::new();
+    let queue = QUEUE.lock();
+    queue.front().is_some_and(is_ready)
 }
 
 /// Whether every online CPU has reported since `w` was queued (offline
@@ -221,12 +223,9 @@ pub fn pending() -> usize {
     queue.len()
 }
 
-/// Runs the callbacks whose grace period has ended, unless another thread
-/// is already at it. Work-queue context.
-fn drain_callbacks() {
-    let Some(_drain) = DRAIN.try_lock() else {
-        return;
-    };
+/// Runs the callbacks whose grace period has ended. The callback thread
+/// only.
+fn run_ready_callbacks() {
     loop {
         let ready = {
             let _irq = IrqGuard::new();
@@ -406,7 +405,7 @@ crate::ktest! {
     #[timeout(120)]
     fn grace_period_waits_for_fast_paths_under_fire() {
         use alloc::sync::Arc;
-        use core::sync::atomic::AtomicUsize;
+        use core::sync::atomic::{AtomicBool, AtomicUsize};
         let counter = Arc::new(percpu::alloc_percpu(8).unwrap());
         let offset = counter.offset();
         let flag = Arc::new(AtomicUsize::new(0));
