@@ -575,14 +575,16 @@ pub fn sched_depth() -> u64 {
 #[inline(never)]
 fn deferred_quiescent_state() {
     {
-        // Interrupts off while the two words are put back in step; a
+        // Interrupts off while the two words are put back in step (a
         // grace-period interrupt between the `sub` and here saw `wanted`
-        // set and left both alone.
+        // set and left both alone) and while the report runs, as it does
+        // in the interrupt handlers: its read-modify-writes of this CPU's
+        // words must not interleave with theirs.
         let _irq = IrqGuard::new();
         gs_store(RS_DEPTH_OFFSET, 0);
         gs_store(RS_WANTED_OFFSET, 0);
+        (QS_HOOK.get().copied().unwrap_or(|| {}))();
     }
-    (QS_HOOK.get().copied().unwrap_or(|| {}))();
     // The tick marks a section it interrupts as owing a report, so this
     // is also where a preemption the tick had to put off happens.
     crate::sched::preempt_point();
