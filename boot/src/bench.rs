@@ -303,14 +303,56 @@ impl Results {
         serde_json::to_string_pretty(&beside).expect("plain data serialises")
     }
 
-    /// ns per pair against CPUs, one line per primitive, log-scale y.
-    pub fn svg(&self) -> String {
-        let (w, h, left, right, top, bottom) = (900.0, 520.0, 70.0, 330.0, 30.0, 50.0);
+    /// ns per pair against CPUs, one line per primitive, log-scale y;
+    /// with `linux`, a dotted grey line per refscale type that one of our
+    /// rows is compared with.
+    pub fn svg(&self, linux: Option<&LinuxResults>) -> String {
+        let (w, h, left, right, top, bottom) = (900.0, 560.0, 70.0, 330.0, 30.0, 50.0);
         let counts = self.cpu_counts();
-        let values: Vec<f64> = self
-            .pairs
+        const COLOURS: [&str; 10] = [
+            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+            "#bcbd22", "#17becf",
+        ];
+        // (label, colour, dash, value per CPU count)
+        let mut series: Vec<(String, &str, &str, Vec<Option<f64>>)> = self
+            .names()
+            .into_iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let dash = if k >= COLOURS.len() {
+                    " stroke-dasharray=\"6 3\""
+                } else {
+                    ""
+                };
+                let values = counts.iter().map(|&c| self.median(name, c)).collect();
+                (name.to_string(), COLOURS[k % COLOURS.len()], dash, values)
+            })
+            .collect();
+        if let Some(l) = linux {
+            let mut types: Vec<&str> = Vec::new();
+            for name in self.names() {
+                if let Some(t) = crate::linux::scale_type_for(name) {
+                    if !types.contains(&t) && l.find(t, 1).is_some() {
+                        types.push(t);
+                    }
+                }
+            }
+            for t in types {
+                let values = counts
+                    .iter()
+                    .map(|&c| l.find(t, c).map(|m| m.median_ns))
+                    .collect();
+                series.push((
+                    format!("Linux refscale {t}"),
+                    "#444",
+                    " stroke-dasharray=\"2 3\"",
+                    values,
+                ));
+            }
+        }
+        let values: Vec<f64> = series
             .iter()
-            .map(|r| r.median_ns)
+            .flat_map(|s| s.3.iter().flatten().copied())
             .filter(|v| *v > 0.0)
             .collect();
         let lo = values
@@ -349,28 +391,15 @@ impl Results {
                 if *c == 1 { "" } else { "s" }
             );
         }
-        const COLOURS: [&str; 10] = [
-            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-            "#bcbd22", "#17becf",
-        ];
-        for (k, name) in self.names().into_iter().enumerate() {
-            let colour = COLOURS[k % COLOURS.len()];
-            let dash = if k >= COLOURS.len() {
-                " stroke-dasharray=\"6 3\""
-            } else {
-                ""
-            };
-            let points: Vec<String> = counts
+        for (k, (label, colour, dash, values)) in series.iter().enumerate() {
+            let points: Vec<String> = values
                 .iter()
                 .enumerate()
-                .filter_map(|(i, &c)| {
-                    self.median(name, c)
-                        .map(|v| format!("{:.1},{:.1}", x(i), y(v)))
-                })
+                .filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", x(i), y(v))))
                 .collect();
             let _ = writeln!(svg, "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>", points.join(" "));
             let ly = top + 18.0 * k as f64;
-            let _ = writeln!(svg, "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{}</text>", w - right + 15.0, w - right + 40.0, w - right + 46.0, ly + 4.0, name.replace('&', "&amp;").replace('<', "&lt;"));
+            let _ = writeln!(svg, "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{}</text>", w - right + 15.0, w - right + 40.0, w - right + 46.0, ly + 4.0, label.replace('&', "&amp;").replace('<', "&lt;"));
         }
         svg.push_str("</svg>\n");
         svg
@@ -427,7 +456,7 @@ mod tests {
             json.contains("\"commit\": \"abc123\"") && json.contains("\"smp\": 8"),
             "{json}"
         );
-        let svg = r.svg();
+        let svg = r.svg(None);
         assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
         assert!(svg.ends_with("</svg>\n"));
     }
@@ -498,5 +527,16 @@ mod tests {
             .json("qemu", "tcg", 8, "abc", None)
             .find("\"linux\"")
             .is_none());
+        // The plot gains a dotted line per matched refscale type.
+        let ours = r.svg(None).matches("<polyline").count();
+        let with_linux = r.svg(Some(&linux));
+        assert!(
+            with_linux.matches("<polyline").count() > ours,
+            "{with_linux}"
+        );
+        assert!(
+            with_linux.contains(">Linux refscale jiffies<"),
+            "{with_linux}"
+        );
     }
 }

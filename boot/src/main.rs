@@ -103,7 +103,7 @@ fn write_bench(
     );
     std::fs::write(dir.join("primitives.json"), json)?;
     std::fs::write(dir.join("primitives.md"), results.markdown(linux))?;
-    std::fs::write(dir.join("primitives.svg"), results.svg())?;
+    std::fs::write(dir.join("primitives.svg"), results.svg(linux))?;
     eprintln!("runner: wrote {}/primitives.{{json,md,svg}}", dir.display());
     Ok(())
 }
