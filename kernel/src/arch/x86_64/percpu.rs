@@ -217,34 +217,34 @@ pub fn gs_add(offset: usize, v: u64) {
 /// cost of one plain load, one branch and the `add`.
 #[inline(always)]
 pub fn gs_add_unless(offset: usize, v: u64, flag: &AtomicUsize, mask: usize) -> bool {
-    let added: u32;
     // SAFETY: as in `gs_add` for the add; `flag` is a live atomic (a
     // reference), read by a plain aligned load, which is what an x86
     // atomic load is. The table entry holds two code addresses of this
     // asm; `pcpu_fast_ranges` holds nothing else (only this asm names it),
-    // and is writable ("aw") so that the loader can relocate it.
+    // and is writable ("aw") so that the loader can relocate it. The jump
+    // to `set` leaves the range before anything else runs.
     unsafe {
         asm!(
-            "xor {added:e}, {added:e}",
             "2:",
             "test qword ptr [{flag}], {mask}",
-            "jnz 3f",
+            "jnz {set}",
             "add qword ptr gs:[{off}], {v}",
-            "mov {added:e}, 1",
             "3:",
             ".pushsection pcpu_fast_ranges, \"aw\"",
             ".balign 8",
             ".quad 2b, 3b",
             ".popsection",
-            added = out(reg) added,
             flag = in(reg) flag.as_ptr(),
             mask = in(reg) mask,
             off = in(reg) offset,
             v = in(reg) v,
+            set = label {
+                return false;
+            },
             options(nostack),
         );
     }
-    added != 0
+    true
 }
 
 /// The `[start, end)` code ranges recorded by [`gs_add_unless`].
