@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 #![feature(abi_x86_interrupt)]
+#![feature(fn_align)]
 
 extern crate alloc;
 

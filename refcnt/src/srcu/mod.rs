@@ -178,8 +178,19 @@ use crate::sync::atomic::{fence, AtomicUsize, Ordering};
 use crate::sync::Mutex;
 
 /// Per-CPU counter slots of a domain.
-const LOCK: [usize; 2] = [0, 1];
-const UNLOCK: [usize; 2] = [2, 3];
+/// The per-CPU slot counting lock operations on index `idx` (0 or 1).
+/// Arithmetic, not a table: no load and no bounds check on the fast path.
+#[inline(always)]
+const fn lock_slot(idx: usize) -> usize {
+    idx & 1
+}
+
+/// The per-CPU slot counting unlock operations on index `idx`.
+#[inline(always)]
+const fn unlock_slot(idx: usize) -> usize {
+    2 + (idx & 1)
+}
+
 const SLOTS: usize = 4;
 
 /// How many read sections of one domain may be open on one CPU before
@@ -506,7 +517,7 @@ impl<B: Backend> Inner<B> {
         let idx = self.idx.load(Ordering::Relaxed) & 1;
         match self.flavour {
             Flavour::Normal => {
-                B::this_cpu_add(&self.percpu, LOCK[idx], 1);
+                B::this_cpu_add(&self.percpu, lock_slot(idx), 1);
                 // Reader fence B. Closes the race "the scan misses this
                 // increment, yet this section reads the old value": if the
                 // scan's lock sum misses the increment, this fence comes
@@ -519,7 +530,7 @@ impl<B: Backend> Inner<B> {
             Flavour::Fast => {
                 // The increment is an rcu-sched section of its own; the
                 // scan's grace period does what fence B does above.
-                B::this_cpu_add_sched(&self.percpu, LOCK[idx], 1);
+                B::this_cpu_add_sched(&self.percpu, lock_slot(idx), 1);
                 // Keeps the compiler from hoisting the section's loads
                 // above the increment; the CPU side is the grace period's.
                 compiler_fence(Ordering::SeqCst);
@@ -542,13 +553,13 @@ impl<B: Backend> Inner<B> {
                 // visible no later than the unlock one, which the counting
                 // argument needs.
                 fence(Ordering::SeqCst);
-                B::this_cpu_add(&self.percpu, UNLOCK[idx], 1);
+                B::this_cpu_add(&self.percpu, unlock_slot(idx), 1);
             }
             Flavour::Fast => {
                 // The compiler must not sink the section's accesses below
                 // the increment; the scan's grace period orders the CPU.
                 compiler_fence(Ordering::SeqCst);
-                B::this_cpu_add_sched(&self.percpu, UNLOCK[idx], 1);
+                B::this_cpu_add_sched(&self.percpu, unlock_slot(idx), 1);
             }
         }
         B::task_srcu_nest(-1);
@@ -566,8 +577,8 @@ impl<B: Backend> Inner<B> {
             return;
         }
         if let (Some(l), Some(u)) = (
-            B::this_cpu_read(&self.percpu, LOCK[idx]),
-            B::this_cpu_read(&self.percpu, UNLOCK[idx]),
+            B::this_cpu_read(&self.percpu, lock_slot(idx)),
+            B::this_cpu_read(&self.percpu, unlock_slot(idx)),
         ) {
             if l.wrapping_sub(u) == MAX_NESTING {
                 misuse::report::<B>(Misuse::SrcuNestingOverflow);
@@ -579,8 +590,8 @@ impl<B: Backend> Inner<B> {
     fn this_cpu_depth(&self) -> Option<isize> {
         let mut depth = 0usize;
         for i in 0..2 {
-            let l = B::this_cpu_read(&self.percpu, LOCK[i])?;
-            let u = B::this_cpu_read(&self.percpu, UNLOCK[i])?;
+            let l = B::this_cpu_read(&self.percpu, lock_slot(i))?;
+            let u = B::this_cpu_read(&self.percpu, unlock_slot(i))?;
             depth = depth.wrapping_add(l.wrapping_sub(u));
         }
         Some(depth as isize)
@@ -604,7 +615,10 @@ impl<B: Backend> Inner<B> {
 
     fn readers(&self) -> usize {
         (0..2)
-            .map(|i| B::sum(&self.percpu, LOCK[i]).wrapping_sub(B::sum(&self.percpu, UNLOCK[i])))
+            .map(|i| {
+                B::sum(&self.percpu, lock_slot(i))
+                    .wrapping_sub(B::sum(&self.percpu, unlock_slot(i)))
+            })
             .fold(0, usize::wrapping_add)
     }
 
@@ -613,7 +627,7 @@ impl<B: Backend> Inner<B> {
     /// True once no reader counted on `idx` remains (see the module docs for
     /// why unlocks are read first).
     fn scan(&self, idx: usize) -> bool {
-        let unlocks = B::sum(&self.percpu, UNLOCK[idx]);
+        let unlocks = B::sum(&self.percpu, unlock_slot(idx));
         match self.flavour {
             // Updater fence A, partner of reader fences B and C: an unlock
             // counted above implies its lock is counted below, a lock
@@ -629,7 +643,7 @@ impl<B: Backend> Inner<B> {
             // (and its section sees our earlier writes).
             Flavour::Fast => B::synchronize_sched(),
         }
-        let locks = B::sum(&self.percpu, LOCK[idx]);
+        let locks = B::sum(&self.percpu, lock_slot(idx));
         locks == unlocks
     }
 
@@ -936,13 +950,13 @@ impl<B: Backend> Srcu<B> {
         let inner = &*self.inner;
         let bad = idx > 1
             || (inner.flavour == Flavour::Normal && {
-                let unlocks = B::sum(&inner.percpu, UNLOCK[idx]);
+                let unlocks = B::sum(&inner.percpu, unlock_slot(idx));
                 // Same pairing as scan fence A: every unlock counted above
                 // has its lock counted below, and the caller's own lock
                 // (if it has one) happened before this call, so a holder
                 // always leaves the difference positive.
                 fence(Ordering::SeqCst);
-                let locks = B::sum(&inner.percpu, LOCK[idx]);
+                let locks = B::sum(&inner.percpu, lock_slot(idx));
                 (locks.wrapping_sub(unlocks) as isize) <= 0
             });
         if bad {
