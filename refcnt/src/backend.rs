@@ -275,10 +275,12 @@ pub unsafe trait Backend: Report {
     /// Waits until `done` returns true. Every wait of the crate that can
     /// last goes through here: readers leaving an SRCU index, another
     /// updater's grace period, a mode switch's confirmation, callbacks
-    /// before a barrier, a release in flight. No lock of the crate is held
-    /// when it is called, so a backend with a scheduler should put the
-    /// caller to sleep (after a short spin, since most of these waits end
-    /// within microseconds) and test `done` again when
+    /// before a barrier, a release in flight. No lock that anyone spins on
+    /// is held when it is called (SRCU holds its grace-period lock across
+    /// its scans, but that lock is only ever try-locked, and the losers
+    /// wait here too), so a backend with a scheduler should put the caller
+    /// to sleep (after a short spin, since most of these waits end within
+    /// microseconds) and test `done` again when
     /// [`wake_waiters`](Backend::wake_waiters) is called or after a
     /// timeout: `done` may become true without a wakeup (a reader leaving
     /// its section tells no one). `done` is cheap and may be called many
