@@ -101,7 +101,7 @@ use crate::sync::atomic::{
     fence, AtomicBool, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
-use crate::sync::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 
 /// Options for [`PercpuRef::new`], combined with `|`.
 ///
@@ -367,6 +367,25 @@ impl<B: Backend> Inner<B> {
         } else {
             self.get_atomic(mode, n)
         }
+    }
+
+    /// Takes the control lock for a kill (`dead` false: the ref must be
+    /// live) or a resurrect (`dead` true: it must be dead) and returns it
+    /// with the mode. An exited ref reports [`Misuse::GetAfterExit`], one
+    /// in the wrong state reports `wrong`; both return `None`, unlocked.
+    fn lock_if(&self, dead: bool, wrong: Misuse) -> Option<(MutexGuard<'_, Ctl>, usize)> {
+        let ctl = self.ctl.lock();
+        let mode = self.mode();
+        let bad = if mode & EXITED != 0 {
+            Misuse::GetAfterExit
+        } else if (mode & DEAD != 0) != dead {
+            wrong
+        } else {
+            return Some((ctl, mode));
+        };
+        drop(ctl);
+        misuse::report::<B>(bad);
+        None
     }
 
     fn mode(&self) -> usize {
@@ -917,20 +936,9 @@ impl<B: Backend> PercpuRef<B> {
     }
 
     fn kill_inner(&self, confirm: Option<Pending>) -> bool {
-        let mut ctl = self.inner.ctl.lock();
-        let mode = self.inner.mode();
-        let bad = if mode & EXITED != 0 {
-            Some(Misuse::GetAfterExit)
-        } else if mode & DEAD != 0 {
-            Some(Misuse::DoubleKill)
-        } else {
-            None
-        };
-        if let Some(m) = bad {
-            drop(ctl);
-            misuse::report::<B>(m);
+        let Some((mut ctl, _)) = self.inner.lock_if(false, Misuse::DoubleKill) else {
             return false;
-        }
+        };
         let a = self.inner.want_atomic(&mut ctl, confirm, DEAD);
         drop(ctl);
         Inner::run(&self.inner, a, false);
@@ -1050,20 +1058,9 @@ impl<B: Backend> PercpuRef<B> {
     /// ```
     pub fn resurrect(&self) -> bool {
         let inner = &*self.inner;
-        let mut ctl = inner.ctl.lock();
-        let mode = inner.mode();
-        let bad = if mode & EXITED != 0 {
-            Some(Misuse::GetAfterExit)
-        } else if mode & DEAD == 0 {
-            Some(Misuse::ResurrectLive)
-        } else {
-            None
-        };
-        if let Some(m) = bad {
-            drop(ctl);
-            misuse::report::<B>(m);
+        let Some((mut ctl, mode)) = inner.lock_if(true, Misuse::ResurrectLive) else {
             return false;
-        }
+        };
         // Relaxed: a dead ref is atomic; the increment itself publishes
         // nothing (the new life is published by the `lives` store).
         let old = inner.count.fetch_add(1, Relaxed);

@@ -116,8 +116,10 @@ fn misuse_unlock_not_locked() {
     take_reports();
 }
 
-#[test]
-fn synchronize_waits_for_existing_reader() {
+/// For both flavours: `sync` returns only after a reader that was inside
+/// its section when it started (and sleeps there) has left, and it ran a
+/// grace period of its own.
+fn waits_for_existing_reader(name: &str, sync: fn(&Srcu<Host>) -> Result<(), SrcuError>) {
     for fl in FLAVOURS {
         let s = domain(fl);
         let done = Arc::new(AtomicBool::new(false));
@@ -131,36 +133,22 @@ fn synchronize_waits_for_existing_reader() {
             drop(g);
         });
         rx.recv().unwrap();
-        s.synchronize().unwrap();
-        assert!(
-            done.load(SeqCst),
-            "{fl:?}: synchronize returned under a reader"
-        );
+        let before = s.completed();
+        sync(&s).unwrap();
+        assert!(done.load(SeqCst), "{fl:?}: {name} returned under a reader");
+        assert!(s.completed() > before, "{fl:?}: {name} ran no grace period");
         t.join().unwrap();
     }
 }
 
 #[test]
+fn synchronize_waits_for_existing_reader() {
+    waits_for_existing_reader("synchronize", Srcu::synchronize);
+}
+
+#[test]
 fn synchronize_expedited_waits_for_existing_reader() {
-    for fl in FLAVOURS {
-        let s = domain(fl);
-        let done = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel();
-        let (s2, d2) = (s.clone(), done.clone());
-        let t = thread::spawn(move || {
-            let g = s2.read_lock();
-            tx.send(()).unwrap();
-            pause();
-            d2.store(true, SeqCst);
-            drop(g);
-        });
-        rx.recv().unwrap();
-        let before = s.completed();
-        s.synchronize_expedited().unwrap();
-        assert!(done.load(SeqCst));
-        assert!(s.completed() > before);
-        t.join().unwrap();
-    }
+    waits_for_existing_reader("synchronize_expedited", Srcu::synchronize_expedited);
 }
 
 #[test]
