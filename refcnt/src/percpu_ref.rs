@@ -84,9 +84,13 @@
 //!
 //! * `get` returns a guard ([`RefGuard`]) that puts on drop;
 //!   [`RefGuard::leak`] or [`PercpuRef::get_many`] give the explicit form.
-//! * The per-CPU counters are kept until [`PercpuRef::exit`] (or drop), not
-//!   freed at kill, so every ref can be resurrected; [`Flags::ALLOW_REINIT`]
-//!   is accepted for parity.
+//! * The per-CPU counters live as long as the `PercpuRef`: they are freed
+//!   when it is dropped, not at kill (so every ref can be resurrected;
+//!   [`Flags::ALLOW_REINIT`] is accepted for parity) nor at
+//!   [`exit`](PercpuRef::exit). Keeping them lets the fast path use them
+//!   without first checking that they exist (a branch, which under QEMU's
+//!   TCG also ends a translation block); an exited ref costs its 8 bytes
+//!   per CPU until the drop that normally follows.
 //! * A kill confirmation always waits for a grace period that began after
 //!   the kill, even when the ref was already atomic.
 //! * Misuse is reported and repaired, see [`Misuse`].
@@ -218,7 +222,7 @@ struct Ctl {
 struct Inner<B: Backend> {
     mode: AtomicUsize,
     count: AtomicUsize,
-    percpu: Option<B::PerCpu>,
+    percpu: B::PerCpu,
     window_start: AtomicU64,
     batch_ns: u64,
     lives: AtomicUsize,
@@ -341,10 +345,7 @@ impl<B: Backend> Inner<B> {
     /// section of its own: it may have changed back).
     #[inline(always)]
     fn fast_add(&self, delta: usize) -> bool {
-        match &self.percpu {
-            Some(pc) => B::this_cpu_add_unless(pc, 0, delta, &self.mode, ATOMIC),
-            None => false,
-        }
+        B::this_cpu_add_unless(&self.percpu, 0, delta, &self.mode, ATOMIC)
     }
 
     /// A get (or, with `put`, a put) of `n` that found atomic mode: in a
@@ -357,10 +358,8 @@ impl<B: Backend> Inner<B> {
         let _g = B::read_lock_sched();
         let mode = self.mode();
         if mode & ATOMIC == 0 {
-            if let Some(pc) = &self.percpu {
-                let delta = if put { n.wrapping_neg() } else { n };
-                return B::this_cpu_add(pc, 0, delta);
-            }
+            let delta = if put { n.wrapping_neg() } else { n };
+            return B::this_cpu_add(&self.percpu, 0, delta);
         }
         if put {
             self.put_atomic(mode, n)
@@ -524,7 +523,7 @@ impl<B: Backend> Inner<B> {
         if mode & ATOMIC == 0 {
             return true;
         }
-        if mode & (DEAD | EXITED) != 0 || ctl.in_flight || self.percpu.is_none() {
+        if mode & (DEAD | EXITED) != 0 || ctl.in_flight {
             return false;
         }
         // Relaxed: the bias only has to be in `count` before the next fold,
@@ -604,22 +603,20 @@ impl<B: Backend> Inner<B> {
             let mut ctl = this.ctl.lock();
             let mut extra = false;
             if ctl.fold {
-                if let Some(pc) = &this.percpu {
-                    let sum = B::sum(pc, 0);
-                    let delta = sum.wrapping_sub(ctl.folded);
-                    ctl.folded = sum;
-                    // One extra reference keeps the count above zero until
-                    // the confirmations have run (Linux holds one too).
-                    let add = delta.wrapping_sub(BIAS).wrapping_add(1);
-                    // AcqRel: Release hands what the grace period made
-                    // visible here (the per-CPU changes) to whoever later
-                    // reaches zero; Acquire pairs with earlier Release puts.
-                    let old = this.count.fetch_add(add, AcqRel);
-                    if refs(old.wrapping_add(add)) >= BIAS {
-                        misuse::report::<B>(Misuse::Underflow);
-                    }
-                    extra = true;
+                let sum = B::sum(&this.percpu, 0);
+                let delta = sum.wrapping_sub(ctl.folded);
+                ctl.folded = sum;
+                // One extra reference keeps the count above zero until the
+                // confirmations have run (Linux holds one too).
+                let add = delta.wrapping_sub(BIAS).wrapping_add(1);
+                // AcqRel: Release hands what the grace period made visible
+                // here (the per-CPU changes) to whoever later reaches zero;
+                // Acquire pairs with earlier Release puts.
+                let old = this.count.fetch_add(add, AcqRel);
+                if refs(old.wrapping_add(add)) >= BIAS {
+                    misuse::report::<B>(Misuse::Underflow);
                 }
+                extra = true;
                 ctl.fold = false;
             }
             let confirms = core::mem::take(&mut ctl.confirms);
@@ -728,7 +725,7 @@ impl<B: Backend> PercpuRef<B> {
             inner: Arc::new(Inner {
                 mode: AtomicUsize::new(mode),
                 count: AtomicUsize::new(count),
-                percpu: Some(percpu),
+                percpu,
                 window_start: AtomicU64::new(B::now_ns()),
                 batch_ns,
                 lives: AtomicUsize::new(usize::from(!dead)),
@@ -782,6 +779,9 @@ impl<B: Backend> PercpuRef<B> {
     pub fn get_many(&self, n: usize) {
         let inner = &*self.inner;
         if !inner.fast_add(n) {
+            // Lay the slow path out of line: the fast path's add then falls
+            // through into the caller's next instruction (no jump over it).
+            core::hint::cold_path();
             inner.slow_path(n, false);
         }
     }
@@ -818,6 +818,8 @@ impl<B: Backend> PercpuRef<B> {
     pub fn put_many(&self, n: usize) {
         let inner = &*self.inner;
         if !inner.fast_add(n.wrapping_neg()) {
+            // Out of line, as in `get_many`.
+            core::hint::cold_path();
             inner.slow_path(n, true);
         }
     }
@@ -855,10 +857,8 @@ impl<B: Backend> PercpuRef<B> {
         let _g = B::read_lock_sched();
         let mode = inner.mode();
         if mode & ATOMIC == 0 {
-            if let Some(pc) = &inner.percpu {
-                B::this_cpu_add(pc, 0, n);
-                return true;
-            }
+            B::this_cpu_add(&inner.percpu, 0, n);
+            return true;
         }
         inner.tryget_atomic(mode, n, false)
     }
@@ -889,10 +889,8 @@ impl<B: Backend> PercpuRef<B> {
         let mode = inner.mode();
         // Per-CPU mode is never dead: kill sets DEAD and ATOMIC in one store.
         if mode & ATOMIC == 0 {
-            if let Some(pc) = &inner.percpu {
-                B::this_cpu_add(pc, 0, 1);
-                return Some(RefGuard { r: self });
-            }
+            B::this_cpu_add(&inner.percpu, 0, 1);
+            return Some(RefGuard { r: self });
         }
         inner
             .tryget_atomic(mode, 1, true)
@@ -1110,10 +1108,12 @@ impl<B: Backend> PercpuRef<B> {
         self.resurrect()
     }
 
-    /// Frees the per-CPU counters; the ref stays readable
-    /// ([`is_zero`](Self::is_zero), [`stats`](Self::stats)) but every get,
-    /// put or switch afterwards reports [`Misuse::GetAfterExit`]. Waits for
-    /// a switch still in flight. Dropping the ref does the same implicitly.
+    /// Retires the ref: folds the per-CPU counters into the count for good;
+    /// the ref stays readable ([`is_zero`](Self::is_zero),
+    /// [`stats`](Self::stats)) but every get, put or switch afterwards
+    /// reports [`Misuse::GetAfterExit`]. Waits for a switch still in
+    /// flight. The per-CPU counters themselves are freed when the ref is
+    /// dropped (see the module documentation).
     ///
     /// # Examples
     ///
@@ -1136,19 +1136,16 @@ impl<B: Backend> PercpuRef<B> {
             return;
         }
         if mode & ATOMIC == 0 {
-            if let Some(pc) = &inner.percpu {
-                // We hold the only handle: no reader can be in a fast path.
-                let mut ctl = inner.ctl.lock();
-                let sum = B::sum(pc, 0);
-                let delta = sum.wrapping_sub(ctl.folded);
-                ctl.folded = sum;
-                inner.count.fetch_add(delta.wrapping_sub(BIAS), Relaxed);
-            }
+            // We hold the only handle: no reader can be in a fast path.
+            let mut ctl = inner.ctl.lock();
+            let sum = B::sum(&inner.percpu, 0);
+            let delta = sum.wrapping_sub(ctl.folded);
+            ctl.folded = sum;
+            inner.count.fetch_add(delta.wrapping_sub(BIAS), Relaxed);
         }
         inner
             .mode
             .store((mode | ATOMIC | DEAD | EXITED) & !DYN, Relaxed);
-        inner.percpu = None;
     }
 
     /// Whether the count is zero. Always false in per-CPU mode (the sum is

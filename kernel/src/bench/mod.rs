@@ -368,17 +368,24 @@ pub fn run(config: Config) -> Vec<Row> {
         time::tsc_khz()
     );
     let mut rows = Vec::new();
-    for &(name, case) in CASES {
-        for &cpus in &counts {
-            let mut samples: Vec<f64> = (0..config.runs.max(1))
-                .map(|_| run_once(&world, case, cpus, config.loops))
-                .collect();
-            samples.sort_by(f64::total_cmp);
+    for &cpus in &counts {
+        // Round-robin: run r of every case, then run r + 1 of every case.
+        // A slow spell of the host (other vCPUs, other tenants) then lands
+        // on several rows' samples rather than on all of one row's, so the
+        // medians of rows measured side by side stay comparable.
+        let mut samples: Vec<Vec<f64>> = (0..CASES.len()).map(|_| Vec::new()).collect();
+        for _ in 0..config.runs.max(1) {
+            for (&(_, case), s) in CASES.iter().zip(&mut samples) {
+                s.push(run_once(&world, case, cpus, config.loops));
+            }
+        }
+        for (&(name, _), mut s) in CASES.iter().zip(samples) {
+            s.sort_by(f64::total_cmp);
             let row = Row {
                 name,
                 cpus,
-                min_ns: samples[0],
-                median_ns: samples[samples.len() / 2],
+                min_ns: s[0],
+                median_ns: s[s.len() / 2],
             };
             println!(
                 "bench: {name} | cpus={cpus} | min={:.2} | median={:.2}",
