@@ -167,8 +167,103 @@ impl Results {
         md
     }
 
+    /// The speed targets of the bench, as ratios of medians of this run
+    /// (and of Linux's, when given), per CPU count, with whether each is
+    /// met: a Markdown table. Rows whose figures are missing are left out.
+    pub fn targets(&self, linux: Option<&LinuxResults>) -> String {
+        const PCPU: &str = "percpu_ref get+put, per-CPU";
+        const FLOOR: &str = "floor: per-CPU inc+dec (gs)";
+        const FAST: &str = "SRCU-fast read_lock+unlock";
+        const SRCU: &str = "SRCU read_lock+unlock";
+        const XADD: &str = "lock xadd pair, shared line";
+        let counts = self.cpu_counts();
+        let max = counts.last().copied().unwrap_or(0);
+        let ours = |name: &str, c: u32| self.median(name, c).filter(|&v| v > 0.0);
+        let theirs = |t: &str, c: u32| Some(linux?.find(t, c)?.median_ns);
+        /// A target: a ratio at a CPU count, whether a ratio meets the
+        /// goal, and whether every count is checked or only the largest.
+        struct Target<'a> {
+            what: &'static str,
+            goal: &'static str,
+            ratio: Box<dyn Fn(u32) -> Option<f64> + 'a>,
+            ok: fn(f64) -> bool,
+            every: bool,
+        }
+        let rows = [
+            Target {
+                what: "percpu_ref per-CPU / floor",
+                goal: "<= 2 at every count",
+                ratio: Box::new(|c| Some(ours(PCPU, c)? / ours(FLOOR, c)?)),
+                ok: |r| r <= 2.0,
+                every: true,
+            },
+            Target {
+                what: "SRCU-fast / floor",
+                goal: "<= 2 at every count",
+                ratio: Box::new(|c| Some(ours(FAST, c)? / ours(FLOOR, c)?)),
+                ok: |r| r <= 2.0,
+                every: true,
+            },
+            Target {
+                what: "Linux refcnt / percpu_ref per-CPU",
+                goal: ">= 20 at the most CPUs",
+                ratio: Box::new(|c| Some(theirs("refcnt", c)? / ours(PCPU, c)?)),
+                ok: |r| r >= 20.0,
+                every: false,
+            },
+            Target {
+                what: "shared lock xadd / percpu_ref per-CPU",
+                goal: ">= 10 at the most CPUs",
+                ratio: Box::new(|c| Some(ours(XADD, c)? / ours(PCPU, c)?)),
+                ok: |r| r >= 10.0,
+                every: false,
+            },
+            Target {
+                what: "SRCU / Linux srcu",
+                goal: "<= 1/3 at every count",
+                ratio: Box::new(|c| Some(ours(SRCU, c)? / theirs("srcu", c)?)),
+                ok: |r| r <= 1.0 / 3.0,
+                every: true,
+            },
+        ];
+        let mut md = String::from("| target (ratio of medians) |");
+        for c in &counts {
+            let _ = write!(md, " {c} cpu{} |", if *c == 1 { "" } else { "s" });
+        }
+        md.push_str(" goal | met |\n|---|");
+        md.push_str(&"---:|".repeat(counts.len()));
+        md.push_str("---|---|");
+        for Target {
+            what,
+            goal,
+            ratio,
+            ok,
+            every,
+        } in rows
+        {
+            let cells: Vec<Option<f64>> = counts.iter().map(|&c| ratio(c)).collect();
+            if cells.iter().all(Option::is_none) {
+                continue;
+            }
+            let _ = write!(md, "\n| {what} |");
+            for cell in &cells {
+                match cell {
+                    Some(r) => {
+                        let _ = write!(md, " {r:.2} |");
+                    }
+                    None => md.push_str(" – |"),
+                }
+            }
+            let checked: Vec<Option<f64>> = if every { cells } else { vec![ratio(max)] };
+            let met = checked.iter().all(|r| r.is_some_and(ok));
+            let _ = write!(md, " {goal} | {} |", if met { "yes" } else { "no" });
+        }
+        md.push('\n');
+        md
+    }
+
     /// The tables as Markdown (pair costs, with Linux's figures when
-    /// given, then latencies).
+    /// given, the speed targets, then latencies).
     pub fn markdown(&self, linux: Option<&LinuxResults>) -> String {
         let mut md = self.pair_table(linux);
         if let Some(l) = linux {
@@ -181,6 +276,8 @@ impl Results {
                 l.measurements.first().map_or(0, |m| m.runs_ns.len())
             );
         }
+        md.push('\n');
+        md.push_str(&self.targets(linux));
         md.push_str("\n| latency (us) | p50 | p99 | max |\n|---|---:|---:|---:|");
         for l in &self.latencies {
             let _ = write!(
@@ -462,6 +559,40 @@ mod tests {
     }
 
     #[test]
+    fn targets_are_ratios_of_one_runs_medians() {
+        let mut r = Results::default();
+        for line in [
+            "bench: floor: per-CPU inc+dec (gs) | cpus=1 | min=6.00 | median=7.00",
+            "bench: floor: per-CPU inc+dec (gs) | cpus=8 | min=6.00 | median=8.00",
+            "bench: percpu_ref get+put, per-CPU | cpus=1 | min=13.00 | median=14.00",
+            "bench: percpu_ref get+put, per-CPU | cpus=8 | min=16.00 | median=20.00",
+            "bench: lock xadd pair, shared line | cpus=1 | min=16.00 | median=16.00",
+            "bench: lock xadd pair, shared line | cpus=8 | min=150.00 | median=200.00",
+        ] {
+            r.add_line(line);
+        }
+        let t = r.targets(None);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| target (ratio of medians) | 1 cpu | 8 cpus | goal | met |"
+        );
+        // 14/7 = 2.00 meets "<= 2", 20/8 = 2.50 does not: every count counts.
+        assert_eq!(
+            lines[2],
+            "| percpu_ref per-CPU / floor | 2.00 | 2.50 | <= 2 at every count | no |"
+        );
+        // Only the largest count is checked for the contention targets.
+        assert_eq!(
+            lines[3],
+            "| shared lock xadd / percpu_ref per-CPU | 1.14 | 10.00 | >= 10 at the most CPUs | yes |"
+        );
+        // No SRCU rows and no Linux figures: those targets are left out.
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(r.markdown(None).contains(&t));
+    }
+
+    #[test]
     fn linux_figures_go_beside_the_matched_rows() {
         let mut r = Results::default();
         for line in [
@@ -513,6 +644,13 @@ mod tests {
         assert!(r
             .markdown(Some(&linux))
             .contains("Linux: refscale on 6.12.117+deb12-amd64"));
+        // 53.6 / 71.3 and 151.1 / 208.0.
+        assert!(
+            r.targets(Some(&linux))
+                .contains("| SRCU / Linux srcu | 0.75 | 0.73 | <= 1/3 at every count | no |"),
+            "{}",
+            r.targets(Some(&linux))
+        );
 
         let json = r.json("qemu", "tcg", 8, "abc", Some(&linux));
         let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");

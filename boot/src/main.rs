@@ -57,6 +57,9 @@ fn main() -> ExitCode {
                 println!("bench-vs-linux: {line}");
             }
         }
+        for line in bench.targets(linux.as_ref()).lines() {
+            println!("bench-targets: {line}");
+        }
     }
     match outcome {
         Err(err) => {

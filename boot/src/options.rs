@@ -37,8 +37,11 @@ pub struct Options {
     pub tests: Option<Vec<String>>,
     /// In live mode: seconds to run (default: the kernel's, 10).
     pub duration: Option<u32>,
-    /// In bench mode: pairs per reader per run (default: the kernel's).
+    /// In bench mode: pairs per reader per run (default: calibrated).
     pub bench_loops: Option<u32>,
+    /// In bench mode: milliseconds per reader per run (default: the
+    /// kernel's, 300).
+    pub bench_ms: Option<u32>,
     /// In bench mode: runs per setting (default: the kernel's).
     pub bench_runs: Option<u32>,
     /// In bench mode: Linux's refscale figures to put beside ours (the
@@ -58,6 +61,7 @@ impl Default for Options {
             tests: None,
             duration: None,
             bench_loops: None,
+            bench_ms: None,
             bench_runs: None,
             linux_results: None,
         }
@@ -77,6 +81,9 @@ impl Options {
         }
         if let Some(n) = self.bench_loops {
             line.push_str(&format!(" bench_loops={n}"));
+        }
+        if let Some(n) = self.bench_ms {
+            line.push_str(&format!(" bench_ms={n}"));
         }
         if let Some(n) = self.bench_runs {
             line.push_str(&format!(" bench_runs={n}"));
@@ -123,7 +130,10 @@ Options:
                    bench: run the benchmarks at 1, 2, 4, 8 CPUs
   --duration SECS  with --mode live: seconds to run, 1..=3600 (default 10)
   --tests A,B      with --mode test: run only these tests
-  --bench-loops N  with --mode bench: pairs per reader per run (default 200000)
+  --bench-ms MS    with --mode bench: milliseconds per reader per run, the
+                     pairs calibrated per case and CPU count (default 300)
+  --bench-loops N  with --mode bench: a fixed number of pairs per reader per
+                     run instead (short smoke runs)
   --bench-runs N   with --mode bench: runs per setting (default 5)
   --linux-results FILE
                    with --mode bench: put Linux's refscale figures from FILE
@@ -200,6 +210,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
                 let v = value("pairs per reader per run")?;
                 opts.bench_loops = Some(parse_in_range(&flag, &v, 1, 1_000_000_000)?);
             }
+            "--bench-ms" => {
+                let v = value("milliseconds per reader per run")?;
+                opts.bench_ms = Some(parse_in_range(&flag, &v, 1, 60_000)?);
+            }
             "--bench-runs" => {
                 let v = value("runs per setting")?;
                 opts.bench_runs = Some(parse_in_range(&flag, &v, 1, 1000)?);
@@ -239,9 +253,16 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
             )));
         }
     }
-    if (opts.bench_loops.is_some() || opts.bench_runs.is_some()) && opts.mode != Mode::Bench {
+    if (opts.bench_loops.is_some() || opts.bench_ms.is_some() || opts.bench_runs.is_some())
+        && opts.mode != Mode::Bench
+    {
         return Err(OptionError(
-            "--bench-loops and --bench-runs go with --mode bench".into(),
+            "--bench-loops, --bench-ms and --bench-runs go with --mode bench".into(),
+        ));
+    }
+    if opts.bench_loops.is_some() && opts.bench_ms.is_some() {
+        return Err(OptionError(
+            "--bench-loops and --bench-ms both set a run's length; give one".into(),
         ));
     }
     if opts.linux_results.is_some() && opts.mode != Mode::Bench {
@@ -333,6 +354,8 @@ mod tests {
         let o = run(&["--mode", "bench", "--linux-results=t/l.json"]);
         assert_eq!(o.linux_results, Some(PathBuf::from("t/l.json")));
         assert_eq!(o.kernel_cmdline(), "mode=bench");
+        let o = run(&["--mode", "bench", "--bench-ms", "40", "--bench-runs", "3"]);
+        assert_eq!(o.kernel_cmdline(), "mode=bench bench_ms=40 bench_runs=3");
         assert_eq!(parse_strs(&["--help"]).unwrap(), Parsed::Help);
     }
 
@@ -370,6 +393,15 @@ mod tests {
                 &["--mode", "bench", "--bench-loops", "0"],
                 "--bench-loops 0: expected a whole number from 1",
             ),
+            (
+                &["--mode", "bench", "--bench-ms", "0"],
+                "--bench-ms 0: expected a whole number from 1 to 60000",
+            ),
+            (
+                &["--mode", "bench", "--bench-ms", "50", "--bench-loops", "9"],
+                "--bench-loops and --bench-ms both set a run's length; give one",
+            ),
+            (&["--bench-ms", "50"], "go with --mode bench"),
             (&["--frobnicate"], "unknown option `--frobnicate`"),
             (
                 &["--linux-results", "x.json"],

@@ -19,7 +19,8 @@ pub struct CommandLine {
     raw: String,
     mode: Mode,
     tests: Option<Vec<String>>,
-    bench_loops: u64,
+    bench_loops: Option<u64>,
+    bench_ms: u64,
     bench_runs: usize,
     duration: u64,
 }
@@ -50,7 +51,7 @@ impl fmt::Display for CmdlineError {
             Self::NotKeyValue(w) => write!(f, "`{w}` is not of the form key=value"),
             Self::UnknownKey(k) => write!(
                 f,
-                "unknown key `{k}` (known: mode, tests, duration, bench_loops, bench_runs)"
+                "unknown key `{k}` (known: mode, tests, duration, bench_loops, bench_ms, bench_runs)"
             ),
             Self::BadValue {
                 key,
@@ -76,7 +77,8 @@ impl CommandLine {
             raw: text.trim().to_string(),
             mode: Mode::Boot,
             tests: None,
-            bench_loops: 200_000,
+            bench_loops: None,
+            bench_ms: 300,
             bench_runs: 5,
             duration: 10,
         };
@@ -101,7 +103,11 @@ impl CommandLine {
                 }
                 "bench_loops" => {
                     line.bench_loops =
-                        positive(value).ok_or_else(|| bad("a positive number of pairs"))?
+                        Some(positive(value).ok_or_else(|| bad("a positive number of pairs"))?)
+                }
+                "bench_ms" => {
+                    line.bench_ms =
+                        positive(value).ok_or_else(|| bad("a positive number of milliseconds"))?
                 }
                 "duration" => {
                     line.duration =
@@ -127,9 +133,15 @@ impl CommandLine {
         self.mode
     }
 
-    /// Benchmark settings: pairs per reader per run, runs per setting.
-    pub fn bench(&self) -> (u64, usize) {
-        (self.bench_loops, self.bench_runs)
+    /// Benchmark settings: how long a run is (a fixed number of pairs per
+    /// reader if `bench_loops` was given, else `bench_ms` milliseconds per
+    /// reader, 300 by default), and runs per setting.
+    pub fn bench(&self) -> (crate::bench::Length, usize) {
+        let length = match self.bench_loops {
+            Some(n) => crate::bench::Length::Loops(n),
+            None => crate::bench::Length::Millis(self.bench_ms),
+        };
+        (length, self.bench_runs)
     }
 
     /// Seconds the live mode runs.
@@ -158,6 +170,10 @@ crate::ktest! {
         assert!(matches!(CommandLine::parse("colour=red"), Err(CmdlineError::UnknownKey(_))));
         assert!(matches!(CommandLine::parse("mode=fast"), Err(CmdlineError::BadValue { .. })));
         assert!(matches!(CommandLine::parse("duration=0"), Err(CmdlineError::BadValue { .. })));
-        assert_eq!(CommandLine::parse("bench_runs=3 bench_loops=7").unwrap().bench(), (7, 3));
+        use crate::bench::Length;
+        assert_eq!(CommandLine::parse("bench_runs=3 bench_loops=7").unwrap().bench(), (Length::Loops(7), 3));
+        assert_eq!(CommandLine::parse("bench_ms=40").unwrap().bench(), (Length::Millis(40), 5));
+        assert_eq!(CommandLine::parse("").unwrap().bench(), (Length::Millis(300), 5));
+        assert!(matches!(CommandLine::parse("bench_ms=0"), Err(CmdlineError::BadValue { .. })));
     }
 }

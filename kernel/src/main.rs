@@ -82,8 +82,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         cmdline::Mode::Test => ktest::run(cmdline.tests()),
         cmdline::Mode::List => ktest::list(),
         cmdline::Mode::Bench => {
-            let (loops, runs) = cmdline.bench();
-            bench::run(bench::Config { loops, runs });
+            let (length, runs) = cmdline.bench();
+            bench::run(bench::Config { length, runs });
             arch::qemu::exit(abi::ExitCode::Success)
         }
         cmdline::Mode::Live => {

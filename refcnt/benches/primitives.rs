@@ -80,6 +80,14 @@ struct World {
     rwlock: spin::RwLock<u64>,
     mutex: spin::Mutex<u64>,
     counters: HostPerCpu,
+    bound: Bound,
+}
+
+/// A mode word and per-CPU counters, laid out as a percpu_ref's are, for
+/// the `bound` row.
+struct Bound {
+    mode: AtomicUsize,
+    counters: HostPerCpu,
 }
 
 static WORLD: LazyLock<World> = LazyLock::new(|| {
@@ -108,6 +116,10 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         rwlock: spin::RwLock::new(0),
         mutex: spin::Mutex::new(0),
         counters: Host::alloc_percpu(2).unwrap(),
+        bound: Bound {
+            mode: AtomicUsize::new(0),
+            counters: Host::alloc_percpu(1).unwrap(),
+        },
     }
 });
 
@@ -183,6 +195,26 @@ mod pair {
         b.bench(|| {
             black_box(r).get_many(1);
             black_box(r).put_many(1);
+        });
+    }
+
+    /// What every percpu_ref get+put must do at least: test the mode word,
+    /// then add to this CPU's counter; here with no read-side section, so
+    /// not a correct fast path (a grace period cannot tell that a thread
+    /// is between its test and its add). The gap between this row and
+    /// row 01 is what any design pays over the floor, whatever keeps the
+    /// grace period informed (a section, rseq, a signal).
+    #[divan::bench(name = "06b bound: mode test + add, no section (not a correct fast path)")]
+    fn bound(b: Bencher) {
+        let r = &WORLD.bound;
+        b.bench(|| {
+            for d in [1, usize::MAX] {
+                let r = black_box(r);
+                // Relaxed: only the instructions' cost is measured.
+                if r.mode.load(Relaxed) & 1 == 0 {
+                    Host::this_cpu_add(&r.counters, 0, d);
+                }
+            }
         });
     }
 

@@ -35,10 +35,41 @@ use crate::sync::backend::Kernel;
 /// What to run.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
-    /// Pairs per reader per run.
-    pub loops: u64,
+    /// How long each reader's loop runs.
+    pub length: Length,
     /// Runs per configuration.
     pub runs: usize,
+}
+
+/// How long each reader's timed loop runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Length {
+    /// This many pairs, whatever they cost (smoke tests, short runs).
+    Loops(u64),
+    /// About this many milliseconds: the pairs per run are calibrated for
+    /// every case and CPU count. With a fixed pair count a cheap case runs
+    /// shorter than an expensive one, and under TCG with more vCPUs than
+    /// host cores a longer loop is more often descheduled by the host
+    /// mid-run, which the TSC counts: rows would then be inflated
+    /// unevenly. Equal durations inflate them alike, as refscale's
+    /// calibrated runs inflate Linux's.
+    Millis(u64),
+}
+
+/// Pairs of a calibration run (a millisecond or less).
+const CALIBRATION_LOOPS: u64 = 10_000;
+
+impl Length {
+    /// Pairs per reader per run for `case` on `cpus` CPUs.
+    fn loops(self, world: &Arc<World>, case: fn(&World, u64), cpus: usize) -> u64 {
+        match self {
+            Length::Loops(n) => n,
+            Length::Millis(ms) => {
+                let ns = run_once(world, case, cpus, CALIBRATION_LOOPS).max(0.1);
+                ((ms as f64 * 1e6 / ns) as u64).max(CALIBRATION_LOOPS)
+            }
+        }
+    }
 }
 
 /// Shared state of every case, built once.
@@ -361,9 +392,14 @@ pub fn latencies(samples: usize) {
 pub fn run(config: Config) -> Vec<Row> {
     let world = Arc::new(build_world());
     let counts = cpu_counts();
+    let length = match config.length {
+        Length::Loops(n) => alloc::format!("{n} pairs"),
+        Length::Millis(ms) => {
+            alloc::format!("about {ms} ms (pairs calibrated per case and CPU count)")
+        }
+    };
     println!(
-        "bench: {} loops x {} runs per setting; clock: TSC calibrated against the PIT ({} kHz); ns per pair per reader",
-        config.loops,
+        "bench: {length} per reader per run, {} runs per setting, cases round-robin; clock: TSC calibrated against the PIT ({} kHz); ns per pair per reader",
         config.runs,
         time::tsc_khz()
     );
@@ -373,10 +409,14 @@ pub fn run(config: Config) -> Vec<Row> {
         // A slow spell of the host (other vCPUs, other tenants) then lands
         // on several rows' samples rather than on all of one row's, so the
         // medians of rows measured side by side stay comparable.
+        let loops: Vec<u64> = CASES
+            .iter()
+            .map(|&(_, case)| config.length.loops(&world, case, cpus))
+            .collect();
         let mut samples: Vec<Vec<f64>> = (0..CASES.len()).map(|_| Vec::new()).collect();
         for _ in 0..config.runs.max(1) {
-            for (&(_, case), s) in CASES.iter().zip(&mut samples) {
-                s.push(run_once(&world, case, cpus, config.loops));
+            for ((&(_, case), s), &n) in CASES.iter().zip(&mut samples).zip(&loops) {
+                s.push(run_once(&world, case, cpus, n));
             }
         }
         for (&(name, _), mut s) in CASES.iter().zip(samples) {
