@@ -330,7 +330,17 @@ pub fn latencies(samples: usize) {
             } else {
                 r.kill();
             }
-            smp::wait_for(10_000, || released.load(Ordering::SeqCst));
+            // Sleep while waiting, as a real waiter would: a spin here
+            // would hold this CPU from the callback thread (CPU 0), which
+            // then runs the release only when the tick preempts the spin.
+            let deadline = time::now_ns() + 10_000_000_000;
+            crate::sync::wait::wait_until(core::time::Duration::from_micros(100), || {
+                released.load(Ordering::SeqCst) || time::now_ns() > deadline
+            });
+            assert!(
+                released.load(Ordering::SeqCst),
+                "{name}: no release in 10 s"
+            );
             r.resurrect();
         });
         rows.push((name, percentiles(times)));
