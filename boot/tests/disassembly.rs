@@ -78,18 +78,19 @@ fn sched_read_section_is_one_inc_and_one_sub_on_gs() {
 }
 
 #[test]
-fn percpu_ref_fast_path_is_a_test_a_branch_and_one_gs_add() {
+fn percpu_ref_fast_path_is_a_gs_test_a_branch_and_a_gs_add() {
     let insns = disassemble("percpu_probe_add_unless");
     let gs: Vec<&String> = insns.iter().filter(|i| i.contains("gs:")).collect();
     assert_eq!(
         gs.len(),
-        1,
-        "one per-CPU access, no section count: {insns:#?}"
+        2,
+        "the flag test and the add, both on this CPU's area, and no section count: {insns:#?}"
     );
-    assert!(gs[0].starts_with("add qword ptr gs:["), "{insns:#?}");
+    assert!(gs[0].starts_with("test qword ptr gs:["), "{insns:#?}");
+    assert!(gs[1].starts_with("add qword ptr gs:["), "{insns:#?}");
     assert!(
-        insns.iter().any(|i| i.starts_with("test qword ptr [")),
-        "the mode test reads the flag from memory: {insns:#?}"
+        insns.iter().all(|i| i.contains("gs:") || !i.contains('[')),
+        "no memory access but the two per-CPU ones: {insns:#?}"
     );
     assert!(insns.len() <= 8, "{insns:#?}");
 }

@@ -2,8 +2,9 @@
 //!
 //! The trait is made of associated functions only, so a kernel implements it
 //! on a zero-sized type and every call is static: the per-CPU fast path of
-//! [`PercpuRef`](crate::percpu_ref::PercpuRef) compiles to a guard, one load
-//! and one [`Backend::this_cpu_add`]. Nothing here is x86-specific, and
+//! [`PercpuRef`](crate::percpu_ref::PercpuRef) is one inlined
+//! [`Backend::this_cpu_add_unless`] (in our kernel: `test gs:`, `jnz`,
+//! `add gs:`). Nothing here is x86-specific, and
 //! nothing needs `std`; `Box` comes from `alloc`.
 //!
 //! The same operations are enough for SRCU later: it needs four per-CPU
@@ -14,17 +15,6 @@ use alloc::boxed::Box;
 use core::fmt;
 
 use crate::misuse::Misuse;
-
-/// The word [`Backend::this_cpu_add_unless`] tests: an `AtomicUsize`
-/// (loom's, in loom builds of this crate).
-///
-/// # Examples
-///
-/// ```
-/// let w = refcnt::FlagWord::new(3);
-/// assert_eq!(w.load(core::sync::atomic::Ordering::Relaxed), 3);
-/// ```
-pub type FlagWord = crate::sync::atomic::AtomicUsize;
 
 /// The per-CPU allocator had no memory left.
 ///
@@ -90,6 +80,9 @@ pub trait Report: 'static {
 /// 5. [`this_cpu_add_unless`](Backend::this_cpu_add_unless) and
 ///    [`this_cpu_add_sched`](Backend::this_cpu_add_sched) are each one
 ///    read-side section for promise 3, test and add together.
+/// 6. [`set_on_every_cpu`](Backend::set_on_every_cpu) stores into every
+///    CPU's slot, and a section that begins after a grace period that
+///    began after the stores sees them (promise 3 for these stores).
 ///
 /// # Examples
 ///
@@ -119,6 +112,9 @@ pub trait Report: 'static {
 ///     }
 ///     fn sum(p: &Self::PerCpu, slot: usize) -> usize {
 ///         p[slot].load(Relaxed)
+///     }
+///     fn set_on_every_cpu(p: &Self::PerCpu, slot: usize, value: usize) {
+///         p[slot].store(value, Relaxed);
 ///     }
 ///     fn read_lock_sched() {}
 ///     fn synchronize_sched() {}
@@ -159,6 +155,33 @@ pub unsafe trait Backend: Report {
     /// racy; the result is exact only when no CPU can still be adding, which
     /// callers ensure with a grace period.
     fn sum(p: &Self::PerCpu, slot: usize) -> usize;
+
+    /// Stores `value` into slot `slot` of every possible CPU, with plain
+    /// (`Relaxed`) stores: a slot written this way must not also be
+    /// changed by [`this_cpu_add`](Backend::this_cpu_add). percpu_ref keeps
+    /// a copy of its mode flag in every CPU's slot 1 this way, so that its
+    /// fast path tests memory of the calling CPU's own (one `gs:`-relative
+    /// test in a kernel) rather than a shared word reached through the
+    /// ref; a grace period after the stores makes every later section see
+    /// them (promise 6).
+    fn set_on_every_cpu(p: &Self::PerCpu, slot: usize, value: usize);
+
+    /// A word that names `p` for [`this_cpu_add_unless`](Backend::this_cpu_add_unless),
+    /// which a caller keeps beside its handle so that the fast path finds
+    /// the counters without a load through the handle (a kernel: the
+    /// per-CPU offset). The default, 0, is for backends that use `p`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// let p = Host::alloc_percpu(1).unwrap();
+    /// assert_eq!(Host::key(&p), 0);
+    /// ```
+    #[inline]
+    fn key(_p: &Self::PerCpu) -> usize {
+        0
+    }
 
     /// Enters a read-side section that [`Backend::synchronize_sched`] waits
     /// for.
@@ -205,44 +228,57 @@ pub unsafe trait Backend: Report {
         None
     }
 
-    /// Adds `delta` to counter `slot` of the calling CPU unless
-    /// `flag & mask` is non-zero, the test and the add in one read-side
-    /// section (promise 5); returns whether it added. percpu_ref's fast
-    /// paths are this call (the flag is the mode word, the mask its ATOMIC
-    /// bit). The default wraps a `Relaxed` load and
-    /// [`this_cpu_add`](Backend::this_cpu_add) in
+    /// Adds `delta` to counter `slot` of the calling CPU unless the
+    /// calling CPU's slot `flag_slot` has a bit of `mask` set, the test and
+    /// the add in one read-side section (promise 5); returns whether it
+    /// added. `key` is [`key(p)`](Backend::key). percpu_ref's fast paths
+    /// are this call (the flag slot holds its copy of the mode's ATOMIC
+    /// bit, see [`set_on_every_cpu`](Backend::set_on_every_cpu)). The
+    /// default reads the flag with [`this_cpu_read`](Backend::this_cpu_read)
+    /// (a backend that cannot read sends every call to the caller's slow
+    /// path) and adds with [`this_cpu_add`](Backend::this_cpu_add), inside
     /// [`read_lock_sched`](Backend::read_lock_sched). A kernel whose grace
     /// period can tell that an interrupt landed between the test and the
     /// add (by the interrupted instruction's address, say) may do without
-    /// the section.
+    /// the section, and may reach the counters through `key` alone.
+    ///
+    /// # Safety
+    ///
+    /// `key` is [`key(p)`](Backend::key) of this same `p`, and `slot` and
+    /// `flag_slot` are below the slot count `p` was allocated with: an
+    /// implementation may write through `key` without checking it.
     ///
     /// # Examples
     ///
     /// ```
-    /// use refcnt::{host::Host, Backend, FlagWord};
-    /// let pc = Host::alloc_percpu(1).unwrap();
-    /// let mode = FlagWord::new(0);
-    /// assert!(Host::this_cpu_add_unless(&pc, 0, 5, &mode, 1));
-    /// mode.store(1, core::sync::atomic::Ordering::Relaxed);
-    /// assert!(!Host::this_cpu_add_unless(&pc, 0, 5, &mode, 1));
+    /// use refcnt::{host::Host, Backend};
+    /// let pc = Host::alloc_percpu(2).unwrap();
+    /// let key = Host::key(&pc);
+    /// // SAFETY: the key of `pc` itself, and slots 0 and 1 of 2.
+    /// assert!(unsafe { Host::this_cpu_add_unless(&pc, key, 0, 5, 1, 1) });
+    /// Host::set_on_every_cpu(&pc, 1, 1);
+    /// // SAFETY: as above.
+    /// assert!(!unsafe { Host::this_cpu_add_unless(&pc, key, 0, 5, 1, 1) });
     /// assert_eq!(Host::sum(&pc, 0), 5);
     /// ```
     #[inline]
-    fn this_cpu_add_unless(
+    unsafe fn this_cpu_add_unless(
         p: &Self::PerCpu,
+        key: usize,
         slot: usize,
         delta: usize,
-        flag: &FlagWord,
+        flag_slot: usize,
         mask: usize,
     ) -> bool {
+        let _ = key;
         let _section = Self::read_lock_sched();
-        // Relaxed: the section, not the load, orders the add against a
-        // grace period (see the percpu_ref module documentation).
-        if flag.load(crate::sync::atomic::Ordering::Relaxed) & mask != 0 {
-            return false;
+        match Self::this_cpu_read(p, flag_slot) {
+            Some(flag) if flag & mask == 0 => {
+                Self::this_cpu_add(p, slot, delta);
+                true
+            }
+            _ => false,
         }
-        Self::this_cpu_add(p, slot, delta);
-        true
     }
 
     /// As [`this_cpu_add`](Backend::this_cpu_add), and the add is itself a

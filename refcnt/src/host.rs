@@ -14,8 +14,8 @@
 //! moved on; sections that began after the snapshot are not waited for.
 //!
 //! The hard part is the store-load pattern: a reader stores "I am in a
-//! section" and then loads the mode word; an updater stores the mode word
-//! and then loads the section words. Without a full barrier on both sides,
+//! section" and then loads a percpu_ref's flag; an updater stores the
+//! flags and then loads the section words. Without a full barrier on both sides,
 //! each may miss the other's store (x86 lets a load pass an earlier store).
 //! A `SeqCst` fence in every read-side entry would fix it, but costs ~20
 //! cycles on the fast path. Instead, as liburcu does, the reader has only a
@@ -33,8 +33,9 @@
 //!
 //! # The fast path
 //!
-//! A percpu_ref get is a section entry, a load of the mode word, a
-//! per-CPU add and a section exit, so every instruction on that path shows
+//! A percpu_ref get is a section entry, a load of the calling thread's copy
+//! of the ref's mode flag, a per-CPU add and a section exit (the default
+//! [`Backend::this_cpu_add_unless`]), so every instruction on that path shows
 //! in the pair's cost. The calling thread's slot and section word are
 //! claimed once and cached in one thread-local without a destructor
 //! (`const`-initialised `Cell`s: each read is one `fs:`-relative load, with
@@ -486,8 +487,17 @@ unsafe impl Backend for Host {
 
     #[inline]
     fn this_cpu_read(p: &HostPerCpu, slot: usize) -> Option<usize> {
-        // Relaxed: this thread's own cell, written only by this thread.
+        // Relaxed: a counter is written only by this thread; a flag slot
+        // (`set_on_every_cpu`) is ordered by the grace period after it.
         Some(p.this_cell(slot).load(Relaxed))
+    }
+
+    fn set_on_every_cpu(p: &HostPerCpu, slot: usize, value: usize) {
+        for row in p.line(slot) {
+            // Relaxed: the caller's grace period publishes it (promise 6:
+            // `synchronize_sched` begins with the updater's barrier).
+            row.0[slot % 16].store(value, Relaxed);
+        }
     }
 
     fn sum(p: &HostPerCpu, slot: usize) -> usize {

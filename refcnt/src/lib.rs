@@ -4,7 +4,10 @@
 //! kernel, a host test process, a loom model) owns the per-CPU memory, the
 //! read-side sections and the grace periods, and hands them over through the
 //! [`Backend`] trait. That split keeps this crate free of architecture code
-//! and of `unsafe`: everything that needs either lives in a backend. The
+//! and of `unsafe` but for one call: everything that needs either lives in
+//! a backend. (The one call hands the backend's percpu_ref fast path a key
+//! to the per-CPU slots that the ref took from the same allocation, so that
+//! a kernel need not check it: see [`Backend::this_cpu_add_unless`].) The
 //! alternative, a crate that reads GS itself, would tie the algorithms to
 //! x86 and make them impossible to model-check.
 //!
@@ -52,5 +55,5 @@ pub mod percpu_ref;
 pub mod srcu;
 mod sync;
 
-pub use backend::{AllocError, Backend, FlagWord, Report};
+pub use backend::{AllocError, Backend, Report};
 pub use misuse::Misuse;

@@ -101,6 +101,18 @@ unsafe impl Backend for Loom {
             .fold(0, usize::wrapping_add)
     }
 
+    fn this_cpu_read(p: &Self::PerCpu, slot: usize) -> Option<usize> {
+        let n = p.len() / LOOM_CPUS;
+        Some(p[cpu() * n + slot].load(Relaxed))
+    }
+
+    fn set_on_every_cpu(p: &Self::PerCpu, slot: usize, value: usize) {
+        let n = p.len() / LOOM_CPUS;
+        for c in 0..LOOM_CPUS {
+            p[c * n + slot].store(value, Relaxed);
+        }
+    }
+
     fn read_lock_sched() -> LoomGuard {
         let cpu = cpu();
         DEPTH[cpu].fetch_add(1, SeqCst);

@@ -5,19 +5,25 @@
 //!
 //! A ref has two counters: one word shared by everybody (`count`) and one
 //! per-CPU slot per CPU (allocated by the [`Backend`]). A mode word says
-//! which one the fast paths use. A get or put first tries
-//! [`Backend::this_cpu_add_unless`]: in one read-side section, test the
-//! mode word and, in per-CPU mode, add to this CPU's slot. In atomic mode
-//! it enters a section, reads the mode word again and does an atomic
-//! read-modify-write on `count` (or the per-CPU add, if the mode changed
-//! back meanwhile). In per-CPU mode a CPU's slot
+//! which one the fast paths use; every CPU also has a copy of its ATOMIC
+//! bit in a second per-CPU slot (the *flag*), so that a fast path tests
+//! memory of its own CPU rather than a word reached through the ref's
+//! shared state. A get or put first tries [`Backend::this_cpu_add_unless`]:
+//! in one read-side section, test this CPU's flag and, in per-CPU mode,
+//! add to this CPU's slot. In atomic mode it enters a section, reads the
+//! mode word itself and does an atomic read-modify-write on `count` (or
+//! the per-CPU add, if the mode changed back meanwhile). The ref's handle
+//! keeps the backend's [`key`](Backend::key) of the per-CPU slots, so in a
+//! kernel the whole fast path is a load of the key from the handle, a
+//! `gs:`-relative test and a `gs:`-relative add, as Linux's. In per-CPU mode a CPU's slot
 //! may go "negative" (wrap), because a reference taken on one CPU may be
 //! dropped on another: only the sum over all CPUs means anything.
 //!
 //! While in per-CPU mode, `count` carries a large bias, so that no atomic
 //! put (from a reader that still saw atomic mode) can take it to zero.
 //!
-//! **Switching to atomic** sets the ATOMIC bit in the mode word, then waits
+//! **Switching to atomic** sets the ATOMIC bit in the mode word and every
+//! CPU's flag ([`Backend::set_on_every_cpu`]), then waits
 //! for a grace period ([`Backend::synchronize_sched`] or, asynchronously,
 //! [`Backend::call_sched`]). Then it adds the per-CPU sum (what changed
 //! since the last fold) to `count` and removes the bias in one
@@ -25,28 +31,33 @@
 //!
 //! # Why no reader is missed
 //!
-//! Every fast path reads the mode word and applies its change inside one
+//! Every fast path reads its CPU's flag and applies its change inside one
 //! read-side section. Take any reader and the grace period of a switch:
 //!
 //! * if the reader's section began before the grace period started, the
 //!   grace period waits for it, and its per-CPU add is visible to the fold
 //!   that follows (backend promise 3 of [`Backend`]);
-//! * if it began after, the backend promises it sees the ATOMIC bit, which
-//!   was stored before the grace period started, so it goes to `count`.
+//! * if it began after, the backend promises it sees the flag, which was
+//!   stored on every CPU before the grace period started (promise 6), so
+//!   it goes to the slow path, which reads the mode word (stored before
+//!   the flags) and goes to `count`.
 //!
 //! So the fold sees every per-CPU change that will ever be made in that
 //! per-CPU period, and `count` alone is exact afterwards. That is why the
-//! fast path may load the mode word `Relaxed`: the ordering comes from the
+//! fast path may load the flag `Relaxed`: the ordering comes from the
 //! grace period, not from the load. (Linux gets the same from `READ_ONCE`
-//! under `rcu_read_lock_sched`.)
+//! under `rcu_read_lock_sched`.) A flag may lag the mode word; a fast path
+//! that sees it set while the mode is already per-CPU again just takes the
+//! slow path, which reads the mode word.
 //!
 //! **Switching back to per-CPU** needs no grace period: it adds the bias to
-//! `count` and then clears ATOMIC (a `Release` store). A reader that still
-//! sees ATOMIC does an atomic operation, which is always correct, and the
+//! `count` and then clears ATOMIC (a `Release` store), then the flags. A
+//! reader that still sees ATOMIC does an atomic operation, which is always correct, and the
 //! bias keeps `count` above zero until the next fold removes it. Each
-//! per-CPU slot has exactly one writer, its own CPU, and is never reset:
-//! the fold subtracts the sum it folded last time instead. So there is no
-//! cross-CPU write to a slot that a fast path could race with.
+//! per-CPU counter slot has exactly one writer, its own CPU, and is never
+//! reset: the fold subtracts the sum it folded last time instead. So there
+//! is no cross-CPU write to a slot that a fast path adds to (the flags are
+//! only read by fast paths, and written under the ref's lock).
 //!
 //! **Release** runs when `count` reaches zero in atomic mode, which can only
 //! happen after the initial reference is dropped by [`PercpuRef::kill`].
@@ -258,7 +269,16 @@ struct Inner<B: Backend> {
 /// ```
 pub struct PercpuRef<B: Backend> {
     inner: Arc<Inner<B>>,
+    /// `B::key(&inner.percpu)`, kept here so that a kernel's fast path
+    /// reaches the per-CPU slots without loading through `inner`.
+    key: usize,
 }
+
+/// The per-CPU slot of a ref's counter.
+const COUNTER_SLOT: usize = 0;
+/// The per-CPU slot of a ref's copy of the ATOMIC bit (written only by
+/// [`Inner::set_mode`]).
+const FLAG_SLOT: usize = 1;
 
 /// A reference obtained from [`PercpuRef::get`] and friends; dropping it
 /// puts the reference.
@@ -339,27 +359,30 @@ enum Action {
 }
 
 impl<B: Backend> Inner<B> {
-    /// The per-CPU fast path: adds `delta` to this CPU's slot if the mode
-    /// is per-CPU, test and add in one section; false in atomic mode (the
-    /// caller then takes the slow path, which reads the mode again in a
-    /// section of its own: it may have changed back).
-    #[inline(always)]
-    fn fast_add(&self, delta: usize) -> bool {
-        B::this_cpu_add_unless(&self.percpu, 0, delta, &self.mode, ATOMIC)
+    /// Stores a new mode word (`Release`: a reader that sees it also sees
+    /// the lock-protected state before it; the fast paths do not rely on
+    /// it, see the module documentation) and, when the ATOMIC bit changes,
+    /// every CPU's flag after it. Under the control lock (or `&mut`).
+    fn set_mode(&self, old: usize, new: usize) {
+        self.mode.store(new, Release);
+        if (old ^ new) & ATOMIC != 0 {
+            B::set_on_every_cpu(&self.percpu, FLAG_SLOT, new & ATOMIC);
+        }
     }
 
     /// A get (or, with `put`, a put) of `n` that found atomic mode: in a
     /// section, reads the mode again (it may have changed back to per-CPU)
-    /// and counts where it says. Inlined (the atomic operations themselves
-    /// are out of line): each extra call level costs atomic mode tens of ns
-    /// under TCG, and the fast path's few instructions come first anyway.
-    #[inline]
+    /// and counts where it says. Out of line, and reached through the
+    /// handle ([`PercpuRef::slow_path`]), so that the fast path never loads
+    /// the handle's pointer to this shared state (the compiler would hoist
+    /// that load above the fast path's branch if the slow path were
+    /// inlined); atomic mode pays a call for it.
     fn slow_path(&self, n: usize, put: bool) {
         let _g = B::read_lock_sched();
         let mode = self.mode();
         if mode & ATOMIC == 0 {
             let delta = if put { n.wrapping_neg() } else { n };
-            return B::this_cpu_add(&self.percpu, 0, delta);
+            return B::this_cpu_add(&self.percpu, COUNTER_SLOT, delta);
         }
         if put {
             self.put_atomic(mode, n)
@@ -532,7 +555,7 @@ impl<B: Backend> Inner<B> {
         // Release: a reader that sees per-CPU mode also sees the bias
         // and the lock-protected state before it (belt and braces; the
         // argument in the module essay does not rely on it).
-        self.mode.store(mode & !(ATOMIC | DYN), Release);
+        self.set_mode(mode, mode & !(ATOMIC | DYN));
         // Relaxed: statistics.
         self.to_percpu.fetch_add(1, Relaxed);
         true
@@ -544,9 +567,9 @@ impl<B: Backend> Inner<B> {
         let mode = self.mode();
         let new = (mode | set | ATOMIC) & !DYN;
         if new != mode {
-            // Release: pairs with nothing on the fast path (Relaxed loads);
-            // visibility to readers comes from the grace period below.
-            self.mode.store(new, Release);
+            // Visibility to the fast paths comes from the grace period
+            // below, which begins after the flags are set.
+            self.set_mode(mode, new);
         }
         // A new bit (DEAD) must be seen by readers that began after any
         // grace period already running, so it needs a fresh one.
@@ -603,7 +626,7 @@ impl<B: Backend> Inner<B> {
             let mut ctl = this.ctl.lock();
             let mut extra = false;
             if ctl.fold {
-                let sum = B::sum(&this.percpu, 0);
+                let sum = B::sum(&this.percpu, COUNTER_SLOT);
                 let delta = sum.wrapping_sub(ctl.folded);
                 ctl.folded = sum;
                 // One extra reference keeps the count above zero until the
@@ -698,7 +721,8 @@ impl<B: Backend> PercpuRef<B> {
         flags: Flags,
         gets_per_sec: u64,
     ) -> Result<Self, AllocError> {
-        let percpu = B::alloc_percpu(1)?;
+        // Slot 0: the counter; slot 1: the flag (a copy of ATOMIC).
+        let percpu = B::alloc_percpu(2)?;
         let dead = flags.contains(Flags::INIT_DEAD);
         let dynamic = flags.contains(Flags::DYNAMIC);
         let force_atomic = flags.contains(Flags::INIT_ATOMIC);
@@ -721,7 +745,13 @@ impl<B: Backend> PercpuRef<B> {
         let batch_ns = (DYNAMIC_BATCH as u64 * 1_000_000_000)
             .checked_div(gets_per_sec)
             .unwrap_or(0);
+        if atomic {
+            // Before anyone else can see the ref.
+            B::set_on_every_cpu(&percpu, FLAG_SLOT, ATOMIC);
+        }
+        let key = B::key(&percpu);
         Ok(Self {
+            key,
             inner: Arc::new(Inner {
                 mode: AtomicUsize::new(mode),
                 count: AtomicUsize::new(count),
@@ -745,6 +775,35 @@ impl<B: Backend> PercpuRef<B> {
                 }),
             }),
         })
+    }
+
+    /// The per-CPU fast path: adds `delta` to this CPU's slot if this
+    /// CPU's flag says per-CPU, test and add in one section; false in
+    /// atomic mode (the caller then takes the slow path, which reads the
+    /// mode word in a section of its own: it may have changed back).
+    #[inline(always)]
+    #[allow(unsafe_code)] // the crate's one unsafe call, see the SAFETY note
+    fn fast_add(&self, delta: usize) -> bool {
+        // SAFETY: `self.key` was taken from `self.inner.percpu` when the
+        // ref was made, and that allocation lives as long as `inner`,
+        // which `self` holds; it has two slots, COUNTER_SLOT and FLAG_SLOT.
+        unsafe {
+            B::this_cpu_add_unless(
+                &self.inner.percpu,
+                self.key,
+                COUNTER_SLOT,
+                delta,
+                FLAG_SLOT,
+                ATOMIC,
+            )
+        }
+    }
+
+    /// The slow path of a get or put, out of line (see [`Inner::slow_path`]).
+    #[cold]
+    #[inline(never)]
+    fn slow_path(&self, n: usize, put: bool) {
+        self.inner.slow_path(n, put);
     }
 
     /// Takes a reference; the guard puts it when dropped. Never fails; on a
@@ -777,12 +836,12 @@ impl<B: Backend> PercpuRef<B> {
     /// ```
     #[inline(always)]
     pub fn get_many(&self, n: usize) {
-        let inner = &*self.inner;
-        if !inner.fast_add(n) {
-            // Lay the slow path out of line: the fast path's add then falls
-            // through into the caller's next instruction (no jump over it).
-            core::hint::cold_path();
-            inner.slow_path(n, false);
+        if !self.fast_add(n) {
+            // Out of line: the fast path's add falls through into the
+            // caller's next instruction, and `self.inner` is loaded only in
+            // there, so a backend whose fast path uses the key alone never
+            // loads it on the fast path.
+            self.slow_path(n, false);
         }
     }
 
@@ -816,11 +875,8 @@ impl<B: Backend> PercpuRef<B> {
     /// ```
     #[inline(always)]
     pub fn put_many(&self, n: usize) {
-        let inner = &*self.inner;
-        if !inner.fast_add(n.wrapping_neg()) {
-            // Out of line, as in `get_many`.
-            core::hint::cold_path();
-            inner.slow_path(n, true);
+        if !self.fast_add(n.wrapping_neg()) {
+            self.slow_path(n, true);
         }
     }
 
@@ -850,14 +906,14 @@ impl<B: Backend> PercpuRef<B> {
     /// ```
     #[inline]
     pub fn tryget_many(&self, n: usize) -> bool {
-        let inner = &*self.inner;
-        if inner.fast_add(n) {
+        if self.fast_add(n) {
             return true;
         }
+        let inner = &*self.inner;
         let _g = B::read_lock_sched();
         let mode = inner.mode();
         if mode & ATOMIC == 0 {
-            B::this_cpu_add(&inner.percpu, 0, n);
+            B::this_cpu_add(&inner.percpu, COUNTER_SLOT, n);
             return true;
         }
         inner.tryget_atomic(mode, n, false)
@@ -880,16 +936,16 @@ impl<B: Backend> PercpuRef<B> {
     /// ```
     #[inline]
     pub fn tryget_live(&self) -> Option<RefGuard<'_, B>> {
-        let inner = &*self.inner;
         // Per-CPU mode is never dead: kill sets DEAD and ATOMIC in one store.
-        if inner.fast_add(1) {
+        if self.fast_add(1) {
             return Some(RefGuard { r: self });
         }
+        let inner = &*self.inner;
         let _g = B::read_lock_sched();
         let mode = inner.mode();
         // Per-CPU mode is never dead: kill sets DEAD and ATOMIC in one store.
         if mode & ATOMIC == 0 {
-            B::this_cpu_add(&inner.percpu, 0, 1);
+            B::this_cpu_add(&inner.percpu, COUNTER_SLOT, 1);
             return Some(RefGuard { r: self });
         }
         inner
@@ -1029,7 +1085,7 @@ impl<B: Backend> PercpuRef<B> {
         if bad.is_none() {
             // Cleared even if a flight is running: landing then goes per-CPU.
             if mode & DYN != 0 {
-                self.inner.mode.store(mode & !DYN, Release);
+                self.inner.set_mode(mode, mode & !DYN);
             }
             self.inner.to_percpu_locked(&mut ctl);
         }
@@ -1080,8 +1136,7 @@ impl<B: Backend> PercpuRef<B> {
             // Relaxed: heuristic.
             inner.window_start.store(B::now_ns(), Relaxed);
         }
-        // Release: as every mode store; readers rely on grace periods.
-        inner.mode.store(new, Release);
+        inner.set_mode(mode, new);
         if !ctl.force_atomic && !ctl.dynamic && !ctl.in_flight {
             inner.to_percpu_locked(&mut ctl);
         }
@@ -1138,14 +1193,12 @@ impl<B: Backend> PercpuRef<B> {
         if mode & ATOMIC == 0 {
             // We hold the only handle: no reader can be in a fast path.
             let mut ctl = inner.ctl.lock();
-            let sum = B::sum(&inner.percpu, 0);
+            let sum = B::sum(&inner.percpu, COUNTER_SLOT);
             let delta = sum.wrapping_sub(ctl.folded);
             ctl.folded = sum;
             inner.count.fetch_add(delta.wrapping_sub(BIAS), Relaxed);
         }
-        inner
-            .mode
-            .store((mode | ATOMIC | DEAD | EXITED) & !DYN, Relaxed);
+        inner.set_mode(mode, (mode | ATOMIC | DEAD | EXITED) & !DYN);
     }
 
     /// Whether the count is zero. Always false in per-CPU mode (the sum is

@@ -7,7 +7,7 @@
 use alloc::boxed::Box;
 use core::time::Duration;
 
-use refcnt::{AllocError, Backend, FlagWord, Misuse, Report};
+use refcnt::{AllocError, Backend, Misuse, Report};
 
 use crate::arch::percpu::{self, PercpuAlloc, SchedGuard};
 use crate::arch::time;
@@ -37,7 +37,10 @@ impl Report for Kernel {
 // has reported outside all of them, with the fences documented in `rcu`;
 // (4) `call_sched` runs the callback from the callback thread once every
 // CPU has reported after it was queued; (5) `this_cpu_add_unless` is such
-// an instruction range and `this_cpu_add_sched` one instruction.
+// an instruction range and `this_cpu_add_sched` one instruction; (6)
+// `set_on_every_cpu` stores to every area before the caller's grace
+// period begins (its `SeqCst` fence), and a CPU's later sections start
+// after its report, which loads the grace-period number with `Acquire`.
 unsafe impl Backend for Kernel {
     type PerCpu = KernelPerCpu;
     type ReadGuard = SchedGuard;
@@ -53,19 +56,39 @@ unsafe impl Backend for Kernel {
         percpu::gs_add(p.0.offset() + slot * 8, delta as u64);
     }
 
-    /// A plain load of the flag, a branch and one `add gs:[off]`, with no
+    /// One `test gs:[flag]`, a branch and one `add gs:[off]`, with no
     /// section count: the instructions form an instruction-range section
     /// that the tick and the grace-period IPI recognise by the interrupted
-    /// address ([`percpu::gs_add_unless`]).
+    /// address ([`percpu::gs_add_unless`]). Reaches the slots through
+    /// `key` alone (the offset), so the caller's `p` is never loaded.
     #[inline(always)]
-    fn this_cpu_add_unless(
-        p: &Self::PerCpu,
+    unsafe fn this_cpu_add_unless(
+        _p: &Self::PerCpu,
+        key: usize,
         slot: usize,
         delta: usize,
-        flag: &FlagWord,
+        flag_slot: usize,
         mask: usize,
     ) -> bool {
-        percpu::gs_add_unless(p.0.offset() + slot * 8, delta as u64, flag, mask)
+        // SAFETY: the caller passes `key(p)`, the offset of a live
+        // allocation, and slots within it (this method's contract).
+        unsafe { percpu::gs_add_unless(key + flag_slot * 8, mask, key + slot * 8, delta as u64) }
+    }
+
+    /// The allocation's offset in every CPU's area.
+    #[inline(always)]
+    fn key(p: &Self::PerCpu) -> usize {
+        p.0.offset()
+    }
+
+    /// Plain stores to every CPU's area; the grace period that follows
+    /// (an IPI or a tick on every CPU, both serialising) makes each CPU see
+    /// its own.
+    fn set_on_every_cpu(p: &Self::PerCpu, slot: usize, value: usize) {
+        let offset = p.0.offset() + slot * 8;
+        for cpu in 0..percpu::possible_cpus() {
+            percpu::store_remote(cpu, offset, value as u64);
+        }
     }
 
     /// One `add gs:[off]`: a single instruction is a read-side section by

@@ -367,7 +367,6 @@ crate::ktest! {
     /// instruction before. A tick that lands inside does not report.
     #[smp(1)]
     fn fast_path_ranges_are_recorded() {
-        use core::sync::atomic::AtomicUsize;
         let probe = percpu::probes::percpu_probe_add_unless as *const () as u64;
         let ranges: Vec<(u64, u64)> = (probe..probe + 128)
             .filter(|&a| percpu::in_fast_path(a) && !percpu::in_fast_path(a - 1))
@@ -378,16 +377,19 @@ crate::ktest! {
             .collect();
         assert_eq!(ranges.len(), 1, "the probe should hold one recorded range: {ranges:x?}");
         let (start, end) = ranges[0];
-        assert!(start > probe, "the range starts after the probe's first instruction");
+        assert!(start >= probe, "the range lies in the probe");
         assert!(end - start <= 32, "the range is a few instructions, not {} bytes", end - start);
-        let counter = percpu::alloc_percpu(8).unwrap();
-        let flag = AtomicUsize::new(0);
-        assert!(percpu::gs_add_unless(counter.offset(), 5, &flag, 2));
-        flag.store(2, Ordering::SeqCst);
-        assert!(!percpu::gs_add_unless(counter.offset(), 5, &flag, 2));
-        flag.store(1, Ordering::SeqCst);
-        assert!(percpu::gs_add_unless(counter.offset(), 5, &flag, 2));
-        assert_eq!(percpu::gs_load(counter.offset()), 10);
+        let words = percpu::alloc_percpu(16).unwrap();
+        let (counter, flag) = (words.offset(), words.offset() + 8);
+        #[allow(unsafe_code)]
+        // SAFETY: two words of `words`, live to the end of the test.
+        let add = || unsafe { percpu::gs_add_unless(flag, 2, counter, 5) };
+        assert!(add());
+        percpu::store_remote(cpu_id(), flag, 2);
+        assert!(!add());
+        percpu::store_remote(cpu_id(), flag, 1);
+        assert!(add());
+        assert_eq!(percpu::gs_load(counter), 10);
         let before = QUIESCENT.get();
         tick(true);
         assert_eq!(QUIESCENT.get(), before, "a tick inside a fast path reported");
@@ -405,31 +407,36 @@ crate::ktest! {
     #[timeout(120)]
     fn grace_period_waits_for_fast_paths_under_fire() {
         use alloc::sync::Arc;
-        use core::sync::atomic::{AtomicBool, AtomicUsize};
-        let counter = Arc::new(percpu::alloc_percpu(8).unwrap());
-        let offset = counter.offset();
-        let flag = Arc::new(AtomicUsize::new(0));
+        use core::sync::atomic::AtomicBool;
+        let words = Arc::new(percpu::alloc_percpu(16).unwrap());
+        let (offset, flag) = (words.offset(), words.offset() + 8);
+        let set_flag = |v| (0..possible_cpus()).for_each(|c| percpu::store_remote(c, flag, v));
         let stop = Arc::new(AtomicBool::new(false));
         let me = cpu_id();
         let jobs: Vec<_> = smp::online()
             .filter(|&c| c != me)
             .map(|cpu| {
-                let (flag, stop) = (flag.clone(), stop.clone());
+                let (words, stop) = (words.clone(), stop.clone());
                 smp::spawn_on(cpu, move || {
+                    #[allow(unsafe_code)]
+                    // SAFETY: two words of `words`, which this closure
+                    // keeps alive.
+                    let add = || unsafe { percpu::gs_add_unless(flag, 1, offset, 1) };
                     while !stop.load(Ordering::Relaxed) {
                         for _ in 0..64 {
-                            percpu::gs_add_unless(offset, 1, &flag, 1);
+                            add();
                         }
                     }
+                    drop(words);
                 })
             })
             .collect();
         let sum = || (0..possible_cpus()).map(|c| percpu::load_remote(c, offset)).sum::<u64>();
         let mut moved = 0;
         for _ in 0..1000 {
-            flag.store(0, Ordering::SeqCst);
+            set_flag(0);
             time::delay_us(100);
-            flag.store(1, Ordering::SeqCst);
+            set_flag(1);
             synchronize_sched();
             let settled = sum();
             time::delay_us(100);

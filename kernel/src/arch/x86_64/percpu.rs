@@ -25,7 +25,7 @@ use core::arch::asm;
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use ::x86_64::registers::model_specific::GsBase;
 use ::x86_64::VirtAddr;
@@ -205,28 +205,35 @@ pub fn gs_add(offset: usize, v: u64) {
     }
 }
 
-/// Adds `v` to this CPU's word at `offset` unless `flag & mask` is
-/// non-zero; returns whether it added. The test and the add form an
-/// rcu-sched read-side section without any section instruction: they lie
-/// between two labels whose addresses the asm records in the
-/// `pcpu_fast_ranges` linker section, and an interrupt whose return address
-/// lies in a recorded range ([`in_fast_path`]) neither reports a quiescent
-/// state nor preempts (the grace-period IPI asks again right after). So a
-/// grace period that follows a store to `flag` waits for every add made by
-/// code that saw the old value, as with a [`SchedGuard`] around it, at the
-/// cost of one plain load, one branch and the `add`.
+/// Adds `v` to this CPU's word at `offset` unless this CPU's word at
+/// `flag` has a bit of `mask` set; returns whether it added. The test and
+/// the add form an rcu-sched read-side section without any section
+/// instruction: they lie between two labels whose addresses the asm
+/// records in the `pcpu_fast_ranges` linker section, and an interrupt
+/// whose return address lies in a recorded range ([`in_fast_path`])
+/// neither reports a quiescent state nor preempts (the grace-period IPI
+/// asks again right after). So a grace period that follows stores to every
+/// CPU's `flag` ([`store_remote`]) waits for every add made by code that
+/// saw the old value, as with a [`SchedGuard`] around it, at the cost of
+/// one `test gs:`, one branch and the `add gs:`.
+///
+/// # Safety
+///
+/// `flag` and `offset` name 8-byte words of the dynamic region that belong
+/// to the caller (from one [`alloc_percpu`] allocation that is still
+/// live): the add writes without checking.
 #[inline(always)]
-pub fn gs_add_unless(offset: usize, v: u64, flag: &AtomicUsize, mask: usize) -> bool {
-    // SAFETY: as in `gs_add` for the add; `flag` is a live atomic (a
-    // reference), read by a plain aligned load, which is what an x86
-    // atomic load is. The table entry holds two code addresses of this
-    // asm; `pcpu_fast_ranges` holds nothing else (only this asm names it),
-    // and is writable ("aw") so that the loader can relocate it. The jump
-    // to `set` leaves the range before anything else runs.
+pub unsafe fn gs_add_unless(flag: usize, mask: usize, offset: usize, v: u64) -> bool {
+    // SAFETY: the caller's words (this function's contract), touched by
+    // one gs-relative test and one gs-relative add, as in `gs_add`. The
+    // table entry holds two code addresses of this asm; `pcpu_fast_ranges`
+    // holds nothing else (only this asm names it), and is writable ("aw")
+    // so that the loader can relocate it. The jump to `set` leaves the
+    // range before anything else runs.
     unsafe {
         asm!(
             "2:",
-            "test qword ptr [{flag}], {mask}",
+            "test qword ptr gs:[{flag}], {mask}",
             "jnz {set}",
             "add qword ptr gs:[{off}], {v}",
             "3:",
@@ -234,7 +241,7 @@ pub fn gs_add_unless(offset: usize, v: u64, flag: &AtomicUsize, mask: usize) -> 
             ".balign 8",
             ".quad 2b, 3b",
             ".popsection",
-            flag = in(reg) flag.as_ptr(),
+            flag = in(reg) flag,
             mask = in(reg) mask,
             off = in(reg) offset,
             v = in(reg) v,
@@ -301,6 +308,16 @@ pub fn gs_store(offset: usize, v: u64) {
     unsafe {
         asm!("mov qword ptr gs:[{off}], {v}", off = in(reg) offset, v = in(reg) v, options(nostack, preserves_flags));
     }
+}
+
+/// Writes the 8-byte word at `offset` in `cpu`'s area: for words that
+/// their own CPU only reads (flags), never for counters that it adds to
+/// (its non-atomic `add` could overwrite this store).
+pub fn store_remote(cpu: usize, offset: usize, v: u64) {
+    let ptr = (area_base(cpu) + offset) as *const AtomicU64;
+    // SAFETY: as in `load_remote`; an aligned x86 store is never torn.
+    // Relaxed: callers order it with a grace period.
+    unsafe { (*ptr).store(v, Ordering::Relaxed) }
 }
 
 /// Reads the 8-byte word at `offset` in `cpu`'s area.
@@ -673,15 +690,20 @@ pub mod probes {
     }
 
     /// `gs_add_unless` (the percpu_ref fast path) out of line.
+    ///
+    /// # Safety
+    ///
+    /// As [`gs_add_unless`](super::gs_add_unless).
     #[unsafe(no_mangle)]
     #[inline(never)]
-    pub extern "C" fn percpu_probe_add_unless(
+    pub unsafe extern "C" fn percpu_probe_add_unless(
+        flag: usize,
+        mask: usize,
         offset: usize,
         v: u64,
-        flag: &core::sync::atomic::AtomicUsize,
-        mask: usize,
     ) -> bool {
-        super::gs_add_unless(offset, v, flag, mask)
+        // SAFETY: the caller's promise, passed on.
+        unsafe { super::gs_add_unless(flag, mask, offset, v) }
     }
 
     /// `cpu_id` out of line.
@@ -699,7 +721,7 @@ static KEEP_PROBE_SECTION: extern "C" fn() = probes::percpu_probe_sched_section;
 #[used]
 static KEEP_PROBE_CPU_ID: extern "C" fn() -> usize = probes::percpu_probe_cpu_id;
 #[used]
-static KEEP_PROBE_ADD_UNLESS: extern "C" fn(usize, u64, &AtomicUsize, usize) -> bool =
+static KEEP_PROBE_ADD_UNLESS: unsafe extern "C" fn(usize, usize, usize, u64) -> bool =
     probes::percpu_probe_add_unless;
 
 crate::percpu! {
