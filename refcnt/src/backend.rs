@@ -261,7 +261,7 @@ pub unsafe trait Backend: Report {
     /// assert!(!unsafe { Host::this_cpu_add_unless(&pc, key, 0, 5, 1, 1) });
     /// assert_eq!(Host::sum(&pc, 0), 5);
     /// ```
-    #[inline]
+    #[inline(always)]
     unsafe fn this_cpu_add_unless(
         p: &Self::PerCpu,
         key: usize,

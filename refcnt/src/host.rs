@@ -371,13 +371,18 @@ impl HostPerCpu {
     /// The calling thread's counter `slot` (its slot claimed on first use).
     #[inline]
     fn this_cell(&self, slot: usize) -> &AtomicUsize {
+        &self.this_row(slot)[slot % 16]
+    }
+
+    /// The calling thread's row of the sixteen counters around `slot`.
+    #[inline(always)]
+    fn this_row(&self, slot: usize) -> &[AtomicUsize; 16] {
         let line = self.line(slot);
         // `get` is the claim check: an unclaimed id is `MAX_CPUS` or more.
-        let row = match line.get(THIS.with(|c| c.id.get())) {
-            Some(row) => row,
-            None => &line[claim()],
-        };
-        &row.0[slot % 16]
+        match line.get(THIS.with(|c| c.id.get())) {
+            Some(row) => &row.0,
+            None => &line[claim()].0,
+        }
     }
 }
 
@@ -490,6 +495,33 @@ unsafe impl Backend for Host {
         // Relaxed: a counter is written only by this thread; a flag slot
         // (`set_on_every_cpu`) is ordered by the grace period after it.
         Some(p.this_cell(slot).load(Relaxed))
+    }
+
+    /// The default's test and add, with the calling thread's row looked up
+    /// once when both slots share it (percpu_ref's do).
+    #[inline(always)]
+    unsafe fn this_cpu_add_unless(
+        p: &HostPerCpu,
+        _key: usize,
+        slot: usize,
+        delta: usize,
+        flag_slot: usize,
+        mask: usize,
+    ) -> bool {
+        let _section = Self::read_lock_sched();
+        let (flag, cell) = if slot / 16 == flag_slot / 16 {
+            let row = p.this_row(slot);
+            (&row[flag_slot % 16], &row[slot % 16])
+        } else {
+            (p.this_cell(flag_slot), p.this_cell(slot))
+        };
+        // Relaxed: as in `this_cpu_read`; the section orders the add.
+        if flag.load(Relaxed) & mask != 0 {
+            return false;
+        }
+        // Relaxed load and store: as in `this_cpu_add`.
+        cell.store(cell.load(Relaxed).wrapping_add(delta), Relaxed);
+        true
     }
 
     fn set_on_every_cpu(p: &HostPerCpu, slot: usize, value: usize) {
