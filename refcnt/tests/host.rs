@@ -93,6 +93,38 @@ fn per_cpu_counters_sum_over_threads() {
     assert_eq!(Host::sum(&p, 0), 0);
 }
 
+/// `set_on_every_cpu` reaches every thread's slot, whichever slot it owns,
+/// including slots past the first sixteen; `this_cpu_add_unless` reads the
+/// calling thread's copy of the flag.
+#[test]
+fn set_on_every_cpu_reaches_every_thread() {
+    let p = Arc::new(Host::alloc_percpu(20).unwrap());
+    Host::set_on_every_cpu(&p, 1, 1);
+    Host::set_on_every_cpu(&p, 18, 7);
+    let hs: Vec<_> = (0..3)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                assert_eq!(Host::this_cpu_read(&p, 1), Some(1));
+                assert_eq!(Host::this_cpu_read(&p, 18), Some(7));
+                let key = Host::key(&p);
+                // SAFETY: the key of `p`, slots 0 and 1 of 20.
+                let added = unsafe { Host::this_cpu_add_unless(&p, key, 0, 1, 1, 1) };
+                assert!(!added, "the flag is set: no add");
+                // SAFETY: as above; slot 18 holds 7, which has no bit 8.
+                let added = unsafe { Host::this_cpu_add_unless(&p, key, 0, 1, 18, 8) };
+                assert!(added, "bit 8 of slot 18 is clear: the add happens");
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    Host::synchronize_sched();
+    assert_eq!(Host::sum(&p, 0), 3);
+    assert_eq!(Host::sum(&p, 1), MAX_CPUS);
+}
+
 /// A thread-local destructor that runs after the slot was given back (it
 /// was registered before the slot's owner) may still use refs, and the
 /// counts stay exact (the thread claims a slot anew, see `host::claim`,

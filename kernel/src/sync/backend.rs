@@ -258,6 +258,66 @@ mod tests {
     }
 
     crate::ktest! {
+        /// The fast path's flag: `set_on_every_cpu` writes every CPU's copy,
+        /// each CPU's `this_cpu_add_unless` tests its own, and percpu_ref
+        /// keeps the copies equal to its mode across switches (slot 1 of
+        /// its allocation; read back on every CPU).
+        #[smp(1, 8)]
+        fn percpu_ref_flag_copies_follow_the_mode() {
+            use refcnt::Backend;
+            let p = Kernel::alloc_percpu(2).unwrap();
+            let key = Kernel::key(&p);
+            Kernel::set_on_every_cpu(&p, 1, 1);
+            let me = crate::arch::cpu_id();
+            for cpu in smp::online() {
+                assert_eq!(crate::arch::percpu::load_remote(cpu, key + 8), 1, "cpu {cpu}");
+            }
+            #[allow(unsafe_code)]
+            // SAFETY: the key of `p`, slots 0 and 1 of 2; `p` outlives it.
+            let add = || unsafe { Kernel::this_cpu_add_unless(&p, key, 0, 5, 1, 1) };
+            assert!(!add(), "the flag is set on this CPU: no add");
+            Kernel::set_on_every_cpu(&p, 1, 0);
+            assert!(add());
+            assert_eq!(Kernel::sum(&p, 0), 5);
+            assert_eq!(crate::arch::percpu::load_remote(me, key), 5);
+
+            // The same through percpu_ref: its flags are slot 1 of the
+            // allocation behind its key, which the ref does not expose, so
+            // read them as the fast path would, on every CPU.
+            let r = Arc::new(PercpuRef::<Kernel>::new(|| {}, Flags::INIT_ATOMIC).unwrap());
+            // A get through the fast path counts per-CPU; in atomic mode it
+            // goes to the shared count. (Nothing else touches the ref.)
+            fn counts_atomically(r: &PercpuRef<Kernel>) -> bool {
+                let before = r.count_atomic();
+                r.get_many(1);
+                let atomic = r.count_atomic() != before;
+                r.put_many(1);
+                atomic
+            }
+            let sees_atomic = |r: &Arc<PercpuRef<Kernel>>| -> Vec<bool> {
+                smp::online()
+                    .map(|cpu| {
+                        if cpu == me {
+                            return counts_atomically(r);
+                        }
+                        let r = r.clone();
+                        let seen = Arc::new(AtomicBool::new(false));
+                        let s = seen.clone();
+                        let job = smp::spawn_on(cpu, move || s.store(counts_atomically(&r), SeqCst));
+                        assert!(job.join(10_000));
+                        seen.load(SeqCst)
+                    })
+                    .collect()
+            };
+            assert!(sees_atomic(&r).iter().all(|&a| a), "INIT_ATOMIC: every CPU counts atomically");
+            r.switch_to_percpu();
+            assert!(sees_atomic(&r).iter().all(|&a| !a), "per-CPU: no CPU touches the shared count");
+            r.switch_to_atomic_sync();
+            assert!(sees_atomic(&r).iter().all(|&a| a), "atomic again on every CPU");
+        }
+    }
+
+    crate::ktest! {
         /// The seed's dynamic mode in the kernel: an idle ref stays atomic,
         /// a hot one switches itself to per-CPU counting.
         #[smp(1, 8)]
