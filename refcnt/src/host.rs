@@ -15,8 +15,9 @@
 //!
 //! The hard part is the store-load pattern: a reader stores "I am in a
 //! section" and then loads a percpu_ref's flag; an updater stores the
-//! flags and then loads the section words. Without a full barrier on both sides,
-//! each may miss the other's store (x86 lets a load pass an earlier store).
+//! flags and then loads the section words. Without a full barrier on both
+//! sides, each may miss the other's store (x86 lets a load pass an earlier
+//! store).
 //! A `SeqCst` fence in every read-side entry would fix it, but costs ~20
 //! cycles on the fast path. Instead, as liburcu does, the reader has only a
 //! compiler fence, and the updater issues
@@ -33,10 +34,10 @@
 //!
 //! # The fast path
 //!
-//! A percpu_ref get is a section entry, a load of the calling thread's copy
-//! of the ref's mode flag, a per-CPU add and a section exit (the default
-//! [`Backend::this_cpu_add_unless`]), so every instruction on that path shows
-//! in the pair's cost. The calling thread's slot and section word are
+//! A percpu_ref get is a section entry, a load of the calling thread's
+//! copy of the ref's mode flag, a per-CPU add and a section exit
+//! ([`Backend::this_cpu_add_unless`]), so every instruction on that path
+//! shows in the pair's cost. The calling thread's slot and section word are
 //! claimed once and cached in one thread-local without a destructor
 //! (`const`-initialised `Cell`s: each read is one `fs:`-relative load, with
 //! no lazy-initialisation or destructor check):

@@ -15,9 +15,10 @@
 //! the per-CPU add, if the mode changed back meanwhile). The ref's handle
 //! keeps the backend's [`key`](Backend::key) of the per-CPU slots, so in a
 //! kernel the whole fast path is a load of the key from the handle, a
-//! `gs:`-relative test and a `gs:`-relative add, as Linux's. In per-CPU mode a CPU's slot
-//! may go "negative" (wrap), because a reference taken on one CPU may be
-//! dropped on another: only the sum over all CPUs means anything.
+//! `gs:`-relative test and a `gs:`-relative add, as Linux's. In per-CPU
+//! mode a CPU's slot may go "negative" (wrap), because a reference taken
+//! on one CPU may be dropped on another: only the sum over all CPUs means
+//! anything.
 //!
 //! While in per-CPU mode, `count` carries a large bias, so that no atomic
 //! put (from a reader that still saw atomic mode) can take it to zero.
@@ -52,8 +53,9 @@
 //!
 //! **Switching back to per-CPU** needs no grace period: it adds the bias to
 //! `count` and then clears ATOMIC (a `Release` store), then the flags. A
-//! reader that still sees ATOMIC does an atomic operation, which is always correct, and the
-//! bias keeps `count` above zero until the next fold removes it. Each
+//! reader that still sees ATOMIC (in its flag or in the mode word) does an
+//! atomic operation, which is always correct, and the bias keeps `count`
+//! above zero until the next fold removes it. Each
 //! per-CPU counter slot has exactly one writer, its own CPU, and is never
 //! reset: the fold subtracts the sum it folded last time instead. So there
 //! is no cross-CPU write to a slot that a fast path adds to (the flags are
