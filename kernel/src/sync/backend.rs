@@ -85,9 +85,11 @@ unsafe impl Backend for Kernel {
     /// (an IPI or a tick on every CPU, both serialising) makes each CPU see
     /// its own.
     fn set_on_every_cpu(p: &Self::PerCpu, slot: usize, value: usize) {
+        assert!(slot * 8 < p.0.size(), "slot {slot} is past the allocation");
         let offset = p.0.offset() + slot * 8;
         for cpu in 0..percpu::possible_cpus() {
-            percpu::store_remote(cpu, offset, value as u64);
+            // SAFETY: a word of `p`, which the caller holds (checked above).
+            unsafe { percpu::store_remote(cpu, offset, value as u64) };
         }
     }
 

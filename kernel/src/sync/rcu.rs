@@ -384,10 +384,13 @@ crate::ktest! {
         #[allow(unsafe_code)]
         // SAFETY: two words of `words`, live to the end of the test.
         let add = || unsafe { percpu::gs_add_unless(flag, 2, counter, 5) };
+        #[allow(unsafe_code)]
+        // SAFETY: as above.
+        let set_flag = |v| unsafe { percpu::store_remote(cpu_id(), flag, v) };
         assert!(add());
-        percpu::store_remote(cpu_id(), flag, 2);
+        set_flag(2);
         assert!(!add());
-        percpu::store_remote(cpu_id(), flag, 1);
+        set_flag(1);
         assert!(add());
         assert_eq!(percpu::gs_load(counter), 10);
         let before = QUIESCENT.get();
@@ -410,7 +413,9 @@ crate::ktest! {
         use core::sync::atomic::AtomicBool;
         let words = Arc::new(percpu::alloc_percpu(16).unwrap());
         let (offset, flag) = (words.offset(), words.offset() + 8);
-        let set_flag = |v| (0..possible_cpus()).for_each(|c| percpu::store_remote(c, flag, v));
+        #[allow(unsafe_code)]
+        // SAFETY: a word of `words`, which the test holds to the end.
+        let set_flag = |v| (0..possible_cpus()).for_each(|c| unsafe { percpu::store_remote(c, flag, v) });
         let stop = Arc::new(AtomicBool::new(false));
         let me = cpu_id();
         let jobs: Vec<_> = smp::online()

@@ -313,10 +313,17 @@ pub fn gs_store(offset: usize, v: u64) {
 /// Writes the 8-byte word at `offset` in `cpu`'s area: for words that
 /// their own CPU only reads (flags), never for counters that it adds to
 /// (its non-atomic `add` could overwrite this store).
-pub fn store_remote(cpu: usize, offset: usize, v: u64) {
+///
+/// # Safety
+///
+/// `offset` names an 8-byte word of an [`alloc_percpu`] allocation that
+/// the caller owns and that is still live (not a `percpu!` static, whose
+/// Rust value the store could break).
+pub unsafe fn store_remote(cpu: usize, offset: usize, v: u64) {
     let ptr = (area_base(cpu) + offset) as *const AtomicU64;
-    // SAFETY: as in `load_remote`; an aligned x86 store is never torn.
-    // Relaxed: callers order it with a grace period.
+    // SAFETY: an aligned word inside every area (the caller's allocation,
+    // which lives for the rest of the call); an aligned x86 store is never
+    // torn. Relaxed: callers order it with a grace period.
     unsafe { (*ptr).store(v, Ordering::Relaxed) }
 }
 
