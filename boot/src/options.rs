@@ -138,7 +138,8 @@ Options:
   --linux-results FILE
                    with --mode bench: put Linux's refscale figures from FILE
                      (written by scripts/linux-refscale) beside ours
-  --timeout SECS   kill QEMU after SECS seconds, 0 = never (default 600)
+  --timeout SECS   kill QEMU after SECS seconds, 0 = never (default 600, more
+                     for a long --duration or --bench-ms)
   --gdb            start halted; QEMU waits for GDB on localhost:1234
   -h, --help       print this help
 
@@ -245,6 +246,15 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
         // the run plus two minutes for boot and the final checks.
         opts.timeout = Some(timeout.max(Duration::from_secs(u64::from(secs) + 120)));
     }
+    if let (Mode::Bench, false, Some(timeout)) = (opts.mode, timeout_given, opts.timeout) {
+        // A long bench must not be cut by the default timeout either:
+        // allow every setting's runs (and a calibration run each) at twice
+        // their length, plus the latencies and the boot.
+        let ms = u64::from(opts.bench_ms.unwrap_or(DEFAULT_BENCH_MS));
+        let runs = u64::from(opts.bench_runs.unwrap_or(DEFAULT_BENCH_RUNS));
+        let secs = BENCH_SETTINGS * (runs + 1) * ms * 2 / 1000 + 180;
+        opts.timeout = Some(timeout.max(Duration::from_secs(secs)));
+    }
     if let (Some(secs), Some(timeout)) = (opts.duration, opts.timeout) {
         if timeout.as_secs() < u64::from(secs) {
             return Err(OptionError(format!(
@@ -270,6 +280,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
     }
     Ok(Parsed::Run(opts))
 }
+
+/// The kernel's default milliseconds per reader per bench run.
+const DEFAULT_BENCH_MS: u32 = 300;
+/// The kernel's default runs per bench setting.
+const DEFAULT_BENCH_RUNS: u32 = 5;
+/// Bench settings (cases x CPU counts) to allow time for: 14 cases at 1, 2,
+/// 4 and 8 CPUs, rounded up.
+const BENCH_SETTINGS: u64 = 64;
 
 fn parse_in_range(flag: &str, v: &str, min: u32, max: u32) -> Result<u32, OptionError> {
     match v.parse::<u32>() {
@@ -356,6 +374,17 @@ mod tests {
         assert_eq!(o.kernel_cmdline(), "mode=bench");
         let o = run(&["--mode", "bench", "--bench-ms", "40", "--bench-runs", "3"]);
         assert_eq!(o.kernel_cmdline(), "mode=bench bench_ms=40 bench_runs=3");
+        // The default timeout grows with a long bench, unless one is given.
+        let t = |args: &[&str]| run(args).timeout.map(|d| d.as_secs());
+        assert_eq!(t(&["--mode", "bench"]), Some(600));
+        assert_eq!(
+            t(&["--mode", "bench", "--bench-ms", "2000"]),
+            Some(64 * 6 * 4 + 180)
+        );
+        assert_eq!(
+            t(&["--mode", "bench", "--bench-ms", "2000", "--timeout", "30"]),
+            Some(30)
+        );
         assert_eq!(parse_strs(&["--help"]).unwrap(), Parsed::Help);
     }
 

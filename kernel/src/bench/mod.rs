@@ -56,7 +56,7 @@ pub enum Length {
     Millis(u64),
 }
 
-/// Pairs of a calibration run (a millisecond or less).
+/// Pairs of a calibration run (well under a run's length: 0.1 to 10 ms).
 const CALIBRATION_LOOPS: u64 = 10_000;
 
 impl Length {
