@@ -10,9 +10,10 @@
 //! memory of its own CPU rather than a word reached through the ref's
 //! shared state. A get or put first tries [`Backend::this_cpu_add_unless`]:
 //! in one read-side section, test this CPU's flag and, in per-CPU mode,
-//! add to this CPU's slot. In atomic mode it enters a section, reads the
-//! mode word itself and does an atomic read-modify-write on `count` (or
-//! the per-CPU add, if the mode changed back meanwhile). The ref's handle
+//! add to this CPU's slot. In atomic mode (or while its flag lags a
+//! switch back to per-CPU mode) it does an atomic read-modify-write on
+//! `count`, with no section: `count` is a correct place to count in
+//! either mode (see "Switching back"). The ref's handle
 //! keeps the backend's [`key`](Backend::key) of the per-CPU slots, so in a
 //! kernel the whole fast path is a load of the key from the handle, a
 //! `gs:`-relative test and a `gs:`-relative add, as Linux's. In per-CPU
@@ -40,8 +41,7 @@
 //!   that follows (backend promise 3 of [`Backend`]);
 //! * if it began after, the backend promises it sees the flag, which was
 //!   stored on every CPU before the grace period started (promise 6), so
-//!   it goes to the slow path, which reads the mode word (stored before
-//!   the flags) and goes to `count`.
+//!   it goes to the slow path, which counts on `count`.
 //!
 //! So the fold sees every per-CPU change that will ever be made in that
 //! per-CPU period, and `count` alone is exact afterwards. That is why the
@@ -49,7 +49,7 @@
 //! grace period, not from the load. (Linux gets the same from `READ_ONCE`
 //! under `rcu_read_lock_sched`.) A flag may lag the mode word; a fast path
 //! that sees it set while the mode is already per-CPU again just takes the
-//! slow path, which reads the mode word.
+//! slow path, which counts on `count`: correct in either mode.
 //!
 //! **Switching back to per-CPU** needs no grace period: it adds the bias to
 //! `count` and then clears ATOMIC (a `Release` store), then the flags. A
@@ -372,20 +372,18 @@ impl<B: Backend> Inner<B> {
         }
     }
 
-    /// A get (or, with `put`, a put) of `n` that found atomic mode: in a
-    /// section, reads the mode again (it may have changed back to per-CPU)
-    /// and counts where it says. Out of line, and reached through the
-    /// handle ([`PercpuRef::slow_path`]), so that the fast path never loads
-    /// the handle's pointer to this shared state (the compiler would hoist
-    /// that load above the fast path's branch if the slow path were
-    /// inlined); atomic mode pays a call for it.
+    /// A get (or, with `put`, a put) of `n` whose fast path found this
+    /// CPU's flag set: counts on `count`, with no read-side section. That
+    /// is right in every mode: in atomic mode `count` is the count; in
+    /// per-CPU mode (a flag that lags a switch back) `count` carries the
+    /// bias, so no put can take it to zero, and the next fold adds the
+    /// per-CPU sum to whatever `count` holds by then. Out of line, and
+    /// reached through the handle ([`PercpuRef::slow_path`]), so that the
+    /// fast path never loads the handle's pointer to this shared state
+    /// (the compiler would hoist that load above the fast path's branch if
+    /// this were inlined); atomic mode pays a call for it.
     fn slow_path(&self, n: usize, put: bool) {
-        let _g = B::read_lock_sched();
         let mode = self.mode();
-        if mode & ATOMIC == 0 {
-            let delta = if put { n.wrapping_neg() } else { n };
-            return B::this_cpu_add(&self.percpu, COUNTER_SLOT, delta);
-        }
         if put {
             self.put_atomic(mode, n)
         } else {
@@ -426,7 +424,7 @@ impl<B: Backend> Inner<B> {
         }
     }
 
-    #[cold]
+    #[inline]
     fn get_atomic(&self, mode: usize, n: usize) {
         if mode & EXITED != 0 {
             return misuse::report::<B>(Misuse::GetAfterExit);
@@ -474,6 +472,7 @@ impl<B: Backend> Inner<B> {
         true
     }
 
+    #[inline]
     fn put_atomic(&self, mode: usize, n: usize) {
         if mode & EXITED != 0 {
             return misuse::report::<B>(Misuse::GetAfterExit);
@@ -781,8 +780,8 @@ impl<B: Backend> PercpuRef<B> {
 
     /// The per-CPU fast path: adds `delta` to this CPU's slot if this
     /// CPU's flag says per-CPU, test and add in one section; false in
-    /// atomic mode (the caller then takes the slow path, which reads the
-    /// mode word in a section of its own: it may have changed back).
+    /// atomic mode (the caller then takes the slow path, which counts on
+    /// the shared `count`).
     #[inline(always)]
     #[allow(unsafe_code)] // the crate's one unsafe call, see the SAFETY note
     fn fast_add(&self, delta: usize) -> bool {
