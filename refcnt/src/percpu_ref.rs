@@ -528,8 +528,8 @@ impl<B: Backend> Inner<B> {
 
     #[cold]
     fn promote(&self) {
-        // try_lock: we may be in a read-side section (interrupts off); never
-        // wait here. A missed chance is retried after the next batch.
+        // try_lock: this is a get; it never waits for another switch. A
+        // missed chance is retried after the next batch.
         let Some(mut ctl) = self.ctl.try_lock() else {
             return;
         };
@@ -910,14 +910,10 @@ impl<B: Backend> PercpuRef<B> {
         if self.fast_add(n) {
             return true;
         }
+        // On the shared count, as get and put do (see `Inner::slow_path`):
+        // in per-CPU mode its bias keeps it above zero, so this succeeds.
         let inner = &*self.inner;
-        let _g = B::read_lock_sched();
-        let mode = inner.mode();
-        if mode & ATOMIC == 0 {
-            B::this_cpu_add(&inner.percpu, COUNTER_SLOT, n);
-            return true;
-        }
-        inner.tryget_atomic(mode, n, false)
+        inner.tryget_atomic(inner.mode(), n, false)
     }
 
     /// Takes a reference unless the ref is dead (killed) or zero. Once the
@@ -941,16 +937,12 @@ impl<B: Backend> PercpuRef<B> {
         if self.fast_add(1) {
             return Some(RefGuard { r: self });
         }
+        // On the shared count, as get and put do. A caller that has seen
+        // the kill's confirmation also sees DEAD here: it was stored before
+        // the grace period that the confirmation followed.
         let inner = &*self.inner;
-        let _g = B::read_lock_sched();
-        let mode = inner.mode();
-        // Per-CPU mode is never dead: kill sets DEAD and ATOMIC in one store.
-        if mode & ATOMIC == 0 {
-            B::this_cpu_add(&inner.percpu, COUNTER_SLOT, 1);
-            return Some(RefGuard { r: self });
-        }
         inner
-            .tryget_atomic(mode, 1, true)
+            .tryget_atomic(inner.mode(), 1, true)
             .then(|| RefGuard { r: self })
     }
 
