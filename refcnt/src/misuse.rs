@@ -27,12 +27,15 @@ use crate::backend::Report;
 pub enum Misuse {
     /// `kill` on a ref that was already dead.
     DoubleKill,
-    /// A put took the count below zero; the put was ignored.
+    /// A put took the count below zero. Found at once in atomic mode,
+    /// where the put is ignored; found only at the next switch to atomic
+    /// in per-CPU mode (only the sum over CPUs means anything), where the
+    /// count stays below zero and the ref is never released: a leak,
+    /// rather than a release under a holder whose reference the extra put
+    /// took (Linux warns and leaks the same way).
     Underflow,
     /// get, put or tryget on a ref after `exit`.
     GetAfterExit,
-    /// `switch_to_percpu` on a dead ref; the ref stayed atomic.
-    PercpuOnDeadRef,
     /// `get` on a ref whose count was already zero (use after release).
     GetOnZero,
     /// The count reached zero again in a life that was already released;
@@ -66,11 +69,10 @@ impl Misuse {
     /// ```
     /// assert!(refcnt::Misuse::ALL.contains(&refcnt::Misuse::Underflow));
     /// ```
-    pub const ALL: [Misuse; 14] = [
+    pub const ALL: [Misuse; 13] = [
         Misuse::DoubleKill,
         Misuse::Underflow,
         Misuse::GetAfterExit,
-        Misuse::PercpuOnDeadRef,
         Misuse::GetOnZero,
         Misuse::RepeatedZero,
         Misuse::ResurrectLive,
@@ -96,15 +98,12 @@ impl fmt::Display for Misuse {
                  kill once per life (kill returns whether this call killed)"
             }
             Misuse::Underflow => {
-                "refcount: put without a matching get would take the count below zero; \
-                 the put was ignored: pair every put with a get"
+                "refcount: more puts than gets took the count below zero; \
+                 an atomic count ignored the put, a per-CPU one (found at the switch \
+                 to atomic) is leaked and never released: pair every put with a get"
             }
             Misuse::GetAfterExit => {
                 "percpu_ref: used after exit; exit only once nobody can reach the ref"
-            }
-            Misuse::PercpuOnDeadRef => {
-                "percpu_ref: switch_to_percpu on a dead ref, which stays atomic; \
-                 resurrect it first"
             }
             Misuse::GetOnZero => {
                 "percpu_ref: get on a ref whose count is zero (use after release); \

@@ -83,6 +83,16 @@
 //! the flight lands. The callback never blocks on the lock of another
 //! switch.
 //!
+//! A flight holds a reference on `count` from its start until its last
+//! confirmations have run (including those that needed a further grace
+//! period), so every confirmation runs before the release that the
+//! flight, or a kill during it, makes possible.
+//!
+//! `tryget_live`'s slow path (the test of DEAD and the increment of
+//! `count`) is one read-side section, so a kill's grace period waits for
+//! any that began before it: once the confirmation has run, no
+//! `tryget_live` can succeed anywhere.
+//!
 //! # Dynamic mode (beyond Linux)
 //!
 //! With [`Flags::DYNAMIC`] a ref starts atomic, as in the 2013 patch that
@@ -105,7 +115,11 @@
 //!   TCG also ends a translation block); an exited ref costs its 8 bytes
 //!   per CPU until the drop that normally follows.
 //! * A kill confirmation always waits for a grace period that began after
-//!   the kill, even when the ref was already atomic.
+//!   the kill, even when the ref was already atomic (Linux confirms such a
+//!   ref at once): then no `tryget_live` that was already running can
+//!   succeed after the confirmation, in any mode. The flight holds a
+//!   reference across that grace period, so the confirmation still runs
+//!   before the release that the kill may cause.
 //! * Misuse is reported and repaired, see [`Misuse`].
 
 use alloc::{boxed::Box, sync::Arc, vec::Vec};
@@ -208,7 +222,7 @@ fn refs(word: usize) -> usize {
 
 type Confirm = Box<dyn FnOnce() + Send>;
 
-/// A confirmation and whether it runs late: after the flight's extra
+/// A confirmation and whether it runs late: after the flight's own
 /// reference is dropped (waiters of `switch_to_atomic_sync`, so that they
 /// see an exact count), rather than before it (user confirmations, which
 /// must run before a release the switch may cause).
@@ -224,6 +238,10 @@ struct Ctl {
     in_flight: bool,
     /// The flight in progress began in per-CPU mode and must fold.
     fold: bool,
+    /// The flight in progress holds a reference on `count` (taken when it
+    /// started, dropped after its last confirmations ran), so that no
+    /// release can run before a confirmation it carries.
+    holds_ref: bool,
     /// Per-CPU sum already folded into `count`.
     folded: usize,
     /// Run when the flight in progress lands.
@@ -562,6 +580,34 @@ impl<B: Backend> Inner<B> {
         true
     }
 
+    /// Takes the reference a flight holds across its grace period (Linux
+    /// holds one the same way): without it a kill could drop the last
+    /// reference, and release run, before the confirmations the flight
+    /// carries. `mode` is the mode before the flight. In per-CPU mode
+    /// `count` carries the bias, so a plain increment is safe; in atomic
+    /// mode the reference is taken only if the count is not zero (a count
+    /// of zero was already released: there is nothing left to hold back).
+    fn take_flight_ref(&self, mode: usize) -> bool {
+        if mode & ATOMIC == 0 {
+            // Relaxed: a reference taken by the owner of the lock publishes
+            // nothing; the fold that follows is the ordering point.
+            self.count.fetch_add(1, Relaxed);
+            return true;
+        }
+        // Relaxed: as above; the load only seeds the loop.
+        let mut cur = self.count.load(Relaxed);
+        while refs(cur) != 0 {
+            match self
+                .count
+                .compare_exchange_weak(cur, cur.wrapping_add(1), Relaxed, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(c) => cur = c,
+            }
+        }
+        false
+    }
+
     /// Under the lock: make the ref atomic, adding `set` to the mode word,
     /// and arrange for `confirm` to run once every CPU sees the new word.
     fn want_atomic(&self, ctl: &mut Ctl, confirm: Option<Pending>, set: usize) -> Action {
@@ -591,6 +637,7 @@ impl<B: Backend> Inner<B> {
             // Relaxed: statistics.
             self.to_atomic.fetch_add(1, Relaxed);
         }
+        ctl.holds_ref = self.take_flight_ref(mode);
         ctl.in_flight = true;
         ctl.confirms.extend(confirm);
         Action::Start
@@ -622,33 +669,46 @@ impl<B: Backend> Inner<B> {
 
     /// A flight's grace period has passed: fold, confirm, and either start
     /// the next grace period or settle into the wanted mode.
+    ///
+    /// The flight's reference (`holds_ref`) is dropped only after the
+    /// last round's early confirmations, so a release the flight makes
+    /// possible (the kill's, typically) runs after every confirmation the
+    /// flight carried, including those that needed a further grace period.
     fn land(this: &Arc<Self>) {
         loop {
             let mut ctl = this.ctl.lock();
-            let mut extra = false;
             if ctl.fold {
                 let sum = B::sum(&this.percpu, COUNTER_SLOT);
                 let delta = sum.wrapping_sub(ctl.folded);
                 ctl.folded = sum;
-                // One extra reference keeps the count above zero until the
-                // confirmations have run (Linux holds one too).
-                let add = delta.wrapping_sub(BIAS).wrapping_add(1);
+                let add = delta.wrapping_sub(BIAS);
                 // AcqRel: Release hands what the grace period made visible
                 // here (the per-CPU changes) to whoever later reaches zero;
                 // Acquire pairs with earlier Release puts.
                 let old = this.count.fetch_add(add, AcqRel);
+                // Below zero: more puts than gets in per-CPU mode. Which
+                // put was one too many cannot be known now, so the count is
+                // left below zero and the ref is never released (a leak,
+                // where a repair could release under a holder).
                 if refs(old.wrapping_add(add)) >= BIAS {
                     misuse::report::<B>(Misuse::Underflow);
                 }
-                extra = true;
                 ctl.fold = false;
             }
-            let confirms = core::mem::take(&mut ctl.confirms);
+            let mut confirms = core::mem::take(&mut ctl.confirms);
             let again = !ctl.next.is_empty();
+            let mut put = false;
             if again {
+                // Late confirmations (waiters for an exact count) wait for
+                // the next round, after which the flight's reference goes.
+                let (late, early): (Vec<Pending>, Vec<Pending>) =
+                    confirms.into_iter().partition(|p| p.1);
+                confirms = early;
                 ctl.confirms = core::mem::take(&mut ctl.next);
+                ctl.confirms.extend(late);
             } else {
                 ctl.in_flight = false;
+                put = core::mem::take(&mut ctl.holds_ref);
                 let mode = this.mode();
                 if mode & (DEAD | DYN | EXITED) == 0 && !ctl.force_atomic {
                     this.to_percpu_locked(&mut ctl);
@@ -660,7 +720,8 @@ impl<B: Backend> Inner<B> {
             for (c, _) in early {
                 c();
             }
-            if extra {
+            if put {
+                // Counts on `count` in either mode (see `slow_path`).
                 this.put_atomic(this.mode(), 1);
             }
             for (c, _) in late {
@@ -770,6 +831,7 @@ impl<B: Backend> PercpuRef<B> {
                     dynamic,
                     in_flight: false,
                     fold: false,
+                    holds_ref: false,
                     folded: 0,
                     confirms: Vec::new(),
                     next: Vec::new(),
@@ -863,8 +925,12 @@ impl<B: Backend> PercpuRef<B> {
 
     /// Drops `n` references; the one that takes the count to zero runs the
     /// release callback. Dropping more than are held reports
-    /// [`Misuse::Underflow`] (in atomic mode at once, in per-CPU mode at the
-    /// next switch) and is ignored.
+    /// [`Misuse::Underflow`]. In atomic mode that is seen at once and the
+    /// put is ignored. In per-CPU mode it can only be seen at the next
+    /// switch to atomic, when the per-CPU sum is folded: the count is then
+    /// left below zero and the ref is never released (a leak, rather than
+    /// a release while a holder whose reference the extra put took may
+    /// still be using the object; Linux warns and leaks the same way).
     ///
     /// # Examples
     ///
@@ -937,13 +1003,23 @@ impl<B: Backend> PercpuRef<B> {
         if self.fast_add(1) {
             return Some(RefGuard { r: self });
         }
-        // On the shared count, as get and put do. A caller that has seen
-        // the kill's confirmation also sees DEAD here: it was stored before
-        // the grace period that the confirmation followed.
+        self.tryget_live_slow().then(|| RefGuard { r: self })
+    }
+
+    /// The slow path of [`tryget_live`](Self::tryget_live): the test of
+    /// DEAD and the increment of `count` in one read-side section (as
+    /// Linux's whole `percpu_ref_tryget_live` is under `rcu_read_lock`).
+    /// Without it, a caller that read the mode before a kill could do its
+    /// increment after the kill's confirmation ran; with it, the
+    /// confirmation's grace period waits for every section that began
+    /// before the grace period, and a section that began after sees DEAD
+    /// (stored before the grace period began, backend promise 3).
+    #[cold]
+    #[inline(never)]
+    fn tryget_live_slow(&self) -> bool {
+        let _section = B::read_lock_sched();
         let inner = &*self.inner;
-        inner
-            .tryget_atomic(inner.mode(), 1, true)
-            .then(|| RefGuard { r: self })
+        inner.tryget_atomic(inner.mode(), 1, true)
     }
 
     /// Kills the ref: marks it dead, starts the switch to atomic mode and
@@ -1053,8 +1129,8 @@ impl<B: Backend> PercpuRef<B> {
     }
 
     /// Switches to per-CPU mode (at once, or when a switch in flight lands).
-    /// On a dead ref this reports [`Misuse::PercpuOnDeadRef`] and the ref
-    /// stays atomic (it goes per-CPU when resurrected).
+    /// On a dead ref it takes effect at [`resurrect`](Self::resurrect) (the
+    /// ref stays atomic while dead), as in Linux.
     ///
     /// # Examples
     ///
@@ -1068,14 +1144,8 @@ impl<B: Backend> PercpuRef<B> {
         let mut ctl = self.inner.ctl.lock();
         ctl.force_atomic = false;
         let mode = self.inner.mode();
-        let bad = if mode & EXITED != 0 {
-            Some(Misuse::GetAfterExit)
-        } else if mode & DEAD != 0 {
-            Some(Misuse::PercpuOnDeadRef)
-        } else {
-            None
-        };
-        if bad.is_none() {
+        let exited = mode & EXITED != 0;
+        if !exited && mode & DEAD == 0 {
             // Cleared even if a flight is running: landing then goes per-CPU.
             if mode & DYN != 0 {
                 self.inner.set_mode(mode, mode & !DYN);
@@ -1083,8 +1153,8 @@ impl<B: Backend> PercpuRef<B> {
             self.inner.to_percpu_locked(&mut ctl);
         }
         drop(ctl);
-        if let Some(m) = bad {
-            misuse::report::<B>(m);
+        if exited {
+            misuse::report::<B>(Misuse::GetAfterExit);
         }
     }
 

@@ -121,3 +121,37 @@ fn release_vs_resurrect() {
         assert_eq!(reports(), 0);
     });
 }
+
+/// A tryget_live that read the mode before the kill and counts after the
+/// kill's confirmation would break the confirmation's promise (nobody gets
+/// a new reference once it has run). The whole of tryget_live must be one
+/// read-side section, so the confirmation's grace period waits for it.
+#[test]
+fn tryget_live_never_counts_after_confirm() {
+    model(|| {
+        let (r, _) = counting_ref(Flags::INIT_ATOMIC);
+        // Held by this thread throughout, so the count never reaches zero
+        // and a late tryget_live could succeed.
+        r.get_many(1);
+        let at_confirm = Arc::new(AtomicUsize::new(usize::MAX));
+        let r1 = r.clone();
+        let t = thread::spawn(move || {
+            if let Some(g) = r1.tryget_live() {
+                g.leak();
+            }
+        });
+        let (r2, a2) = (r.clone(), at_confirm.clone());
+        assert!(r.kill_and_confirm(move || a2.store(r2.count_atomic(), SeqCst)));
+        run_pending();
+        t.join().unwrap();
+        // After the confirmation only puts may happen (the switch drops
+        // the reference it held across its grace period), so the count
+        // seen there must be above the final one; a reference counted after
+        // the confirmation makes them equal.
+        assert!(
+            at_confirm.load(SeqCst) > r.count_atomic(),
+            "tryget_live counted after the kill was confirmed"
+        );
+        assert_eq!(reports(), 0);
+    });
+}
