@@ -120,8 +120,12 @@ const CASES: &[Case] = &[
     ("floor: per-CPU inc+dec (gs)", |w, n| {
         let off = w.floor.offset();
         looped(w, n, |_| {
-            percpu::gs_add(black_box(off), 1);
-            percpu::gs_add(black_box(off), u64::MAX);
+            #[allow(unsafe_code)]
+            // SAFETY: the word of `w.floor`, which lives as long as `w`.
+            unsafe {
+                percpu::gs_add(black_box(off), 1);
+                percpu::gs_add(black_box(off), u64::MAX);
+            }
         })
     }),
     ("lock xadd pair, shared line", |w, n| {

@@ -17,7 +17,71 @@ use crate::sched::workqueue;
 pub struct Kernel;
 
 /// Counters of one per-CPU object: `slots` 8-byte words at one offset.
-pub struct KernelPerCpu(PercpuAlloc);
+pub struct KernelPerCpu {
+    alloc: PercpuAlloc,
+    /// How many 8-byte slots were asked for: the safe methods check every
+    /// slot number against it (the allocation may be rounded up).
+    slots: usize,
+}
+
+/// A slot number past the end of a [`KernelPerCpu`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotOutOfRange {
+    /// The slot asked for.
+    pub slot: usize,
+    /// Slots in the allocation.
+    pub slots: usize,
+}
+
+impl SlotOutOfRange {
+    #[cold]
+    #[inline(never)]
+    fn panic(self) -> ! {
+        panic!(
+            "per-CPU slot {} is out of range: the allocation has {} slots (0..{}); a write there would land in another allocation",
+            self.slot, self.slots, self.slots
+        )
+    }
+}
+
+impl KernelPerCpu {
+    /// The offset of `slot` in every CPU's area, if the allocation has
+    /// that slot. Every safe method of the backend goes through here.
+    #[inline(always)]
+    pub fn word(&self, slot: usize) -> Result<usize, SlotOutOfRange> {
+        if slot < self.slots {
+            Ok(self.alloc.offset() + slot * 8)
+        } else {
+            Err(SlotOutOfRange {
+                slot,
+                slots: self.slots,
+            })
+        }
+    }
+
+    /// As [`word`](Self::word), panicking (naming the slot and the size)
+    /// when the slot is out of range.
+    #[inline(always)]
+    fn checked(&self, slot: usize) -> usize {
+        match self.word(slot) {
+            Ok(offset) => offset,
+            Err(e) => e.panic(),
+        }
+    }
+
+    /// Slots in the allocation.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// CPU `cpu`'s value of `slot` (checked, as the backend's methods).
+    #[allow(unsafe_code)]
+    pub fn load_on(&self, cpu: usize, slot: usize) -> u64 {
+        let offset = self.checked(slot);
+        // SAFETY: a word of this allocation (checked), live while `self` is.
+        unsafe { percpu::load_remote(cpu, offset) }
+    }
+}
 
 impl Report for Kernel {
     fn report(m: Misuse) {
@@ -28,7 +92,8 @@ impl Report for Kernel {
 // The one unsafe promise this module makes; the arch layer keeps it.
 #[allow(unsafe_code)]
 // SAFETY: (1) `this_cpu_add` is one `add` on this CPU's word, which an
-// interrupt cannot split, and no other CPU writes it; (2) `sum` reads the
+// interrupt cannot split, and no other CPU writes it (every safe method
+// checks the slot against the allocation first, so it is `p`'s word); (2) `sum` reads the
 // word in every area, and every CPU that can run has an area; (3) a
 // read-side section is a `SchedGuard` (whose owed report waits for its
 // outermost exit), a stretch with interrupts off, one instruction, or a
@@ -46,14 +111,18 @@ unsafe impl Backend for Kernel {
     type ReadGuard = SchedGuard;
 
     fn alloc_percpu(slots: usize) -> Result<Self::PerCpu, AllocError> {
-        percpu::alloc_percpu(slots * 8)
-            .map(KernelPerCpu)
+        let bytes = slots.checked_mul(8).ok_or(AllocError)?;
+        percpu::alloc_percpu(bytes)
+            .map(|alloc| KernelPerCpu { alloc, slots })
             .map_err(|_| AllocError)
     }
 
+    /// One `add gs:[off]` after the slot check (a compare and a branch).
     #[inline(always)]
     fn this_cpu_add(p: &Self::PerCpu, slot: usize, delta: usize) {
-        percpu::gs_add(p.0.offset() + slot * 8, delta as u64);
+        let offset = p.checked(slot);
+        // SAFETY: a word of `p` (checked), which the caller holds.
+        unsafe { percpu::gs_add(offset, delta as u64) };
     }
 
     /// One `test gs:[flag]`, a branch and one `add gs:[off]`, with no
@@ -78,15 +147,14 @@ unsafe impl Backend for Kernel {
     /// The allocation's offset in every CPU's area.
     #[inline(always)]
     fn key(p: &Self::PerCpu) -> usize {
-        p.0.offset()
+        p.alloc.offset()
     }
 
     /// Plain stores to every CPU's area; the grace period that follows
     /// (an IPI or a tick on every CPU, both serialising) makes each CPU see
     /// its own.
     fn set_on_every_cpu(p: &Self::PerCpu, slot: usize, value: usize) {
-        assert!(slot * 8 < p.0.size(), "slot {slot} is past the allocation");
-        let offset = p.0.offset() + slot * 8;
+        let offset = p.checked(slot);
         for cpu in 0..percpu::possible_cpus() {
             // SAFETY: a word of `p`, which the caller holds (checked above).
             unsafe { percpu::store_remote(cpu, offset, value as u64) };
@@ -97,20 +165,25 @@ unsafe impl Backend for Kernel {
     /// itself (no interrupt, hence no quiescent-state report, can split it).
     #[inline(always)]
     fn this_cpu_add_sched(p: &Self::PerCpu, slot: usize, delta: usize) {
-        percpu::gs_add(p.0.offset() + slot * 8, delta as u64);
+        let offset = p.checked(slot);
+        // SAFETY: a word of `p` (checked), which the caller holds.
+        unsafe { percpu::gs_add(offset, delta as u64) };
     }
 
     /// This CPU's word. The sums of a domain's words on one CPU count the
     /// open sections of every thread of that CPU (threads never migrate),
     /// so SRCU asks [`task_srcu_nest`](Backend::task_srcu_nest) first.
     fn this_cpu_read(p: &Self::PerCpu, slot: usize) -> Option<usize> {
-        Some(percpu::gs_load(p.0.offset() + slot * 8) as usize)
+        let offset = p.checked(slot);
+        // SAFETY: a word of `p` (checked), which the caller holds.
+        Some(unsafe { percpu::gs_load(offset) } as usize)
     }
 
     fn sum(p: &Self::PerCpu, slot: usize) -> usize {
-        let offset = p.0.offset() + slot * 8;
+        let offset = p.checked(slot);
         (0..percpu::possible_cpus())
-            .map(|cpu| percpu::load_remote(cpu, offset) as usize)
+            // SAFETY: a word of `p` (checked), which the caller holds.
+            .map(|cpu| unsafe { percpu::load_remote(cpu, offset) } as usize)
             .fold(0, usize::wrapping_add)
     }
 
@@ -272,7 +345,7 @@ mod tests {
             Kernel::set_on_every_cpu(&p, 1, 1);
             let me = crate::arch::cpu_id();
             for cpu in smp::online() {
-                assert_eq!(crate::arch::percpu::load_remote(cpu, key + 8), 1, "cpu {cpu}");
+                assert_eq!(p.load_on(cpu, 1), 1, "cpu {cpu}");
             }
             #[allow(unsafe_code)]
             // SAFETY: the key of `p`, slots 0 and 1 of 2; `p` outlives it.
@@ -281,7 +354,7 @@ mod tests {
             Kernel::set_on_every_cpu(&p, 1, 0);
             assert!(add());
             assert_eq!(Kernel::sum(&p, 0), 5);
-            assert_eq!(crate::arch::percpu::load_remote(me, key), 5);
+            assert_eq!(p.load_on(me, 0), 5);
 
             // The same through percpu_ref: its flags are slot 1 of the
             // allocation behind its key, which the ref does not expose, so
@@ -356,6 +429,49 @@ mod tests {
             r.put();
             assert_eq!(misuse_count(Misuse::Underflow), underflows + 1);
             assert_eq!(released.load(SeqCst), 1, "release ran once, not again on the bad put");
+        }
+    }
+
+    crate::ktest! {
+        /// Every slot number the backend's safe methods take is checked
+        /// against its allocation: the last slot is in, the next one out
+        /// (a write there would change a neighbouring allocation's counter),
+        /// and the neighbour keeps its value through in-range adds.
+        #[smp(1)]
+        fn slots_are_checked_against_the_allocation() {
+            use refcnt::Backend;
+            use super::SlotOutOfRange;
+            let p = Kernel::alloc_percpu(3).unwrap();
+            let neighbour = Kernel::alloc_percpu(1).unwrap();
+            assert_eq!(p.slots(), 3);
+            assert_eq!(p.word(2), Ok(Kernel::key(&p) + 16));
+            assert_eq!(p.word(3), Err(SlotOutOfRange { slot: 3, slots: 3 }));
+            assert_eq!(p.word(usize::MAX), Err(SlotOutOfRange { slot: usize::MAX, slots: 3 }));
+            assert!(Kernel::alloc_percpu(usize::MAX / 4).is_err(), "a byte count that overflows is refused");
+            for slot in 0..3 {
+                Kernel::this_cpu_add(&p, slot, 1);
+                Kernel::this_cpu_add_sched(&p, slot, 1);
+                assert_eq!(Kernel::this_cpu_read(&p, slot), Some(2));
+                assert_eq!(Kernel::sum(&p, slot), 2);
+            }
+            assert_eq!(Kernel::sum(&neighbour, 0), 0);
+        }
+    }
+
+    crate::ktest! {
+        /// A safe add to a slot past the allocation panics, naming the slot
+        /// and the allocation's size, instead of adding to whatever lies
+        /// there (here: the next allocation's counter).
+        #[smp(1)]
+        #[should_panic(expected = "per-CPU slot 2 is out of range: the allocation has 2 slots")]
+        fn this_cpu_add_past_the_allocation_panics() {
+            use refcnt::Backend;
+            let p = Kernel::alloc_percpu(2).unwrap();
+            let neighbour = Kernel::alloc_percpu(1).unwrap();
+            Kernel::this_cpu_add(&p, 2, 1);
+            // Unchecked, the add above lands here (the allocator packs
+            // them): say so, so the failure is clear.
+            assert_eq!(Kernel::sum(&neighbour, 0), 0, "the add changed the next allocation's counter");
         }
     }
 }

@@ -392,7 +392,10 @@ crate::ktest! {
         assert!(!add());
         set_flag(1);
         assert!(add());
-        assert_eq!(percpu::gs_load(counter), 10);
+        #[allow(unsafe_code)]
+        // SAFETY: a word of `words`, live to the end of the test.
+        let counted = unsafe { percpu::gs_load(counter) };
+        assert_eq!(counted, 10);
         let before = QUIESCENT.get();
         tick(true);
         assert_eq!(QUIESCENT.get(), before, "a tick inside a fast path reported");
@@ -436,7 +439,9 @@ crate::ktest! {
                 })
             })
             .collect();
-        let sum = || (0..possible_cpus()).map(|c| percpu::load_remote(c, offset)).sum::<u64>();
+        #[allow(unsafe_code)]
+        // SAFETY: a word of `words`, which the test holds to the end.
+        let sum = || (0..possible_cpus()).map(|c| unsafe { percpu::load_remote(c, offset) }).sum::<u64>();
         let mut moved = 0;
         for _ in 0..1000 {
             set_flag(0);

@@ -125,7 +125,9 @@ static FAILING: AtomicBool = AtomicBool::new(false);
 
 /// The one way a run ends badly: print what went wrong, with the CPU,
 /// mark the running kernel test (if any) as failed, and exit QEMU with
-/// [`crate::abi::ExitCode::Failure`].
+/// [`crate::abi::ExitCode::Failure`]. (Unless the running kernel test
+/// expects this very failure, `should_panic`: then it passes, and the run
+/// ends with success.)
 ///
 /// It does not allocate and does not wait for locks held elsewhere, so it
 /// is safe from a panic, a CPU exception, or an allocation failure.
@@ -137,6 +139,9 @@ pub fn fatal(args: fmt::Arguments<'_>) -> ! {
         halt_forever();
     }
     apic::nmi_others();
+    if crate::ktest::expected_fatal(args) {
+        qemu::exit(crate::abi::ExitCode::Success)
+    }
     serial::emergency_println(format_args!("FATAL on cpu {}: {}", cpu_id(), args));
     crate::ktest::report_fatal(args);
     qemu::exit(crate::abi::ExitCode::Failure)

@@ -152,36 +152,47 @@ impl<T> PerCpu<T> {
     }
 }
 
-/// Single-instruction operations on 8-byte per-CPU counters.
+/// Single-instruction operations on 8-byte per-CPU counters: the safe
+/// face of [`gs_add`] and its kin. The offset is this static's, so it names
+/// a `u64` in every area and nothing else; the one rule the type cannot
+/// check is that no [`PerCpu::with`] closure on the same static is running
+/// on this CPU (its `&mut` would alias the access).
 impl PerCpu<u64> {
     /// Adds to this CPU's instance: one `add qword ptr gs:[off], v`.
     #[inline(always)]
     pub fn add(&'static self, v: u64) {
-        gs_add(self.offset(), v);
+        // SAFETY: the offset of a `PerCpu<u64>` static: a `u64` of this
+        // CPU's area that only this static's methods reach.
+        unsafe { gs_add(self.offset(), v) }
     }
 
     /// Adds to this CPU's instance and returns the old value: one
     /// `xadd qword ptr gs:[off], reg`.
     #[inline(always)]
     pub fn fetch_add(&'static self, v: u64) -> u64 {
-        gs_xadd(self.offset(), v)
+        // SAFETY: as in `add`.
+        unsafe { gs_xadd(self.offset(), v) }
     }
 
     /// Reads this CPU's instance: one `mov reg, qword ptr gs:[off]`.
     #[inline(always)]
     pub fn get(&'static self) -> u64 {
-        gs_load(self.offset())
+        // SAFETY: as in `add`; a read of that word.
+        unsafe { gs_load(self.offset()) }
     }
 
     /// Writes this CPU's instance: one `mov qword ptr gs:[off], v`.
     #[inline(always)]
     pub fn set(&'static self, v: u64) {
-        gs_store(self.offset(), v);
+        // SAFETY: as in `add`.
+        unsafe { gs_store(self.offset(), v) }
     }
 
     /// Reads `cpu`'s instance (a racy but untorn snapshot).
     pub fn read_remote(&'static self, cpu: usize) -> u64 {
-        load_remote(cpu, self.offset())
+        // SAFETY: the offset of a `PerCpu<u64>` static: an aligned `u64`
+        // in every area.
+        unsafe { load_remote(cpu, self.offset()) }
     }
 
     /// Sum over every CPU's instance.
@@ -195,13 +206,24 @@ impl PerCpu<u64> {
 /// `add qword ptr gs:[offset], v`: atomic with respect to interrupts on
 /// this CPU (one instruction), not with respect to other CPUs (no `lock`:
 /// no other CPU writes this CPU's area).
+///
+/// # Safety
+///
+/// `offset` names an 8-byte word of this CPU's area that the caller may
+/// write, holding a `u64` (any value valid) that no live Rust reference
+/// points at: the offset of a `PerCpu<u64>` static (outside its
+/// [`PerCpu::with`] closures), or a word of an [`alloc_percpu`] allocation
+/// that the caller holds and that is still live. Nothing is checked: an
+/// offset into the header (the self pointer, the CPU index, the section
+/// count) or into another allocation corrupts it.
 #[inline(always)]
-pub fn gs_add(offset: usize, v: u64) {
+pub unsafe fn gs_add(offset: usize, v: u64) {
     // SAFETY: GS base points at this CPU's area (set before any caller can
-    // run) and `offset` is within it: it comes from a `PerCpu` template or
-    // from `alloc_percpu`. The instruction touches only that word.
+    // run) and `offset` names a word of it the caller may write (this
+    // function's contract). The instruction touches only that word. Not
+    // `preserves_flags`: `add` writes the arithmetic flags.
     unsafe {
-        asm!("add qword ptr gs:[{off}], {v}", off = in(reg) offset, v = in(reg) v, options(nostack, preserves_flags));
+        asm!("add qword ptr gs:[{off}], {v}", off = in(reg) offset, v = in(reg) v, options(nostack));
     }
 }
 
@@ -280,10 +302,17 @@ pub fn in_fast_path(rip: u64) -> bool {
 /// `xadd qword ptr gs:[offset], v`: adds `v` and returns the old value, in
 /// one instruction (so, like [`gs_add`], whole with respect to interrupts
 /// on this CPU; no `lock`, as no other CPU writes the word).
+///
+/// # Safety
+///
+/// As for [`gs_add`]: `offset` names a `u64` word of this CPU's area that
+/// the caller may write.
 #[inline(always)]
-pub fn gs_xadd(offset: usize, v: u64) -> u64 {
+pub unsafe fn gs_xadd(offset: usize, v: u64) -> u64 {
     let mut v = v;
-    // SAFETY: as in `gs_add`; `xadd` leaves the old value in the register.
+    // SAFETY: as in `gs_add` (the caller's word, this function's contract);
+    // `xadd` leaves the old value in the register and writes the flags
+    // (no `preserves_flags`).
     unsafe {
         asm!("xadd qword ptr gs:[{off}], {v}", off = in(reg) offset, v = inout(reg) v, options(nostack));
     }
@@ -291,10 +320,19 @@ pub fn gs_xadd(offset: usize, v: u64) -> u64 {
 }
 
 /// `mov reg, qword ptr gs:[offset]`.
+///
+/// # Safety
+///
+/// `offset` is 8-byte aligned and names a word inside this CPU's area (its
+/// header, a `percpu!` static holding a `u64`-sized plain value, or a word
+/// of a live [`alloc_percpu`] allocation): the load is not bounds-checked,
+/// and an offset past the area reads whatever memory lies there.
 #[inline(always)]
-pub fn gs_load(offset: usize) -> u64 {
+pub unsafe fn gs_load(offset: usize) -> u64 {
     let v;
-    // SAFETY: as in `gs_add`; a plain read of this CPU's word.
+    // SAFETY: GS base points at this CPU's area and `offset` is a word
+    // inside it (this function's contract); a plain read: `mov` writes no
+    // flags and no memory (`preserves_flags`, `readonly`).
     unsafe {
         asm!("mov {v}, qword ptr gs:[{off}]", off = in(reg) offset, v = out(reg) v, options(nostack, preserves_flags, readonly));
     }
@@ -302,9 +340,16 @@ pub fn gs_load(offset: usize) -> u64 {
 }
 
 /// `mov qword ptr gs:[offset], v`.
+///
+/// # Safety
+///
+/// As for [`gs_add`]: `offset` names a `u64` word of this CPU's area that
+/// the caller may write (never a header word another part of this module
+/// keeps, such as the self pointer at offset 0).
 #[inline(always)]
-pub fn gs_store(offset: usize, v: u64) {
-    // SAFETY: as in `gs_add`.
+pub unsafe fn gs_store(offset: usize, v: u64) {
+    // SAFETY: the caller's word (this function's contract); `mov` writes
+    // no flags (`preserves_flags`).
     unsafe {
         asm!("mov qword ptr gs:[{off}], {v}", off = in(reg) offset, v = in(reg) v, options(nostack, preserves_flags));
     }
@@ -328,12 +373,19 @@ pub unsafe fn store_remote(cpu: usize, offset: usize, v: u64) {
 }
 
 /// Reads the 8-byte word at `offset` in `cpu`'s area.
-pub fn load_remote(cpu: usize, offset: usize) -> u64 {
+///
+/// # Safety
+///
+/// `offset` is 8-byte aligned and names a word inside every area (a header
+/// word, a `percpu!` static holding a `u64`-sized plain value, or a word of
+/// a live [`alloc_percpu`] allocation): it is not bounds-checked. (`cpu` is:
+/// a CPU without an area panics.)
+pub unsafe fn load_remote(cpu: usize, offset: usize) -> u64 {
     let ptr = (area_base(cpu) + offset) as *const AtomicU64;
-    // SAFETY: `offset` names an 8-byte-aligned word inside every area and
-    // the area lives for the rest of the run. The owner writes it with
-    // single instructions; reading it as an atomic is the Rust view of an
-    // aligned x86 load, which never sees a torn value.
+    // SAFETY: `offset` names an 8-byte-aligned word inside every area (this
+    // function's contract) and the area lives for the rest of the run. The
+    // owner writes it with single instructions; reading it as an atomic is
+    // the Rust view of an aligned x86 load, which never sees a torn value.
     // Relaxed: callers that need ordering (grace periods) fence themselves.
     unsafe { (*ptr).load(Ordering::Relaxed) }
 }
@@ -592,7 +644,8 @@ impl Drop for SchedGuard {
 pub fn sched_depth() -> u64 {
     // Interrupts off: the two words change together in the handler.
     let _irq = IrqGuard::new();
-    gs_load(RS_DEPTH_OFFSET).wrapping_add(gs_load(RS_WANTED_OFFSET))
+    // SAFETY: two words of this CPU's header, which every area has.
+    unsafe { gs_load(RS_DEPTH_OFFSET).wrapping_add(gs_load(RS_WANTED_OFFSET)) }
 }
 
 #[cold]
@@ -605,8 +658,12 @@ fn deferred_quiescent_state() {
         // in the interrupt handlers: its read-modify-writes of this CPU's
         // words must not interleave with theirs.
         let _irq = IrqGuard::new();
-        gs_store(RS_DEPTH_OFFSET, 0);
-        gs_store(RS_WANTED_OFFSET, 0);
+        // SAFETY: two words of this CPU's header, which only this module
+        // writes, with interrupts off.
+        unsafe {
+            gs_store(RS_DEPTH_OFFSET, 0);
+            gs_store(RS_WANTED_OFFSET, 0);
+        }
         (QS_HOOK.get().copied().unwrap_or(|| {}))();
     }
     // The tick marks a section it interrupts as owing a report, so this
@@ -624,14 +681,20 @@ static QS_HOOK: Once<fn()> = Once::new();
 /// same function every time (the grace-period code's).
 pub fn quiescent_state(report: fn()) {
     QS_HOOK.call_once(|| report);
-    if gs_load(RS_WANTED_OFFSET) != 0 {
+    // SAFETY: two words of this CPU's header.
+    let (wanted, depth) = unsafe { (gs_load(RS_WANTED_OFFSET), gs_load(RS_DEPTH_OFFSET)) };
+    if wanted != 0 {
         return; // already owed by the section in progress
     }
-    if gs_load(RS_DEPTH_OFFSET) == 0 {
+    if depth == 0 {
         report();
     } else {
-        gs_store(RS_WANTED_OFFSET, 1);
-        gs_add(RS_DEPTH_OFFSET, u64::MAX); // count = depth - 1
+        // SAFETY: two words of this CPU's header, which only this module
+        // writes; the caller runs with interrupts off, as every writer does.
+        unsafe {
+            gs_store(RS_WANTED_OFFSET, 1);
+            gs_add(RS_DEPTH_OFFSET, u64::MAX); // count = depth - 1
+        }
     }
 }
 
@@ -683,10 +746,15 @@ impl Drop for IrqGuard {
 /// disassembly check in `boot/tests/disassembly.rs` can find them.
 pub mod probes {
     /// `gs_add` out of line.
+    ///
+    /// # Safety
+    ///
+    /// As [`gs_add`](super::gs_add).
     #[unsafe(no_mangle)]
     #[inline(never)]
-    pub extern "C" fn percpu_probe_add(offset: usize, v: u64) {
-        super::gs_add(offset, v);
+    pub unsafe extern "C" fn percpu_probe_add(offset: usize, v: u64) {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { super::gs_add(offset, v) }
     }
 
     /// An empty rcu-sched read-side section out of line.
@@ -722,7 +790,7 @@ pub mod probes {
 }
 
 #[used]
-static KEEP_PROBE_ADD: extern "C" fn(usize, u64) = probes::percpu_probe_add;
+static KEEP_PROBE_ADD: unsafe extern "C" fn(usize, u64) = probes::percpu_probe_add;
 #[used]
 static KEEP_PROBE_SECTION: extern "C" fn() = probes::percpu_probe_sched_section;
 #[used]
@@ -748,12 +816,14 @@ crate::ktest! {
         super::smp::on_each_cpu(&|| {
             for _ in 0..N {
                 TEST_COUNTER.add(1);
-                gs_add(dynamic.offset(), 1);
+                // SAFETY: the word of `dynamic`, which outlives the call.
+                unsafe { gs_add(dynamic.offset(), 1) };
             }
         });
         let cpus = super::smp::online_cpus() as u64;
         assert_eq!(TEST_COUNTER.sum(), N * cpus);
-        let dyn_sum: u64 = (0..possible_cpus()).map(|c| load_remote(c, dynamic.offset())).sum();
+        // SAFETY: as above.
+        let dyn_sum: u64 = (0..possible_cpus()).map(|c| unsafe { load_remote(c, dynamic.offset()) }).sum();
         assert_eq!(dyn_sum, N * cpus);
     }
 }
@@ -787,12 +857,14 @@ crate::ktest! {
     /// does not fit instead of overlapping.
     fn percpu_allocator_reuses_and_refuses() {
         let a = alloc_percpu(64).unwrap();
-        gs_store(a.offset(), 0xdead);
+        // SAFETY: the first word of `a`, which is live.
+        unsafe { gs_store(a.offset(), 0xdead) };
         let offset = a.offset();
         drop(a);
         let b = alloc_percpu(64).unwrap();
         assert_eq!(b.offset(), offset, "freed space is reused first");
-        assert_eq!(gs_load(b.offset()), 0, "allocations are zeroed");
+        // SAFETY: the first word of `b`, which is live.
+        assert_eq!(unsafe { gs_load(b.offset()) }, 0, "allocations are zeroed");
         let err = alloc_percpu(DYNAMIC_SIZE).unwrap_err();
         assert_eq!(err.requested, DYNAMIC_SIZE);
         let mut many = alloc::vec::Vec::new();

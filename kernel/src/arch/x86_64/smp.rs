@@ -406,7 +406,7 @@ pub fn on_each_cpu_nowait(f: Arc<dyn Fn() + Send + Sync>) {
 }
 
 fn load_owed(cpu: usize) -> u64 {
-    percpu::load_remote(cpu, CALL_OWED.offset())
+    CALL_OWED.read_remote(cpu)
 }
 
 /// Sends a kick IPI to `cpu` (counted in its `KICKS`).
