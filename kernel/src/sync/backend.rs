@@ -192,6 +192,8 @@ unsafe impl Backend for Kernel {
         percpu::sched_read_lock()
     }
 
+    /// Panics (naming the caller) with interrupts off or inside a section.
+    #[track_caller]
     fn synchronize_sched() {
         super::rcu::synchronize_sched();
     }

@@ -7,7 +7,15 @@
 //! *quiescent state*: a moment in none of its sections. A CPU asked while
 //! in no section reports at once; asked inside one, it reports when the
 //! outermost section ends (see `arch::percpu::quiescent_state`). A CPU with
-//! interrupts off is not asked until they are back on.
+//! interrupts off is not asked until they are back on, and a `SchedGuard`
+//! section that ends with interrupts off does not report either: the
+//! interrupts-off stretch goes on being a section, so the report waits
+//! until interrupts are on again (a self-IPI asks the CPU then, or the
+//! next tick or grace-period request does, finding it outside any
+//! section). So waiting for a grace period with interrupts off, or inside
+//! a section, would wait for the caller itself: [`synchronize_sched`]
+//! refuses both with a panic that names the CPU and the caller's place (as
+//! the scheduler's "scheduling while atomic" check does).
 //!
 //! - [`synchronize_sched`]: bumps the grace-period number and sends every
 //!   other CPU the grace-period IPI; each records the number it saw when it
@@ -30,6 +38,20 @@
 //! own program order, and x86 keeps stores in order, so a waiter that sees
 //! the report sees the writes; the waiter's final `SeqCst` fence orders them
 //! before what it does next.
+//!
+//! `call_sched` has no number for the report to load: it compares counts.
+//! There the updater stores (its writes), fences, and loads each CPU's
+//! count; the reporting CPU stores its count and then, in its next section,
+//! loads what the updater wrote. That is the store-buffering pattern, and
+//! x86 lets a load pass an earlier store to another address: without a
+//! fence on the reporting side, the CPU's next section could read the old
+//! value (its load done early) while its count store still sat in its
+//! store buffer; the updater's snapshot then misses the new count, counts
+//! the report as coming after the snapshot, and runs the callback while
+//! that section still uses the old value. So every report ends with a
+//! `SeqCst` fence (`report_quiescent`), which pairs with the one in
+//! `call_sched`: with a fence on both sides, either the snapshot sees the
+//! count (and waits for a later report) or the section sees the writes.
 //!
 //! Ready callbacks run in a kernel thread of their own (as Linux's rcuc
 //! threads), not on a work queue: never from an interrupt handler and never
@@ -91,6 +113,16 @@ fn report_quiescent() {
         // A synchronize_sched may sleep on this report.
         super::wait::wake_waiters();
     }
+    // SeqCst (an `mfence`): the count store above is globally visible
+    // before any later load of this CPU, in particular the loads of the
+    // next read-side section, wherever the report came from (the tick, the
+    // grace-period IPI, the end of a section, a synchronize_sched answering
+    // for its own CPU). Pairs with the SeqCst fence in `call_sched` between
+    // the caller's writes and its snapshot of the counts (the
+    // store-buffering argument in the module documentation). Not covered
+    // by the `Acquire` load above: that orders later loads after the
+    // number's load, not after the count's store.
+    fence(Ordering::SeqCst);
 }
 
 /// The grace-period IPI handler.
@@ -109,18 +141,35 @@ pub fn tick(in_fast_path: bool) {
     wake_callback_thread_if_ready();
 }
 
+/// Panics unless the caller may wait for a grace period (`what`): with
+/// interrupts off or inside a read-side section, the caller is itself in a
+/// section that the grace period waits for, so the wait would never end.
+#[track_caller]
+fn refuse_wait_in_section(what: &str) {
+    let place = core::panic::Location::caller();
+    let cpu = cpu_id();
+    if !::x86_64::instructions::interrupts::are_enabled() {
+        panic!(
+            "{what} called with interrupts off on cpu {cpu} at {place}: an interrupts-off stretch is an rcu-sched read-side section, so the grace period would wait for its own caller; turn interrupts on (drop the IrqGuard) first"
+        );
+    }
+    let depth = percpu::sched_depth();
+    if depth != 0 {
+        panic!(
+            "{what} called inside a read-side section on cpu {cpu} at {place} (a SchedGuard or SpinLock is held, depth {depth}): the grace period would wait for its own caller; end the section (drop the guard) first"
+        );
+    }
+}
+
 /// Waits until every CPU has left every read-side section it was in when
 /// the call began.
 ///
 /// # Panics
-/// Inside a read-side section of this CPU: the grace period would wait for
-/// the caller itself, forever.
+/// With interrupts off or inside a read-side section of this CPU: the
+/// grace period would wait for the caller itself, forever.
+#[track_caller]
 pub fn synchronize_sched() {
-    assert!(
-        percpu::sched_depth() == 0,
-        "synchronize_sched inside an rcu-sched read-side section on cpu {} would wait for itself; end the section (drop the guard) first",
-        cpu_id()
-    );
+    refuse_wait_in_section("synchronize_sched");
     // SeqCst: the caller's writes are visible before the new number is.
     fence(Ordering::SeqCst);
     let seq = GP_SEQ.fetch_add(1, Ordering::SeqCst) + 1;
@@ -147,9 +196,11 @@ pub fn synchronize_sched() {
             }
         }
         // Another CPU may be waiting for us with interrupts off; we are in
-        // no section, so answer for ourselves. Interrupts off: the
-        // report's read-modify-write of this CPU's words must not
-        // interleave with the tick's or another thread's on this CPU.
+        // no section (interrupts were on and the depth 0 at the call, and
+        // this loop reads nothing a grace period protects), so answer for
+        // ourselves. Interrupts off: the report's read-modify-write of
+        // this CPU's words must not interleave with the tick's or another
+        // thread's on this CPU.
         IrqGuard::new().run(|| {
             if GP_SEEN.get() < GP_SEQ.load(Ordering::Relaxed) {
                 report_quiescent();
@@ -170,8 +221,9 @@ static QUEUE: Mutex<VecDeque<Waiting>> = Mutex::new(VecDeque::new());
 
 /// Runs `callback` after a grace period, in the callback thread.
 pub fn call_sched(callback: Box<dyn FnOnce() + Send>) {
-    // SeqCst: see the module documentation; the snapshot is taken after the
-    // caller's writes are visible.
+    // SeqCst (an `mfence`): the caller's writes are globally visible before
+    // the snapshot's loads. Pairs with the fence that ends every report
+    // (`report_quiescent`): see the module documentation.
     fence(Ordering::SeqCst);
     let snapshot = (0..possible_cpus())
         .map(|c| QUIESCENT.read_remote(c))
@@ -337,10 +389,12 @@ crate::ktest! {
 crate::ktest! {
     /// The read-side count and the owed report: a tick inside nested
     /// sections is not a quiescent state; the outermost exit reports it,
-    /// once, and leaves the count at zero.
+    /// once, and leaves the count at zero; but an outermost exit with
+    /// interrupts off does not report (the interrupts-off stretch is a
+    /// section too) until interrupts are back on.
     #[smp(1)]
     fn tick_inside_a_section_is_reported_at_the_outermost_exit() {
-        let _no_real_ticks = IrqGuard::new();
+        let no_real_ticks = IrqGuard::new();
         let before = QUIESCENT.get();
         let outer = percpu::sched_read_lock();
         let inner = percpu::sched_read_lock();
@@ -348,16 +402,105 @@ crate::ktest! {
         tick(false); // a second request while one is owed changes nothing
         assert_eq!(QUIESCENT.get(), before, "reported inside a section");
         assert_eq!(percpu::sched_depth(), 2);
+        assert!(percpu::sched_report_owed());
         drop(inner);
         assert_eq!(QUIESCENT.get(), before, "reported at an inner exit");
         let again = percpu::sched_read_lock(); // a fresh nested section
         drop(again);
         assert_eq!(QUIESCENT.get(), before);
+        // Interrupts on for the outermost exit: real ticks inside the
+        // section change nothing (the report is owed already).
+        drop(no_real_ticks);
         drop(outer);
-        assert_eq!(QUIESCENT.get(), before + 1, "the outermost exit reports once");
+        let after = QUIESCENT.get();
+        assert!(after > before, "the outermost exit with interrupts on did not report");
         assert_eq!(percpu::sched_depth(), 0);
+        assert!(!percpu::sched_report_owed());
+
+        // The same section, ended with interrupts off.
+        let irq = IrqGuard::new();
+        let before = QUIESCENT.get();
+        let outer = percpu::sched_read_lock();
         tick(false);
-        assert_eq!(QUIESCENT.get(), before + 2, "outside a section a tick reports at once");
+        drop(outer);
+        assert_eq!(QUIESCENT.get(), before, "a section that ended with interrupts off reported");
+        assert_eq!(percpu::sched_depth(), 0, "the count is back at zero all the same");
+        tick(false);
+        assert_eq!(QUIESCENT.get(), before + 1, "outside a section a tick (with interrupts on where it landed) reports at once");
+        drop(irq);
+        // The owed report's self-IPI (or a tick) reports once they are on.
+        assert!(smp::wait_for(100, || QUIESCENT.get() > before + 1), "no report after interrupts came back on");
+    }
+}
+
+crate::ktest! {
+    /// A section that ends with interrupts off is not a quiescent state:
+    /// the interrupts-off stretch that follows is a read-side section, so
+    /// neither a synchronous grace period nor a `call_sched` callback may
+    /// end while it lasts. CPU 1 enters a `SchedGuard` section, waits for
+    /// the grace period's request to reach it inside the section, turns
+    /// interrupts off, ends the section and spins for 20 ms before turning
+    /// them on again; the boot CPU's `synchronize_sched` must not return,
+    /// nor its callback run, before that.
+    #[smp(2, 8)]
+    fn a_section_ending_with_interrupts_off_holds_grace_periods() {
+        use alloc::sync::Arc;
+        use core::sync::atomic::AtomicU8;
+        use Ordering::SeqCst;
+        // 1: in the section (interrupts on); 2: the section ended with
+        // interrupts off; 3: interrupts back on.
+        let state = Arc::new(AtomicU8::new(0));
+        let s = state.clone();
+        let job = smp::spawn_on(1, move || {
+            let start = GP_SEQ.load(SeqCst);
+            let section = percpu::sched_read_lock();
+            s.store(1, SeqCst);
+            // The boot CPU's grace period (a new number) has asked this CPU
+            // inside the section (its IPI, or a tick before it: the report
+            // is owed either way, and would count for the new number).
+            let asked = smp::wait_for(2000, || {
+                GP_SEQ.load(SeqCst) > start && percpu::sched_report_owed()
+            });
+            let irq = IrqGuard::new();
+            drop(section);
+            s.store(2, SeqCst);
+            time::delay_us(20_000);
+            s.store(3, SeqCst);
+            drop(irq);
+            assert!(asked, "the grace period never asked cpu 1 inside its section");
+        });
+        assert!(smp::wait_for(1000, || state.load(SeqCst) == 1));
+        let callback_saw = Arc::new(AtomicU8::new(0));
+        let (st, saw) = (state.clone(), callback_saw.clone());
+        call_sched(Box::new(move || saw.store(st.load(SeqCst), SeqCst)));
+        synchronize_sched();
+        let at_return = state.load(SeqCst);
+        assert!(job.join(1000));
+        assert_eq!(at_return, 3, "synchronize_sched returned while cpu 1 still had interrupts off after its section");
+        assert!(smp::wait_for(2000, || callback_saw.load(SeqCst) != 0));
+        assert_eq!(callback_saw.load(SeqCst), 3, "a call_sched callback ran while cpu 1 still had interrupts off after its section");
+    }
+}
+
+crate::ktest! {
+    /// `synchronize_sched` with interrupts off would wait for its own
+    /// caller (an interrupts-off stretch is a read-side section): refused.
+    #[smp(1)]
+    #[should_panic(expected = "synchronize_sched called with interrupts off on cpu 0 at kernel/src/sync/rcu.rs")]
+    fn synchronize_sched_with_interrupts_off_panics() {
+        let _irq = IrqGuard::new();
+        synchronize_sched();
+    }
+}
+
+crate::ktest! {
+    /// `synchronize_sched` inside a `SchedGuard` section would wait for its
+    /// own caller: refused.
+    #[smp(1)]
+    #[should_panic(expected = "synchronize_sched called inside a read-side section on cpu 0 at kernel/src/sync/rcu.rs")]
+    fn synchronize_sched_inside_a_section_panics() {
+        let _section = percpu::sched_read_lock();
+        synchronize_sched();
     }
 }
 

@@ -122,6 +122,8 @@ pub enum Dest {
     Apic(u32),
     /// Every CPU but the sender.
     AllButSelf,
+    /// The sender only.
+    SelfOnly,
     /// Every CPU, the sender included.
     All,
 }
@@ -149,6 +151,7 @@ pub fn send_ipi(dest: Dest, delivery: Delivery) {
     };
     let (shorthand, apic) = match dest {
         Dest::Apic(id) => (0b00u64, id),
+        Dest::SelfOnly => (0b01, 0),
         Dest::All => (0b10, 0),
         Dest::AllButSelf => (0b11, 0),
     };
@@ -169,9 +172,15 @@ pub fn send_ipi(dest: Dest, delivery: Delivery) {
     }
 }
 
+/// Whether the boot CPU's APIC is enabled (IPIs can be sent).
+pub fn ready() -> bool {
+    // Acquire: pairs with the Release store in `enable_this_cpu`.
+    READY.load(Ordering::Acquire)
+}
+
 /// Stops every other CPU with an NMI (the fatal path), if the APIC is up.
 pub fn nmi_others() {
-    if READY.load(Ordering::Acquire) {
+    if ready() {
         send_ipi(Dest::AllButSelf, Delivery::Nmi);
     }
 }

@@ -648,9 +648,30 @@ pub fn sched_depth() -> u64 {
     unsafe { gs_load(RS_DEPTH_OFFSET).wrapping_add(gs_load(RS_WANTED_OFFSET)) }
 }
 
+/// Whether a grace period has asked this CPU for a quiescent state that
+/// the section in progress owes (the request arrived inside it).
+pub fn sched_report_owed() -> bool {
+    // SAFETY: a word of this CPU's header.
+    unsafe { gs_load(RS_WANTED_OFFSET) != 0 }
+}
+
+/// The outermost section ended with a report owed.
+///
+/// With interrupts on, the CPU is in no read-side section from here on:
+/// report. With interrupts off it still is in one: a stretch with
+/// interrupts off is an rcu-sched read-side section of its own (what the
+/// code does next may still use what the section read), so the report
+/// waits until interrupts are back on. A self-IPI at the grace-period
+/// vector, pending until then, asks this CPU again as soon as they are:
+/// its handler reports if the CPU is in no section by then, or hands the
+/// request to the section it lands in. (Without it the next tick or the
+/// grace period's next request would ask; the IPI only makes it prompt.)
 #[cold]
 #[inline(never)]
 fn deferred_quiescent_state() {
+    // Before the guard below turns them off: the state the code that ended
+    // its section runs in.
+    let irqs_on = ::x86_64::instructions::interrupts::are_enabled();
     {
         // Interrupts off while the two words are put back in step (a
         // grace-period interrupt between the `sub` and here saw `wanted`
@@ -664,10 +685,18 @@ fn deferred_quiescent_state() {
             gs_store(RS_DEPTH_OFFSET, 0);
             gs_store(RS_WANTED_OFFSET, 0);
         }
-        (QS_HOOK.get().copied().unwrap_or(|| {}))();
+        if irqs_on {
+            (QS_HOOK.get().copied().unwrap_or(|| {}))();
+        } else if super::apic::ready() {
+            super::apic::send_ipi(
+                super::apic::Dest::SelfOnly,
+                super::apic::Delivery::Fixed(super::smp::GP_VECTOR),
+            );
+        }
     }
     // The tick marks a section it interrupts as owing a report, so this
-    // is also where a preemption the tick had to put off happens.
+    // is also where a preemption the tick had to put off happens (with
+    // interrupts on only: `preempt_point` checks).
     crate::sched::preempt_point();
 }
 
@@ -676,9 +705,11 @@ static QS_HOOK: Once<fn()> = Once::new();
 
 /// Asks this CPU for a quiescent state, from an interrupt handler (so with
 /// interrupts off, between two whole instructions of the interrupted
-/// code): runs `report` at once if the CPU is in no read-side section,
-/// else arranges for the outermost exit to run it. `report` must be the
-/// same function every time (the grace-period code's).
+/// code, which ran with interrupts on): runs `report` at once if the CPU
+/// is in no read-side section, else arranges for the outermost exit to run
+/// it (or, if that exit finds interrupts off, for the grace-period IPI to
+/// ask again once they are on). `report` must be the same function every
+/// time (the grace-period code's).
 pub fn quiescent_state(report: fn()) {
     QS_HOOK.call_once(|| report);
     // SAFETY: two words of this CPU's header.
