@@ -161,6 +161,22 @@ pub fn send_ipi(dest: Dest, delivery: Delivery) {
     // that sends an IPI of its own.
     let _irq = super::percpu::IrqGuard::new();
     if X2APIC.load(Ordering::Relaxed) {
+        // The IPI must not reach its target before the stores that come
+        // before it in program order (the request `smp::publish` hands
+        // over, the grace-period number): the target's handler loads them.
+        // In x2APIC mode the ICR is an MSR, and the SDM (Vol. 3A, "MSR
+        // Access in x2APIC Mode") relaxes WRMSR's serialising semantics for
+        // the APIC registers: such a WRMSR may complete before earlier
+        // stores are globally visible. MFENCE alone does not order it, as
+        // MFENCE orders loads and stores and WRMSR is neither; MFENCE makes
+        // the earlier stores globally visible, and LFENCE keeps any later
+        // instruction (the WRMSR) from starting before the MFENCE has
+        // completed. (The xAPIC path below writes the ICR to uncacheable
+        // MMIO, a store, which x86 keeps in order after earlier stores.)
+        // SAFETY: two fences: no operands, no stack, no flags written. Not
+        // `nomem`: it is also a compiler barrier, so the compiler keeps the
+        // earlier stores before it too.
+        unsafe { core::arch::asm!("mfence", "lfence", options(nostack, preserves_flags)) };
         write(reg::ICR_LOW, (u64::from(apic) << 32) | low);
     } else {
         write(reg::ICR_HIGH, u64::from(apic) << 24);
