@@ -15,6 +15,7 @@ use alloc::boxed::Box;
 use core::fmt;
 
 use crate::misuse::Misuse;
+use crate::srcu::TaskSections;
 
 /// The per-CPU allocator had no memory left.
 ///
@@ -208,23 +209,33 @@ pub unsafe trait Backend: Report {
         None
     }
 
-    /// Adds `delta` to the calling task's count of open SRCU read sections
-    /// (all domains together) and returns the new count, if this backend
-    /// keeps one per task; `task_srcu_nest(0)` just reads it. SRCU's
-    /// misuse checks use it: a task whose count is 0 is in no read section,
-    /// whatever the per-CPU counters say (they also count the sections of
-    /// other tasks that were switched out on this CPU inside one). The
-    /// default, `None`, leaves the checks to the per-CPU counters, which is
-    /// exact when each CPU runs one task (the host backend's threads).
+    /// Lends `f` the calling task's record of open SRCU read sections
+    /// ([`TaskSections`]), if this backend keeps one per task; SRCU's
+    /// sections record themselves in it, and its misuse checks (a
+    /// grace-period wait inside a section of the same domain, nesting
+    /// depth) read it. A backend whose CPUs run several tasks keeps one
+    /// per task (a kernel swaps it at every context switch), so that the
+    /// sections of other tasks of the same CPU, or sections handed to
+    /// another task, do not count as the caller's. `f` must run without
+    /// another call of this function on the same record in between (in a
+    /// kernel: with interrupts off, or with SRCU never used in interrupt
+    /// handlers). The default, `None`, leaves the checks to the per-CPU
+    /// counters ([`this_cpu_read`](Backend::this_cpu_read)), which is exact
+    /// only when each CPU runs one task.
     ///
     /// # Examples
     ///
     /// ```
-    /// use refcnt::{host::Host, Backend};
-    /// assert_eq!(Host::task_srcu_nest(0), None);
+    /// use refcnt::{host::Host, srcu::Srcu, Backend};
+    /// let s = Srcu::<Host>::new().unwrap();
+    /// let g = s.read_lock();
+    /// assert_eq!(Host::with_task_sections(|t| t.holds(s.id())), Some(Some(true)));
+    /// drop(g);
+    /// assert_eq!(Host::with_task_sections(|t| t.depth()), Some(0));
     /// ```
     #[inline]
-    fn task_srcu_nest(_delta: isize) -> Option<usize> {
+    fn with_task_sections<R>(f: impl FnOnce(&mut TaskSections) -> R) -> Option<R> {
+        let _ = f;
         None
     }
 
@@ -354,10 +365,16 @@ pub unsafe trait Backend: Report {
 
     /// Runs `f` soon from a context that may block and wait (a worker
     /// thread), never from inside this call. SRCU's callback worker, which
-    /// runs whole grace periods, goes here rather than through
-    /// [`call_sched`](Backend::call_sched), so that a long SRCU reader does
-    /// not hold up the rcu-sched callbacks queued behind it. The default
-    /// hands `f` to `call_sched` (a grace period is a valid delay).
+    /// runs whole grace periods and so may wait as long as a domain's
+    /// slowest reader, goes here. An item may block for that long, so it
+    /// must not hold up other items or the [`call_sched`](Backend::call_sched)
+    /// callbacks: run each where no other work waits behind it (a pool
+    /// that starts a thread when none is idle, as the host and the kernel
+    /// backends do), or a slow reader of one domain delays every other
+    /// domain's callbacks and every percpu_ref switch. The default hands
+    /// `f` to `call_sched`, which is correct only for a backend whose
+    /// `call_sched` callbacks may block one another (a single-task test
+    /// backend).
     ///
     /// # Examples
     ///

@@ -67,6 +67,7 @@ use std::vec::Vec;
 
 use crate::backend::{AllocError, Backend, Report};
 use crate::misuse::Misuse;
+use crate::srcu::TaskSections;
 
 /// How many threads can own a CPU slot at once.
 ///
@@ -213,6 +214,8 @@ thread_local! {
     // when claiming, so that `THIS` needs no destructor.
     static OWNER: SlotOwner = const { SlotOwner(Cell::new(usize::MAX)) };
     static REPORTS: RefCell<Vec<Misuse>> = const { RefCell::new(Vec::new()) };
+    /// The thread's open SRCU sections ([`Backend::with_task_sections`]).
+    static TASK_SECTIONS: RefCell<TaskSections> = const { RefCell::new(TaskSections::new()) };
 }
 
 #[cold]
@@ -599,5 +602,85 @@ unsafe impl Backend for Host {
 
     fn relax() {
         std::thread::yield_now();
+    }
+
+    /// One record per thread (a thread is a task here). `None` only in a
+    /// thread-local destructor that runs after the record's own.
+    #[inline]
+    fn with_task_sections<R>(f: impl FnOnce(&mut TaskSections) -> R) -> Option<R> {
+        TASK_SECTIONS.try_with(|t| f(&mut t.borrow_mut())).ok()
+    }
+
+    /// Runs `f` on a pool thread that is not busy: an idle one if there
+    /// is one, else a new one. Work that waits (an SRCU grace period held
+    /// up by a slow reader) thus never holds up other work: not another
+    /// domain's, and not the `call_sched` callbacks (percpu_ref switches
+    /// and kill confirmations), which have a thread of their own.
+    fn queue_work(f: Box<dyn FnOnce() + Send>) {
+        pool_queue(f);
+    }
+}
+
+/// The work pool behind [`Host`]'s `queue_work`.
+struct Pool {
+    state: Mutex<PoolState>,
+    wake: Condvar,
+}
+
+struct PoolState {
+    queue: std::collections::VecDeque<Box<dyn FnOnce() + Send>>,
+    /// Threads waiting for work.
+    idle: usize,
+}
+
+/// How long a pool thread waits for work before it exits.
+const POOL_IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn pool() -> &'static Pool {
+    static P: OnceLock<Pool> = OnceLock::new();
+    P.get_or_init(|| Pool {
+        state: Mutex::new(PoolState {
+            queue: std::collections::VecDeque::new(),
+            idle: 0,
+        }),
+        wake: Condvar::new(),
+    })
+}
+
+fn pool_queue(f: Box<dyn FnOnce() + Send>) {
+    let p = pool();
+    let mut s = p.state.lock().unwrap();
+    s.queue.push_back(f);
+    // Every idle thread takes one item; more items than idle threads
+    // need a new thread, or an item would wait behind a busy one.
+    let spawn = s.queue.len() > s.idle;
+    drop(s);
+    if spawn {
+        std::thread::Builder::new()
+            .name("refcnt-work".into())
+            .spawn(pool_thread)
+            .expect("spawn a refcnt work thread");
+    } else {
+        p.wake.notify_one();
+    }
+}
+
+fn pool_thread() {
+    let p = pool();
+    let mut s = p.state.lock().unwrap();
+    loop {
+        if let Some(f) = s.queue.pop_front() {
+            drop(s);
+            f();
+            s = p.state.lock().unwrap();
+            continue;
+        }
+        s.idle += 1;
+        let (next, timeout) = p.wake.wait_timeout(s, POOL_IDLE_EXIT).unwrap();
+        s = next;
+        s.idle -= 1;
+        if timeout.timed_out() && s.queue.is_empty() {
+            return;
+        }
     }
 }

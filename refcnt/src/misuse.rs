@@ -57,8 +57,12 @@ pub enum Misuse {
     /// SRCU `cleanup` while readers or callbacks remain; refused.
     SrcuCleanupBusy,
     /// SRCU read sections nested deeper than
-    /// [`MAX_NESTING`](crate::srcu::MAX_NESTING) on one CPU.
+    /// [`MAX_NESTING`](crate::srcu::MAX_NESTING) in one task.
     SrcuNestingOverflow,
+    /// SRCU `read_unlock` of a section that another task entered (with
+    /// `read_lock_raw`); the section was left, but the task that entered
+    /// it still counts as inside for the grace-period misuse check.
+    SrcuUnlockOtherTask,
 }
 
 impl Misuse {
@@ -69,7 +73,7 @@ impl Misuse {
     /// ```
     /// assert!(refcnt::Misuse::ALL.contains(&refcnt::Misuse::Underflow));
     /// ```
-    pub const ALL: [Misuse; 13] = [
+    pub const ALL: [Misuse; 14] = [
         Misuse::DoubleKill,
         Misuse::Underflow,
         Misuse::GetAfterExit,
@@ -83,6 +87,7 @@ impl Misuse {
         Misuse::SrcuBadUnlock,
         Misuse::SrcuCleanupBusy,
         Misuse::SrcuNestingOverflow,
+        Misuse::SrcuUnlockOtherTask,
     ];
 
     fn index(self) -> usize {
@@ -141,8 +146,13 @@ impl fmt::Display for Misuse {
                  refused: unlock every index and call barrier() first"
             }
             Misuse::SrcuNestingOverflow => {
-                "srcu: read sections nested too deep on one CPU; \
+                "srcu: read sections nested too deep in one task; \
                  a guard or raw index was probably leaked"
+            }
+            Misuse::SrcuUnlockOtherTask => {
+                "srcu: read_unlock of a section another task entered; it was left, but \
+                 hand sections between tasks with down_read/up_read instead of \
+                 read_lock_raw/read_unlock"
             }
         })
     }

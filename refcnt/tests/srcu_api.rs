@@ -67,14 +67,132 @@ fn raw_lock_unlock() {
 }
 
 #[test]
-fn raw_unlock_on_another_thread() {
+fn down_read_up_read_hand_a_section_to_another_thread() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let i = s.down_read();
+        assert_eq!(s.readers(), 1);
+        // Not the caller's section: its own waits are not refused (the
+        // section is another task's now).
+        let s2 = s.clone();
+        thread::spawn(move || s2.up_read(i).unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(s.readers(), 0);
+        assert!(take_reports().is_empty());
+        if fl == Flavour::Normal {
+            assert!(s.up_read(i).is_err(), "not held any more");
+            assert_eq!(take_reports(), [Misuse::SrcuBadUnlock]);
+        }
+        assert!(s.up_read(2).is_err());
+        take_reports();
+    }
+}
+
+#[test]
+fn raw_unlock_on_another_thread_is_reported_but_leaves() {
     let s = domain(Flavour::Normal);
     let i = s.read_lock_raw();
     let s2 = s.clone();
-    thread::spawn(move || s2.read_unlock(i).unwrap())
-        .join()
-        .unwrap();
-    assert_eq!(s.readers(), 0);
+    let reports = thread::spawn(move || {
+        s2.read_unlock(i).unwrap();
+        take_reports()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(reports, [Misuse::SrcuUnlockOtherTask]);
+    assert_eq!(s.readers(), 0, "the section was left");
+}
+
+/// Runs `f` on a new thread and gives up after a while (a grace-period
+/// wait that should have been refused would otherwise hang the test).
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || tx.send(f()).unwrap());
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what}: still waiting after 20 s"))
+}
+
+#[test]
+fn own_section_is_refused_after_leaving_another_threads() {
+    // A thread that left another thread's section, then enters its own
+    // and waits for the domain: refused, not a deadlock.
+    let s = domain(Flavour::Normal);
+    let i = s.down_read();
+    let s2 = s.clone();
+    let r = within("synchronize inside own section", move || {
+        s2.up_read(i).unwrap();
+        let _g = s2.read_lock();
+        let r = s2.synchronize();
+        take_reports();
+        r
+    });
+    assert_eq!(r, Err(SrcuError::SyncInReadSection { domain: s.id() }));
+}
+
+#[test]
+fn a_handed_over_section_does_not_taint_the_cpu_slot_it_began_on() {
+    // The section's lock is counted on this thread's CPU slot, its unlock
+    // on another's: the slot's counts say "inside" for good (as they do
+    // for a thread that exits in a handed-over section and a new thread
+    // that gets its slot). This thread is in no section, so its wait is
+    // legal and must not be refused.
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let i = s.down_read();
+        let s2 = s.clone();
+        thread::spawn(move || s2.up_read(i).unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(s.synchronize(), Ok(()));
+        assert!(take_reports().is_empty());
+    }
+}
+
+#[test]
+fn a_slow_reader_delays_only_its_own_domain() {
+    // A reader sleeps in a section of `slow` until told; the callback
+    // worker of `slow` waits for it. Another domain's callbacks and a
+    // percpu_ref's kill must not wait behind that worker.
+    let slow = domain(Flavour::Normal);
+    let other = domain(Flavour::Normal);
+    let (leave_tx, leave_rx) = mpsc::channel::<()>();
+    let (inside_tx, inside_rx) = mpsc::channel();
+    let s = slow.clone();
+    let reader = thread::spawn(move || {
+        let _g = s.read_lock();
+        inside_tx.send(()).unwrap();
+        leave_rx.recv().unwrap();
+    });
+    inside_rx.recv().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let t = tx.clone();
+    slow.call(move || t.send("slow").unwrap());
+    pause();
+    let t = tx.clone();
+    other.call(move || t.send("other").unwrap());
+    let t = Mutex::new(tx.clone());
+    let r = refcnt::percpu_ref::PercpuRef::<Host>::new(
+        move || t.lock().unwrap().send("release").unwrap(),
+        refcnt::percpu_ref::Flags::empty(),
+    )
+    .unwrap();
+    r.kill();
+    let mut got: Vec<&str> = (0..2)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("held up by a slow reader of another domain")
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, ["other", "release"]);
+    assert!(
+        rx.try_recv().is_err(),
+        "slow's callback ran inside its reader"
+    );
+    leave_tx.send(()).unwrap();
+    reader.join().unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("slow"));
 }
 
 #[test]

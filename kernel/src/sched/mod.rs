@@ -77,6 +77,7 @@ use core::time::Duration;
 pub use mutex::{SleepMutex, SleepMutexGuard};
 
 use ::x86_64::instructions::interrupts;
+use refcnt::srcu::TaskSections;
 use spin::{Mutex, Once};
 
 use crate::arch::context::{self, Context};
@@ -92,10 +93,10 @@ crate::percpu! {
     static NEED_RESCHED: PerCpu<u64> = 0;
     /// Involuntary switches (preemptions) done on this CPU.
     pub static PREEMPTIONS: PerCpu<u64> = 0;
-    /// The running thread's count of open SRCU read sections, all domains
-    /// (see [`task_srcu_nest`]); swapped with the thread's own at every
-    /// switch.
-    static SRCU_NEST: PerCpu<u64> = 0;
+    /// The running thread's record of its open SRCU read sections (see
+    /// [`with_task_srcu`]); saved to the thread and replaced by the next
+    /// thread's at every switch.
+    static SRCU_SECTIONS: PerCpu<TaskSections> = TaskSections::new();
 }
 
 const RUNNING: u8 = 0;
@@ -114,9 +115,9 @@ struct Thread {
     /// lock (so Relaxed).
     on_rq: AtomicBool,
     idle: bool,
-    /// Its SRCU nesting while it is switched out (see `SRCU_NEST`). Only
-    /// its CPU's scheduler touches it, under the run-queue lock (Relaxed).
-    srcu_nest: AtomicU64,
+    /// Its SRCU sections while it is switched out (see `SRCU_SECTIONS`).
+    /// Only its CPU's scheduler touches it, under the run-queue lock.
+    srcu: SpinLock<TaskSections>,
     start: SpinLock<Option<Box<dyn FnOnce() + Send>>>,
     /// Set once the thread's function has returned.
     done: AtomicBool,
@@ -140,7 +141,7 @@ impl Thread {
             state: AtomicU8::new(RUNNING),
             on_rq: AtomicBool::new(false),
             idle,
-            srcu_nest: AtomicU64::new(0),
+            srcu: SpinLock::new(TaskSections::new()),
             start: SpinLock::new(start),
             done: AtomicBool::new(false),
             exited: WaitQueue::new(),
@@ -287,8 +288,10 @@ fn schedule(preempt: bool) {
         }
         rq.switches += 1;
         NEED_RESCHED.set(0);
-        prev.srcu_nest.store(SRCU_NEST.get(), Ordering::Relaxed);
-        SRCU_NEST.set(next.srcu_nest.load(Ordering::Relaxed));
+        SRCU_SECTIONS.with(&irq, |running| {
+            *prev.srcu.lock() = running.clone();
+            *running = next.srcu.lock().clone();
+        });
         if preempt {
             PREEMPTIONS.add(1);
         }
@@ -411,15 +414,16 @@ fn might_sleep(what: &str) {
     }
 }
 
-/// Adds `delta` to the running thread's count of open SRCU read sections
-/// and returns the new count (the kernel's
-/// [`refcnt::Backend::task_srcu_nest`]): a per-CPU word that the scheduler
-/// saves and restores at every switch, so it follows the thread.
+/// Lends `f` the running thread's record of its open SRCU read sections
+/// (the kernel's [`refcnt::Backend::with_task_sections`]): a per-CPU
+/// record that the scheduler saves to the thread and restores at every
+/// switch, so it follows the thread. Interrupts are off while `f` runs, so
+/// neither a switch nor an interrupt handler's own section can come
+/// between its reads and writes.
 #[inline]
-pub fn task_srcu_nest(delta: isize) -> usize {
-    // One `xadd`: no preemption or interrupt can come between the add and
-    // the read of the old value.
-    SRCU_NEST.fetch_add(delta as u64).wrapping_add(delta as u64) as usize
+pub fn with_task_srcu<R>(f: impl FnOnce(&mut TaskSections) -> R) -> R {
+    let irq = IrqGuard::new();
+    SRCU_SECTIONS.with(&irq, f)
 }
 
 /// Whether the caller may block here: the scheduler runs, the caller is

@@ -6,16 +6,25 @@
 //! worker thread of the chosen CPU, in queueing order, where it may sleep.
 //! [`flush`] waits until everything queued on a CPU before the call has
 //! run.
+//!
+//! Work that may block for long (SRCU's grace-period worker waits for a
+//! domain's slowest reader) goes to [`queue_work_unbound`] instead: each
+//! item runs in a pool thread that runs nothing else meanwhile, idle pool
+//! threads are reused, and a new one is started when none is idle, so no
+//! item ever waits behind a blocked one (Linux's workqueues get the same
+//! from their concurrency management).
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
 
 use spin::{Mutex, Once};
 
 use super::WaitQueue;
-use crate::arch::percpu::{possible_cpus, IrqGuard};
+use crate::arch::percpu::{cpu_id, possible_cpus, IrqGuard};
 use crate::arch::smp;
 
 type Work = Box<dyn FnOnce() + Send>;
@@ -103,6 +112,123 @@ pub fn queue_work_on(cpu: usize, work: impl FnOnce() + Send + 'static) {
     q.worker.wake_one();
 }
 
+/// An idle pool thread's mailbox: the queuer hands it one item directly.
+struct Mailbox {
+    item: Mutex<Option<Work>>,
+    wake: WaitQueue,
+}
+
+struct Pool {
+    /// Items waiting for a pool thread that is being started (one each).
+    items: VecDeque<Work>,
+    /// Idle threads, most recently idle last.
+    idle: Vec<Arc<Mailbox>>,
+    /// Threads alive (statistics and tests).
+    threads: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    items: VecDeque::new(),
+    idle: Vec::new(),
+    threads: 0,
+});
+
+/// How long an idle pool thread waits for work before it exits.
+const POOL_IDLE_EXIT: Duration = Duration::from_secs(2);
+
+/// Queues `work` to run soon in a pool thread that runs nothing else
+/// meanwhile, so it may block for as long as it needs without holding up
+/// other work: an idle pool thread takes it, or a new one is started on
+/// this CPU (through this CPU's ordered queue, since interrupt handlers may
+/// call this and may not start threads). Items run in no particular order.
+///
+/// # Panics
+/// Before [`start`].
+pub fn queue_work_unbound(work: impl FnOnce() + Send + 'static) {
+    let work: Work = Box::new(work);
+    let idle = {
+        let _irq = IrqGuard::new();
+        let mut pool = POOL.lock();
+        match pool.idle.pop() {
+            Some(mb) => {
+                *mb.item.lock() = Some(work);
+                Some(mb)
+            }
+            None => {
+                pool.items.push_back(work);
+                pool.threads += 1;
+                None
+            }
+        }
+    };
+    match idle {
+        Some(mb) => mb.wake.wake_one(),
+        None => {
+            let cpu = cpu_id();
+            // The handle is dropped: the thread exits by itself when idle.
+            queue_work_on(cpu, move || drop(super::spawn_on(cpu, pool_thread)));
+        }
+    }
+}
+
+/// How many pool threads are alive (or being started).
+pub fn pool_threads() -> usize {
+    let _irq = IrqGuard::new();
+    POOL.lock().threads
+}
+
+fn pool_thread() {
+    let mb = Arc::new(Mailbox {
+        item: Mutex::new(None),
+        wake: WaitQueue::new(),
+    });
+    loop {
+        // An item queued for a starting thread, else go idle.
+        let work = {
+            let _irq = IrqGuard::new();
+            let mut pool = POOL.lock();
+            let work = pool.items.pop_front();
+            if work.is_none() {
+                pool.idle.push(mb.clone());
+            }
+            work
+        };
+        if let Some(work) = work {
+            work();
+            continue;
+        }
+        let take = || {
+            let _irq = IrqGuard::new();
+            let item = mb.item.lock().take();
+            item
+        };
+        let mut work = None;
+        mb.wake.wait_until_timeout(
+            || {
+                work = work.take().or_else(take);
+                work.is_some()
+            },
+            POOL_IDLE_EXIT,
+        );
+        if work.is_none() {
+            // Timed out: leave the idle list, unless a queuer picked this
+            // thread meanwhile (then its item is in the mailbox).
+            let _irq = IrqGuard::new();
+            let mut pool = POOL.lock();
+            match pool.idle.iter().position(|m| Arc::ptr_eq(m, &mb)) {
+                Some(i) => {
+                    pool.idle.remove(i);
+                    pool.threads -= 1;
+                    return;
+                }
+                None => work = mb.item.lock().take(),
+            }
+        }
+        let work = work.expect("a queuer that took this thread off the idle list left an item");
+        work();
+    }
+}
+
 /// Sleeps until every work item queued on `cpu` before the call has run.
 #[track_caller]
 pub fn flush(cpu: usize) {
@@ -161,5 +287,40 @@ crate::ktest! {
         super::sleep(Duration::from_millis(30));
         flush(target);
         assert_eq!(ran.load(Ordering::SeqCst), 1, "work queued from the tick did not run once in thread context");
+    }
+}
+
+crate::ktest! {
+    /// Unbound work: items that block until a later item runs do not hold
+    /// it up (each runs in a pool thread of its own), and idle pool threads
+    /// are reused rather than started anew.
+    #[smp(1, 2)]
+    fn unbound_work_never_waits_behind_blocked_work() {
+        use super::Completion;
+        let gate = Arc::new(Completion::new());
+        let done = Arc::new(AtomicU64::new(0));
+        for _ in 0..4 {
+            let (g, d) = (gate.clone(), done.clone());
+            queue_work_unbound(move || {
+                assert!(g.wait_for_completion_timeout(Duration::from_secs(10)), "blocked item never released");
+                d.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let g = gate.clone();
+        queue_work_unbound(move || g.complete_all());
+        assert!(smp::wait_for(10_000, || done.load(Ordering::SeqCst) == 4), "an item waited behind a blocked one");
+        let threads = pool_threads();
+        assert!(threads >= 5, "{threads} pool threads ran 5 items that block together");
+        // Idle threads take new items: no new thread for these.
+        super::sleep(Duration::from_millis(20));
+        for _ in 0..3 {
+            let d = done.clone();
+            queue_work_unbound(move || {
+                d.fetch_add(1, Ordering::SeqCst);
+            });
+            assert!(smp::wait_for(5_000, || done.load(Ordering::SeqCst) > 4));
+            done.store(4, Ordering::SeqCst);
+        }
+        assert!(pool_threads() <= threads, "idle pool threads were not reused");
     }
 }

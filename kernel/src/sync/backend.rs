@@ -172,7 +172,8 @@ unsafe impl Backend for Kernel {
 
     /// This CPU's word. The sums of a domain's words on one CPU count the
     /// open sections of every thread of that CPU (threads never migrate),
-    /// so SRCU asks [`task_srcu_nest`](Backend::task_srcu_nest) first.
+    /// so SRCU asks [`with_task_sections`](Backend::with_task_sections)
+    /// instead for its misuse checks.
     fn this_cpu_read(p: &Self::PerCpu, slot: usize) -> Option<usize> {
         let offset = p.checked(slot);
         // SAFETY: a word of `p` (checked), which the caller holds.
@@ -212,20 +213,23 @@ unsafe impl Backend for Kernel {
         super::wait::wait_until(WAIT_SPIN, done);
     }
 
-    /// The running thread's own count, kept by the scheduler.
+    /// The running thread's own record, kept by the scheduler
+    /// ([`crate::sched::with_task_srcu`]).
     #[inline(always)]
-    fn task_srcu_nest(delta: isize) -> Option<usize> {
-        Some(crate::sched::task_srcu_nest(delta))
+    fn with_task_sections<R>(f: impl FnOnce(&mut refcnt::srcu::TaskSections) -> R) -> Option<R> {
+        Some(crate::sched::with_task_srcu(f))
     }
 
     fn wake_waiters() {
         super::wait::wake_waiters();
     }
 
-    /// This CPU's work queue (SRCU's callback worker runs here).
+    /// The unbound pool ([`workqueue::queue_work_unbound`]): SRCU's
+    /// grace-period worker may wait as long as its domain's slowest reader,
+    /// so it must not hold a worker that other work queues behind.
     fn queue_work(f: Box<dyn FnOnce() + Send>) {
         if workqueue::started() {
-            workqueue::queue_work_on(percpu::cpu_id(), f);
+            workqueue::queue_work_unbound(f);
         } else {
             super::rcu::call_sched(f);
         }

@@ -216,3 +216,94 @@ crate::ktest! {
         drop(guard);
     }
 }
+
+crate::ktest! {
+    /// Issue 18, item 5: a thread inside a section of domain E waits for
+    /// domain D while another thread of the same CPU sleeps inside a
+    /// section of D. The wait is legal (the waiter holds no section of D)
+    /// and must not be refused: the per-CPU counts of D show the other
+    /// thread's section, the waiter's own record does not.
+    #[smp(1, 2)]
+    fn srcu_wait_inside_another_domain_beside_a_reader_of_its_cpu() {
+        let cpu = smp::online().last().unwrap();
+        let d = Arc::new(Srcu::<Kernel>::new().unwrap());
+        let e = Arc::new(Srcu::<Kernel>::new().unwrap());
+        let (reader, state) = sleeping_reader(&d, cpu);
+        let (d2, e2, st) = (d.clone(), e.clone(), state.clone());
+        let waiter = crate::sched::spawn_on(cpu, move || {
+            let _in_e = e2.read_lock();
+            let result = d2.synchronize();
+            (result, st.load(SeqCst))
+        });
+        let (result, seen) = waiter.join();
+        reader.join();
+        assert_eq!(result, Ok(()), "a legal wait inside another domain's section was refused");
+        assert_eq!(seen, 2, "synchronize returned while the reader slept in its section");
+        // Inside its own section of D, the same wait is refused.
+        let (d3, e3) = (d.clone(), e.clone());
+        let refused = crate::sched::spawn_on(cpu, move || {
+            let _in_e = e3.read_lock();
+            let _in_d = d3.read_lock();
+            d3.synchronize()
+        })
+        .join();
+        assert_eq!(refused, Err(SrcuError::SyncInReadSection { domain: d.id() }));
+    }
+}
+
+crate::ktest! {
+    /// Issue 18, item 7: domains are independent. A reader sleeps inside
+    /// a section of `slow`, and `slow`'s callback worker waits for it. On
+    /// the same CPU, another domain's callback, a percpu_ref kill and its
+    /// release still complete; and the reader itself may wait for that
+    /// other domain's callback without deadlocking (the grace-period
+    /// worker of `slow` must not hold a worker that others queue behind).
+    #[smp(1, 2)]
+    #[timeout(60)]
+    fn srcu_slow_reader_delays_only_its_domain() {
+        use crate::sched::Completion;
+        use refcnt::percpu_ref::{Flags, PercpuRef};
+        let cpu = smp::online().last().unwrap();
+        let slow = Arc::new(Srcu::<Kernel>::new().unwrap());
+        let other = Arc::new(Srcu::<Kernel>::new().unwrap());
+        let slow_done = Arc::new(Completion::new());
+        let other_done = Arc::new(Completion::new());
+        let released = Arc::new(Completion::new());
+        let inside = Arc::new(AtomicU8::new(0));
+        // The reader, on `cpu`: inside `slow`, queue `slow`'s callback
+        // (its worker now waits for us), then queue `other`'s and wait for
+        // it from inside the section.
+        let (s, o, sd, od, st) =
+            (slow.clone(), other.clone(), slow_done.clone(), other_done.clone(), inside.clone());
+        let reader = crate::sched::spawn_on(cpu, move || {
+            let guard = s.read_lock();
+            s.call(move || sd.complete());
+            crate::sched::sleep(Duration::from_millis(10));
+            let od2 = od.clone();
+            o.call(move || od2.complete());
+            st.store(1, SeqCst);
+            let ok = od.wait_for_completion_timeout(Duration::from_secs(5));
+            drop(guard);
+            ok
+        });
+        assert!(smp::wait_for(2000, || inside.load(SeqCst) == 1));
+        // A percpu_ref killed meanwhile on the same CPU is released.
+        let r = released.clone();
+        let killed = crate::sched::spawn_on(cpu, move || {
+            let r = PercpuRef::<Kernel>::new(move || r.complete(), Flags::empty()).unwrap();
+            r.kill();
+            r
+        })
+        .join();
+        assert!(
+            released.wait_for_completion_timeout(Duration::from_secs(5)),
+            "a kill waited behind another domain's slow reader"
+        );
+        drop(killed);
+        assert!(reader.join(), "the reader's wait for another domain deadlocked");
+        assert!(
+            slow_done.wait_for_completion_timeout(Duration::from_secs(5)),
+            "slow's callback never ran"
+        );
+    }
+}

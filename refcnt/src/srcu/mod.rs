@@ -135,14 +135,21 @@
 //!   ([`Misuse::SrcuBadUnlock`]);
 //! * [`Srcu::cleanup`] while readers are inside or callbacks are pending
 //!   ([`Misuse::SrcuCleanupBusy`]);
-//! * more than [`MAX_NESTING`] sections open at once on one CPU
-//!   ([`Misuse::SrcuNestingOverflow`]).
+//! * more than [`MAX_NESTING`] sections open at once in one task
+//!   ([`Misuse::SrcuNestingOverflow`]);
+//! * [`Srcu::read_unlock`] of a section another task entered
+//!   ([`Misuse::SrcuUnlockOtherTask`]; the section is left all the same).
 //!
-//! The read-section check uses the calling CPU's counters
-//! ([`Backend::this_cpu_read`]). It is exact when a section stays on the
-//! CPU (thread) that opened it, as on the host backend; a backend whose
-//! sleeping readers migrate should answer `None` there, which turns the
-//! check off rather than risk a false alarm.
+//! The read-section check asks the calling task's record of its open
+//! sections ([`TaskSections`], through [`Backend::with_task_sections`]):
+//! it refuses only a wait for a domain whose section the caller itself
+//! entered and has not left, whatever other tasks of the same CPU hold.
+//! A backend without per-task records falls back to the calling CPU's
+//! counters ([`Backend::this_cpu_read`]), exact only when each CPU runs
+//! one task (the loom backend); one that can read neither turns the check
+//! off rather than risk a false alarm. Sections entered with
+//! [`Srcu::down_read`] may change tasks and are not recorded, so the check
+//! cannot see them (nor can Linux's lockdep).
 //!
 //! # Examples
 //!
@@ -161,8 +168,10 @@
 //! and gives it back on failure; callbacks are boxed closures.
 
 mod ptr;
+mod task;
 
 pub use ptr::SrcuPtr;
+pub use task::{TaskSections, TASK_SECTIONS};
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -193,7 +202,8 @@ const fn unlock_slot(idx: usize) -> usize {
 
 const SLOTS: usize = 4;
 
-/// How many read sections of one domain may be open on one CPU before
+/// How many read sections one task may hold open at once (all domains;
+/// for a backend without per-task records, one domain's on one CPU) before
 /// [`Misuse::SrcuNestingOverflow`] is reported (once, when the depth
 /// reaches it). Deeper nesting keeps working (counters are a machine word);
 /// the report says that a guard or a raw index was probably leaked.
@@ -440,7 +450,8 @@ impl<B: Backend> SrcuReadGuard<'_, B> {
 impl<B: Backend> Drop for SrcuReadGuard<'_, B> {
     #[inline]
     fn drop(&mut self) {
-        self.srcu.inner.unlock(self.idx);
+        // The guard is not `Send`: the task that entered leaves.
+        self.srcu.inner.unlock(self.idx, true);
     }
 }
 
@@ -510,8 +521,10 @@ impl<B: Backend> Inner<B> {
 
     // ---- readers ---------------------------------------------------------
 
+    /// Enters a section; `task` records it as the calling task's (not for
+    /// sections handed between tasks, [`Srcu::down_read`]).
     #[inline]
-    fn lock(&self) -> usize {
+    fn lock(&self, task: bool) -> usize {
         // Relaxed: a stale index is allowed; scan 1 of the next grace
         // period exists to catch it (module docs, "two scans").
         let idx = self.idx.load(Ordering::Relaxed) & 1;
@@ -536,12 +549,17 @@ impl<B: Backend> Inner<B> {
                 compiler_fence(Ordering::SeqCst);
             }
         }
-        self.count_nesting(idx);
+        if task {
+            self.record_enter(idx);
+        }
         idx
     }
 
+    /// Leaves a section; with `task`, also forgets it in the calling
+    /// task's record and returns false if the task held no section of this
+    /// domain there (another task entered it).
     #[inline]
-    fn unlock(&self, idx: usize) {
+    fn unlock(&self, idx: usize, task: bool) -> bool {
         match self.flavour {
             Flavour::Normal => {
                 // Reader fence C. Closes the race "the scan counts this
@@ -562,27 +580,23 @@ impl<B: Backend> Inner<B> {
                 B::this_cpu_add_sched(&self.percpu, unlock_slot(idx), 1);
             }
         }
-        B::task_srcu_nest(-1);
+        // A backend without per-task records cannot tell: not reported.
+        !task || B::with_task_sections(|t| t.exit(self.id)).unwrap_or(true)
     }
 
-    /// Counts the new section for the task (if the backend counts per
-    /// task) and reports, once at the threshold, a suspiciously deep
-    /// nesting.
+    /// Records the new section as the calling task's (if the backend keeps
+    /// per-task records) and reports, once at the threshold, a
+    /// suspiciously deep nesting (the task's, all domains together; else
+    /// this domain's on this CPU).
     #[inline]
-    fn count_nesting(&self, idx: usize) {
-        if let Some(depth) = B::task_srcu_nest(1) {
-            if depth == MAX_NESTING {
-                misuse::report::<B>(Misuse::SrcuNestingOverflow);
-            }
-            return;
-        }
-        if let (Some(l), Some(u)) = (
-            B::this_cpu_read(&self.percpu, lock_slot(idx)),
-            B::this_cpu_read(&self.percpu, unlock_slot(idx)),
-        ) {
-            if l.wrapping_sub(u) == MAX_NESTING {
-                misuse::report::<B>(Misuse::SrcuNestingOverflow);
-            }
+    fn record_enter(&self, idx: usize) {
+        let depth = B::with_task_sections(|t| t.enter(self.id)).or_else(|| {
+            let l = B::this_cpu_read(&self.percpu, lock_slot(idx))?;
+            let u = B::this_cpu_read(&self.percpu, unlock_slot(idx))?;
+            Some(l.wrapping_sub(u))
+        });
+        if depth == Some(MAX_NESTING) {
+            misuse::report::<B>(Misuse::SrcuNestingOverflow);
         }
     }
 
@@ -597,20 +611,22 @@ impl<B: Backend> Inner<B> {
         Some(depth as isize)
     }
 
-    /// Refuses a grace-period wait from inside this domain's read section.
+    /// Refuses a grace-period wait from inside this domain's read section
+    /// (one the calling task entered and has not left). Never refuses a
+    /// wait it cannot prove illegal: a caller that frees on success must
+    /// not be sent down an error path for a section that is not its own.
     fn check_not_reader(&self) -> Result<(), SrcuError> {
-        if B::task_srcu_nest(0) == Some(0) {
-            // In no section of any domain; the per-CPU counts may still
-            // show sections of other tasks of this CPU.
-            return Ok(());
+        let inside = match B::with_task_sections(|t| t.holds(self.id)) {
+            // Recorded per task: exact, or unknown when nested too deep.
+            Some(held) => held == Some(true),
+            // Per-CPU counts: exact when each CPU runs one task.
+            None => self.this_cpu_depth().is_some_and(|d| d > 0),
+        };
+        if inside {
+            misuse::report::<B>(Misuse::SrcuSyncInReadSection);
+            return Err(SrcuError::SyncInReadSection { domain: self.id });
         }
-        match self.this_cpu_depth() {
-            Some(d) if d > 0 => {
-                misuse::report::<B>(Misuse::SrcuSyncInReadSection);
-                Err(SrcuError::SyncInReadSection { domain: self.id })
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     fn readers(&self) -> usize {
@@ -894,7 +910,7 @@ impl<B: Backend> Srcu<B> {
     #[inline]
     pub fn read_lock(&self) -> SrcuReadGuard<'_, B> {
         SrcuReadGuard {
-            idx: self.inner.lock(),
+            idx: self.inner.lock(true),
             srcu: self,
             _not_send: PhantomData,
         }
@@ -902,12 +918,15 @@ impl<B: Backend> Srcu<B> {
 
     /// Enters a read section and returns its index, for [`read_unlock`]
     /// (Linux's `srcu_read_lock`). Prefer [`read_lock`], whose guard cannot
-    /// be unlocked twice. The index may be unlocked on another thread; the
-    /// read-section misuse check then sees the section as still open on the
-    /// thread that entered it.
+    /// be unlocked twice. The section belongs to the calling task, which
+    /// must also leave it (the misuse check of `synchronize` knows it as
+    /// this task's); to hand a section to another task, use
+    /// [`down_read`] and [`up_read`].
     ///
     /// [`read_lock`]: Srcu::read_lock
     /// [`read_unlock`]: Srcu::read_unlock
+    /// [`down_read`]: Srcu::down_read
+    /// [`up_read`]: Srcu::up_read
     ///
     /// # Examples
     ///
@@ -919,11 +938,16 @@ impl<B: Backend> Srcu<B> {
     /// ```
     #[inline]
     pub fn read_lock_raw(&self) -> usize {
-        self.inner.lock()
+        self.inner.lock(true)
     }
 
-    /// Leaves a read section entered with [`read_lock_raw`] (Linux's
-    /// `srcu_read_unlock`).
+    /// Leaves a read section entered with [`read_lock_raw`] by the calling
+    /// task (Linux's `srcu_read_unlock`). Leaving a section another task
+    /// entered still leaves it (no grace period is held up), but is
+    /// reported as [`Misuse::SrcuUnlockOtherTask`]: the task that entered
+    /// still counts as inside for the misuse check (use
+    /// [`down_read`](Srcu::down_read) and [`up_read`](Srcu::up_read) for
+    /// sections that change hands).
     ///
     /// # Errors
     ///
@@ -947,6 +971,61 @@ impl<B: Backend> Srcu<B> {
     /// assert!(srcu.read_unlock(idx).is_err()); // not locked any more
     /// ```
     pub fn read_unlock(&self, idx: usize) -> Result<(), SrcuError> {
+        self.check_unlock(idx)?;
+        if !self.inner.unlock(idx, true) {
+            misuse::report::<B>(Misuse::SrcuUnlockOtherTask);
+        }
+        Ok(())
+    }
+
+    /// Enters a read section that may be left by another task, with
+    /// [`up_read`](Srcu::up_read) (Linux's `srcu_down_read`): for a
+    /// section that spans a hand-off, such as I/O submitted by one task and
+    /// completed by another. It is not recorded as the calling task's, so
+    /// a `synchronize` of this domain by a task that holds one is not
+    /// refused: it waits for itself forever, as in Linux. Returns the index
+    /// to pass to `up_read`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = std::sync::Arc::new(Srcu::<Host>::new().unwrap());
+    /// let idx = srcu.down_read();
+    /// let s = srcu.clone();
+    /// std::thread::spawn(move || s.up_read(idx).unwrap()).join().unwrap();
+    /// assert_eq!(srcu.readers(), 0);
+    /// ```
+    #[inline]
+    pub fn down_read(&self) -> usize {
+        self.inner.lock(false)
+    }
+
+    /// Leaves a section entered with [`down_read`](Srcu::down_read), on
+    /// any task (Linux's `srcu_up_read`).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_unlock`](Srcu::read_unlock): [`SrcuError::BadUnlock`] for
+    /// an index that is not held; nothing changes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// let idx = srcu.down_read();
+    /// srcu.up_read(idx).unwrap();
+    /// assert!(srcu.up_read(idx).is_err());
+    /// ```
+    pub fn up_read(&self, idx: usize) -> Result<(), SrcuError> {
+        self.check_unlock(idx)?;
+        self.inner.unlock(idx, false);
+        Ok(())
+    }
+
+    /// Refuses an unlock of an index no reader holds (see `read_unlock`).
+    fn check_unlock(&self, idx: usize) -> Result<(), SrcuError> {
         let inner = &*self.inner;
         let bad = idx > 1
             || (inner.flavour == Flavour::Normal && {
@@ -966,7 +1045,6 @@ impl<B: Backend> Srcu<B> {
                 index: idx,
             });
         }
-        inner.unlock(idx);
         Ok(())
     }
 
