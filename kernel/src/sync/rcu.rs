@@ -605,3 +605,70 @@ crate::ktest! {
         assert_eq!(moved, 0, "adds landed after the grace period in {moved} of 1000 rounds");
     }
 }
+
+crate::ktest! {
+    /// The store-buffering window of `call_sched`, litmus style, through
+    /// the real report: CPU 1 reports (`report_quiescent`, as at the end of
+    /// a section) and then loads a flag, as its next section would; the
+    /// boot CPU stores the flag, fences and snapshots CPU 1's report
+    /// count, as `call_sched` does. A round where the snapshot missed the
+    /// report *and* the load after the report missed the flag is the bug:
+    /// the callback would run while that section used the old value. The
+    /// fence at the end of the report forbids it, so the test never fails
+    /// on correct code; without it, TCG on this machine kind showed 1 to 12
+    /// such rounds per 10^6 in six runs (x86 lets the load pass the
+    /// buffered store), so 2 * 10^6 rounds (about two seconds) catch it in
+    /// all but an unlucky run.
+    #[smp(2)]
+    #[timeout(120)]
+    fn report_then_section_load_is_ordered_for_call_sched() {
+        use alloc::sync::Arc;
+        use alloc::vec;
+        use core::sync::atomic::AtomicU64;
+        use Ordering::Relaxed;
+        const N: usize = 2_000_000;
+        let flag = Arc::new(AtomicU64::new(0));
+        let go = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        // Per round, CPU 1's count after its report and what its load saw.
+        let seen = Arc::new(Mutex::new((vec![0u64; N + 1], vec![0u64; N + 1])));
+        let (f, g, d, out) = (flag.clone(), go.clone(), done.clone(), seen.clone());
+        let job = smp::spawn_on(1, move || {
+            let (mut counts, mut loads) = (vec![0u64; N + 1], vec![0u64; N + 1]);
+            // Interrupts off: no tick reports (or takes locks) in between.
+            let irq = IrqGuard::new();
+            for i in 1..=N {
+                while g.load(Relaxed) < i as u64 {
+                    core::hint::spin_loop();
+                }
+                report_quiescent();
+                // Relaxed: the plain load of a section.
+                loads[i] = f.load(Relaxed);
+                counts[i] = QUIESCENT.get();
+                d.store(i as u64, Relaxed);
+            }
+            drop(irq);
+            *out.lock() = (counts, loads);
+        });
+        let mut snapshots = vec![0u64; N + 1];
+        let irq = IrqGuard::new();
+        for (i, snapshot) in snapshots.iter_mut().enumerate().skip(1) {
+            while done.load(Relaxed) + 1 < i as u64 {
+                core::hint::spin_loop();
+            }
+            go.store(i as u64, Relaxed);
+            // Relaxed store, then the fence `call_sched` has, then its load.
+            flag.store(i as u64, Relaxed);
+            fence(Ordering::SeqCst);
+            *snapshot = QUIESCENT.read_remote(1);
+        }
+        drop(irq);
+        assert!(job.join(60_000), "cpu 1 did not finish its rounds");
+        let seen = seen.lock();
+        let (counts, loads) = (&seen.0, &seen.1);
+        let bad = (1..=N)
+            .filter(|&i| snapshots[i] < counts[i] && loads[i] < i as u64)
+            .count();
+        assert_eq!(bad, 0, "in {bad} of {N} rounds the snapshot missed a report and the load after it missed the flag");
+    }
+}
