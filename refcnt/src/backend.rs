@@ -84,6 +84,13 @@ pub trait Report: 'static {
 /// 6. [`set_on_every_cpu`](Backend::set_on_every_cpu) stores into every
 ///    CPU's slot, and a section that begins after a grace period that
 ///    began after the stores sees them (promise 3 for these stores).
+/// 7. A [`this_cpu_add_unless`](Backend::this_cpu_add_unless) whose test
+///    reads a value that `set_on_every_cpu` stored happens after that
+///    store and everything before it (a `Release` store and an `Acquire`
+///    load: plain moves on x86). percpu_ref needs it when it goes back to
+///    per-CPU mode with no grace period: a get that sees the flag clear,
+///    and any put of that reference on another CPU, come after the bias
+///    was added to the shared count.
 ///
 /// # Examples
 ///
@@ -157,8 +164,8 @@ pub unsafe trait Backend: Report {
     /// callers ensure with a grace period.
     fn sum(p: &Self::PerCpu, slot: usize) -> usize;
 
-    /// Stores `value` into slot `slot` of every possible CPU, with plain
-    /// (`Relaxed`) stores: a slot written this way must not also be
+    /// Stores `value` into slot `slot` of every possible CPU, with
+    /// `Release` stores (promise 7): a slot written this way must not also be
     /// changed by [`this_cpu_add`](Backend::this_cpu_add). percpu_ref keeps
     /// a copy of its mode flag in every CPU's slot 1 this way, so that its
     /// fast path tests memory of the calling CPU's own (one `gs:`-relative
@@ -285,6 +292,9 @@ pub unsafe trait Backend: Report {
         let _section = Self::read_lock_sched();
         match Self::this_cpu_read(p, flag_slot) {
             Some(flag) if flag & mask == 0 => {
+                // Promise 7: with the Release stores of `set_on_every_cpu`,
+                // the flag's read acts as an Acquire load.
+                crate::sync::atomic::fence(crate::sync::atomic::Ordering::Acquire);
                 Self::this_cpu_add(p, slot, delta);
                 true
             }

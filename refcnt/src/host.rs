@@ -519,8 +519,9 @@ unsafe impl Backend for Host {
         } else {
             (p.this_cell(flag_slot), p.this_cell(slot))
         };
-        // Relaxed: as in `this_cpu_read`; the section orders the add.
-        if flag.load(Relaxed) & mask != 0 {
+        // Acquire: promise 7, pairs with the Release stores of
+        // `set_on_every_cpu` (a plain load on x86, as Relaxed).
+        if flag.load(Acquire) & mask != 0 {
             return false;
         }
         // Relaxed load and store: as in `this_cpu_add`.
@@ -530,9 +531,10 @@ unsafe impl Backend for Host {
 
     fn set_on_every_cpu(p: &HostPerCpu, slot: usize, value: usize) {
         for row in p.line(slot) {
-            // Relaxed: the caller's grace period publishes it (promise 6:
-            // `synchronize_sched` begins with the updater's barrier).
-            row.0[slot % 16].store(value, Relaxed);
+            // Release: promise 7, pairs with the fast path's Acquire load
+            // (a plain store on x86). Sections that began before see it
+            // after the caller's grace period (promise 6).
+            row.0[slot % 16].store(value, Release);
         }
     }
 

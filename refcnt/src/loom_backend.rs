@@ -9,7 +9,7 @@ use core::marker::PhantomData;
 
 use loom::sync::atomic::{
     fence, AtomicUsize,
-    Ordering::{Relaxed, SeqCst},
+    Ordering::{Relaxed, Release, SeqCst},
 };
 use loom::sync::Mutex;
 
@@ -109,7 +109,8 @@ unsafe impl Backend for Loom {
     fn set_on_every_cpu(p: &Self::PerCpu, slot: usize, value: usize) {
         let n = p.len() / LOOM_CPUS;
         for c in 0..LOOM_CPUS {
-            p[c * n + slot].store(value, Relaxed);
+            // Release: promise 7 (the default fast path fences Acquire).
+            p[c * n + slot].store(value, Release);
         }
     }
 

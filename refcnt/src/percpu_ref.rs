@@ -568,12 +568,17 @@ impl<B: Backend> Inner<B> {
         if mode & (DEAD | EXITED) != 0 || ctl.in_flight {
             return false;
         }
-        // Relaxed: the bias only has to be in `count` before the next fold,
-        // which is a later read-modify-write on the same word.
+        // Relaxed here; ordered by the flag stores below. The bias must
+        // precede, in `count`'s modification order, every slow-path put of
+        // a reference that a fast path takes once it sees its flag clear
+        // (else such a put could take `count` to zero while references are
+        // held). Backend promise 7 gives it: the flags are cleared with
+        // Release stores after this add, and a fast path that reads a clear
+        // flag (an Acquire read) happens after them, so that get, and any
+        // put of its reference that happens after it, follow the bias.
         self.count.fetch_add(BIAS, Relaxed);
-        // Release: a reader that sees per-CPU mode also sees the bias
-        // and the lock-protected state before it (belt and braces; the
-        // argument in the module essay does not rely on it).
+        // Release on the mode word too: a slow path that reads per-CPU
+        // mode also sees the bias and the lock-protected state before it.
         self.set_mode(mode, mode & !(ATOMIC | DYN));
         // Relaxed: statistics.
         self.to_percpu.fetch_add(1, Relaxed);

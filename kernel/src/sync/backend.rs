@@ -105,7 +105,10 @@ impl Report for Kernel {
 // an instruction range and `this_cpu_add_sched` one instruction; (6)
 // `set_on_every_cpu` stores to every area before the caller's grace
 // period begins (its `SeqCst` fence), and a CPU's later sections start
-// after its report, which loads the grace-period number with `Acquire`.
+// after its report, which loads the grace-period number with `Acquire`;
+// (7) `set_on_every_cpu` stores with `Release` and the fast path's test
+// is a plain load in an asm block without `nomem` (x86 loads are Acquire,
+// and the asm keeps later accesses after it).
 unsafe impl Backend for Kernel {
     type PerCpu = KernelPerCpu;
     type ReadGuard = SchedGuard;

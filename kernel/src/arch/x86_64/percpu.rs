@@ -368,8 +368,11 @@ pub unsafe fn store_remote(cpu: usize, offset: usize, v: u64) {
     let ptr = (area_base(cpu) + offset) as *const AtomicU64;
     // SAFETY: an aligned word inside every area (the caller's allocation,
     // which lives for the rest of the call); an aligned x86 store is never
-    // torn. Relaxed: callers order it with a grace period.
-    unsafe { (*ptr).store(v, Ordering::Relaxed) }
+    // torn. Release: refcnt's promise 7 (a fast path that reads the value
+    // comes after what preceded the store); a plain `mov` on x86 all the
+    // same. Sections that began earlier see it after the caller's grace
+    // period.
+    unsafe { (*ptr).store(v, Ordering::Release) }
 }
 
 /// Reads the 8-byte word at `offset` in `cpu`'s area.
