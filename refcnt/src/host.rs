@@ -6,6 +6,28 @@
 //! a `Relaxed` load and store (a plain `mov`/`add`, no `lock` prefix): as
 //! close to a kernel's `add gs:[off]` as a process gets.
 //!
+//! Enabled by the crate's default feature `std` (also named `host`); a
+//! kernel turns default features off and brings its own [`Backend`].
+//!
+//! # Environment
+//!
+//! * `REFCNT_QUIET`: when set, misuse reports are not printed to stderr
+//!   (they are still counted, kept per thread for [`take_reports`] and per
+//!   object for `PercpuRef::take_reports` / `Srcu::take_reports`).
+//! * `REFCNT_NO_MEMBARRIER`: when set (before the first read-side
+//!   section), do not use `membarrier(2)`: readers and updaters both fence
+//!   instead (see below). For comparing the two, or for kernels that
+//!   refuse the call.
+//!
+//! # Threads the backend starts
+//!
+//! * `refcnt-call-sched`: runs [`Backend::call_sched`] callbacks (percpu_ref
+//!   switches and kill confirmations) after a grace period, in order.
+//! * `refcnt-work`: a pool for [`Backend::queue_work`] (SRCU's grace-period
+//!   workers): an idle thread takes each item, or a new one starts, so an
+//!   item that waits for a slow reader holds up nothing else; idle threads
+//!   exit after 5 s.
+//!
 //! # Read-side sections and grace periods
 //!
 //! Each slot has a section word: a nesting depth and a sequence number

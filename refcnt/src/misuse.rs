@@ -10,7 +10,10 @@
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use alloc::vec::Vec;
+
 use crate::backend::Report;
+use crate::sync::Mutex;
 
 /// A kind of misuse. More kinds (for SRCU) will be added; match with a
 /// wildcard arm.
@@ -155,6 +158,38 @@ impl fmt::Display for Misuse {
                  read_lock_raw/read_unlock"
             }
         })
+    }
+}
+
+/// How many reports one object keeps for [`ReportLog::take`]; later ones
+/// are still counted and reported to the backend.
+const LOG_MAX: usize = 64;
+
+/// The misuse reports of one object (a percpu_ref or an SRCU domain),
+/// whichever thread made them (a release or a confirmation that runs on a
+/// worker, say), for the object's `take_reports`.
+pub(crate) struct ReportLog(Mutex<Vec<Misuse>>);
+
+impl ReportLog {
+    pub(crate) fn new() -> Self {
+        ReportLog(Mutex::new(Vec::new()))
+    }
+
+    /// Logs `m` here (up to [`LOG_MAX`]), then counts it and hands it to
+    /// `R` as [`report`] does.
+    pub(crate) fn report<R: Report>(&self, m: Misuse) {
+        {
+            let mut log = self.0.lock();
+            if log.len() < LOG_MAX {
+                log.push(m);
+            }
+        }
+        report::<R>(m);
+    }
+
+    /// The reports logged since the last call, oldest first.
+    pub(crate) fn take(&self) -> Vec<Misuse> {
+        core::mem::take(&mut *self.0.lock())
     }
 }
 

@@ -127,7 +127,7 @@ use core::fmt;
 use core::ops::BitOr;
 
 use crate::backend::{AllocError, Backend};
-use crate::misuse::{self, Misuse};
+use crate::misuse::{Misuse, ReportLog};
 use crate::sync::atomic::{
     fence, AtomicBool, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
@@ -263,6 +263,8 @@ struct Inner<B: Backend> {
     to_atomic: AtomicUsize,
     release: Box<dyn Fn() + Send + Sync>,
     ctl: Mutex<Ctl>,
+    /// This ref's misuse reports ([`PercpuRef::take_reports`]).
+    log: ReportLog,
 }
 
 /// A per-CPU reference count with Linux `percpu_ref` semantics.
@@ -339,6 +341,54 @@ impl<B: Backend> RefGuard<'_, B> {
 impl<B: Backend> Drop for RefGuard<'_, B> {
     fn drop(&mut self) {
         self.r.put_many(1)
+    }
+}
+
+/// A reference from [`PercpuRef::get_owned`] and friends: owns a handle to
+/// the ref, so it may move between threads and outlive the caller's
+/// borrow; dropping it puts the reference.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+/// let r = Arc::new(PercpuRef::<Host>::new(|| {}, Flags::INIT_ATOMIC).unwrap());
+/// let g = r.get_owned();
+/// assert!(Arc::ptr_eq(g.percpu_ref(), &r));
+/// drop(g);
+/// assert_eq!(r.count_atomic(), 1);
+/// ```
+#[must_use = "dropping the guard puts the reference at once"]
+pub struct OwnedRefGuard<B: Backend> {
+    r: Arc<PercpuRef<B>>,
+}
+
+impl<B: Backend> OwnedRefGuard<B> {
+    /// The ref this reference counts on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = Arc::new(PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap());
+    /// assert!(!r.get_owned().percpu_ref().is_dying());
+    /// ```
+    pub fn percpu_ref(&self) -> &Arc<PercpuRef<B>> {
+        &self.r
+    }
+}
+
+impl<B: Backend> Drop for OwnedRefGuard<B> {
+    fn drop(&mut self) {
+        self.r.put_many(1)
+    }
+}
+
+impl<B: Backend> fmt::Debug for OwnedRefGuard<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedRefGuard").finish_non_exhaustive()
     }
 }
 
@@ -424,7 +474,7 @@ impl<B: Backend> Inner<B> {
             return Some((ctl, mode));
         };
         drop(ctl);
-        misuse::report::<B>(bad);
+        self.log.report::<B>(bad);
         None
     }
 
@@ -445,13 +495,13 @@ impl<B: Backend> Inner<B> {
     #[inline]
     fn get_atomic(&self, mode: usize, n: usize) {
         if mode & EXITED != 0 {
-            return misuse::report::<B>(Misuse::GetAfterExit);
+            return self.log.report::<B>(Misuse::GetAfterExit);
         }
         // Relaxed: taking a reference publishes nothing; the caller already
         // reaches the object through a reference it holds (as Arc::clone).
         let old = self.count.fetch_add(Self::atomic_amount(mode, n), Relaxed);
         if refs(old) == 0 {
-            misuse::report::<B>(Misuse::GetOnZero);
+            self.log.report::<B>(Misuse::GetOnZero);
         }
         if mode & DYN != 0 {
             self.dyn_tick(old);
@@ -461,7 +511,7 @@ impl<B: Backend> Inner<B> {
     #[cold]
     fn tryget_atomic(&self, mode: usize, n: usize, live: bool) -> bool {
         if mode & EXITED != 0 {
-            misuse::report::<B>(Misuse::GetAfterExit);
+            self.log.report::<B>(Misuse::GetAfterExit);
             return false;
         }
         if live && mode & DEAD != 0 {
@@ -493,7 +543,7 @@ impl<B: Backend> Inner<B> {
     #[inline]
     fn put_atomic(&self, mode: usize, n: usize) {
         if mode & EXITED != 0 {
-            return misuse::report::<B>(Misuse::GetAfterExit);
+            return self.log.report::<B>(Misuse::GetAfterExit);
         }
         // Release: everything this holder did with the object happens
         // before the release callback; pairs with the Acquire fence below,
@@ -503,7 +553,7 @@ impl<B: Backend> Inner<B> {
         if r < n {
             // Relaxed: undoing our own change; we publish nothing.
             self.count.fetch_add(n, Relaxed);
-            return misuse::report::<B>(Misuse::Underflow);
+            return self.log.report::<B>(Misuse::Underflow);
         }
         if r == n {
             fence(Acquire);
@@ -527,7 +577,7 @@ impl<B: Backend> Inner<B> {
             self.releases.store(l, Release);
             B::wake_waiters();
         } else {
-            misuse::report::<B>(Misuse::RepeatedZero);
+            self.log.report::<B>(Misuse::RepeatedZero);
         }
     }
 
@@ -696,7 +746,7 @@ impl<B: Backend> Inner<B> {
                 // left below zero and the ref is never released (a leak,
                 // where a repair could release under a holder).
                 if refs(old.wrapping_add(add)) >= BIAS {
-                    misuse::report::<B>(Misuse::Underflow);
+                    this.log.report::<B>(Misuse::Underflow);
                 }
                 ctl.fold = false;
             }
@@ -841,6 +891,7 @@ impl<B: Backend> PercpuRef<B> {
                     confirms: Vec::new(),
                     next: Vec::new(),
                 }),
+                log: ReportLog::new(),
             }),
         })
     }
@@ -1123,7 +1174,7 @@ impl<B: Backend> PercpuRef<B> {
         let mut ctl = self.inner.ctl.lock();
         if self.inner.mode() & EXITED != 0 {
             drop(ctl);
-            misuse::report::<B>(Misuse::GetAfterExit);
+            self.inner.log.report::<B>(Misuse::GetAfterExit);
             return false;
         }
         ctl.force_atomic = true;
@@ -1159,7 +1210,7 @@ impl<B: Backend> PercpuRef<B> {
         }
         drop(ctl);
         if exited {
-            misuse::report::<B>(Misuse::GetAfterExit);
+            self.inner.log.report::<B>(Misuse::GetAfterExit);
         }
     }
 
@@ -1225,7 +1276,7 @@ impl<B: Backend> PercpuRef<B> {
     /// ```
     pub fn reinit(&self) -> bool {
         if !self.is_zero() {
-            misuse::report::<B>(Misuse::ReinitNonZero);
+            self.inner.log.report::<B>(Misuse::ReinitNonZero);
             return false;
         }
         self.resurrect()
@@ -1336,6 +1387,114 @@ impl<B: Backend> PercpuRef<B> {
         // that we return only after release's effects are visible.
         let target = self.inner.lives.load(Acquire);
         B::wait_until(&mut || self.inner.releases.load(Acquire) >= target);
+    }
+
+    /// As [`wait_for_release`](Self::wait_for_release), but gives up once
+    /// `timeout` has passed ([`Backend::now_ns`]); returns whether the
+    /// release has returned. For callers that must not hang when a
+    /// reference leaks (a shutdown path that reports and goes on).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// let held = r.get();
+    /// r.kill();
+    /// assert!(!r.wait_for_release_timeout(Duration::from_millis(10)));
+    /// drop(held);
+    /// assert!(r.wait_for_release_timeout(Duration::from_secs(10)));
+    /// ```
+    pub fn wait_for_release_timeout(&self, timeout: core::time::Duration) -> bool {
+        // Acquire: as in wait_for_release.
+        let target = self.inner.lives.load(Acquire);
+        let released = || self.inner.releases.load(Acquire) >= target;
+        let deadline =
+            B::now_ns().saturating_add(timeout.as_nanos().try_into().unwrap_or(u64::MAX));
+        B::wait_until(&mut || released() || B::now_ns() >= deadline);
+        released()
+    }
+
+    /// Misuse reports about this ref since the last call, oldest first
+    /// (up to 64 are kept), whichever thread made them: a release or a
+    /// switch confirmation may run on a worker. Each is also counted
+    /// ([`misuse_count`](crate::misuse::misuse_count)) and reported to the
+    /// backend.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}, Misuse};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// r.kill();
+    /// r.kill();
+    /// assert_eq!(r.take_reports(), [Misuse::DoubleKill]);
+    /// assert!(r.take_reports().is_empty());
+    /// ```
+    pub fn take_reports(&self) -> Vec<Misuse> {
+        self.inner.log.take()
+    }
+
+    /// Takes a reference held by the returned guard, which owns a handle
+    /// to the ref (an `Arc`) rather than borrowing it, so it may be sent
+    /// to another thread or stored with what it protects (an I/O submitted
+    /// here and completed there).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = Arc::new(PercpuRef::<Host>::new(|| {}, Flags::INIT_ATOMIC).unwrap());
+    /// let g = r.get_owned();
+    /// std::thread::spawn(move || drop(g)).join().unwrap();
+    /// assert_eq!(r.count_atomic(), 1);
+    /// ```
+    pub fn get_owned(self: &Arc<Self>) -> OwnedRefGuard<B> {
+        self.get_many(1);
+        OwnedRefGuard {
+            r: Arc::clone(self),
+        }
+    }
+
+    /// As [`tryget_live`](Self::tryget_live), with an owned guard (see
+    /// [`get_owned`](Self::get_owned)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = Arc::new(PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap());
+    /// assert!(r.tryget_live_owned().is_some());
+    /// r.kill();
+    /// assert!(r.tryget_live_owned().is_none());
+    /// ```
+    pub fn tryget_live_owned(self: &Arc<Self>) -> Option<OwnedRefGuard<B>> {
+        self.tryget_live().map(|g| {
+            g.leak();
+            OwnedRefGuard {
+                r: Arc::clone(self),
+            }
+        })
+    }
+
+    /// As [`tryget`](Self::tryget), with an owned guard (see
+    /// [`get_owned`](Self::get_owned)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = Arc::new(PercpuRef::<Host>::new(|| {}, Flags::INIT_DEAD).unwrap());
+    /// assert!(r.tryget_owned().is_none());
+    /// ```
+    pub fn tryget_owned(self: &Arc<Self>) -> Option<OwnedRefGuard<B>> {
+        self.tryget_many(1).then(|| OwnedRefGuard {
+            r: Arc::clone(self),
+        })
     }
 
     /// A snapshot of the mode and counters.

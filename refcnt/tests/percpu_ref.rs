@@ -513,3 +513,39 @@ fn excess_put_in_percpu_mode_leaks_rather_than_releases() {
     no_reports();
     assert_eq!(n.load(SeqCst), 0);
 }
+
+#[test]
+fn reports_made_on_a_worker_reach_the_ref() {
+    // The kill's fold runs on the call_sched worker, so this thread's own
+    // reports (host::take_reports) never see its Underflow; the ref's do.
+    let (r, n) = counting(Flags::empty());
+    r.get_many(1);
+    r.put_many(4);
+    r.kill();
+    while r.stats().switching {
+        std::thread::yield_now();
+    }
+    assert_eq!(r.take_reports(), [Misuse::Underflow]);
+    assert!(r.take_reports().is_empty());
+    no_reports();
+    // Leaked, as the docs say: never released.
+    assert!(!r.wait_for_release_timeout(Duration::from_millis(50)));
+    assert_eq!(n.load(SeqCst), 0);
+}
+
+#[test]
+fn wait_for_release_timeout_gives_up_then_sees_the_release() {
+    let (r, n) = counting(Flags::empty());
+    let r = Arc::new(r);
+    let g = r.get_owned();
+    r.kill();
+    let t0 = std::time::Instant::now();
+    assert!(!r.wait_for_release_timeout(Duration::from_millis(30)));
+    assert!(t0.elapsed() >= Duration::from_millis(30));
+    assert_eq!(n.load(SeqCst), 0);
+    // The owned guard goes to another thread and is dropped there.
+    std::thread::spawn(move || drop(g)).join().unwrap();
+    assert!(r.wait_for_release_timeout(Duration::from_secs(10)));
+    assert_eq!(n.load(SeqCst), 1);
+    no_reports();
+}

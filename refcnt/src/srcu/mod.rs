@@ -182,7 +182,7 @@ use core::marker::PhantomData;
 use core::sync::atomic::compiler_fence;
 
 use crate::backend::{AllocError, Backend};
-use crate::misuse::{self, Misuse};
+use crate::misuse::{Misuse, ReportLog};
 use crate::sync::atomic::{fence, AtomicUsize, Ordering};
 use crate::sync::Mutex;
 
@@ -368,6 +368,8 @@ struct Inner<B: Backend> {
     invoked: AtomicUsize,
     flavour: Flavour,
     id: usize,
+    /// This domain's misuse reports ([`Srcu::take_reports`]).
+    log: ReportLog,
 }
 
 /// An SRCU domain (see the [module documentation](self)).
@@ -516,6 +518,7 @@ impl<B: Backend> Inner<B> {
             flavour,
             // Relaxed: only uniqueness matters.
             id: NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
+            log: ReportLog::new(),
         })
     }
 
@@ -596,7 +599,7 @@ impl<B: Backend> Inner<B> {
             Some(l.wrapping_sub(u))
         });
         if depth == Some(MAX_NESTING) {
-            misuse::report::<B>(Misuse::SrcuNestingOverflow);
+            self.log.report::<B>(Misuse::SrcuNestingOverflow);
         }
     }
 
@@ -623,7 +626,7 @@ impl<B: Backend> Inner<B> {
             None => self.this_cpu_depth().is_some_and(|d| d > 0),
         };
         if inside {
-            misuse::report::<B>(Misuse::SrcuSyncInReadSection);
+            self.log.report::<B>(Misuse::SrcuSyncInReadSection);
             return Err(SrcuError::SyncInReadSection { domain: self.id });
         }
         Ok(())
@@ -973,7 +976,7 @@ impl<B: Backend> Srcu<B> {
     pub fn read_unlock(&self, idx: usize) -> Result<(), SrcuError> {
         self.check_unlock(idx)?;
         if !self.inner.unlock(idx, true) {
-            misuse::report::<B>(Misuse::SrcuUnlockOtherTask);
+            self.inner.log.report::<B>(Misuse::SrcuUnlockOtherTask);
         }
         Ok(())
     }
@@ -1039,7 +1042,7 @@ impl<B: Backend> Srcu<B> {
                 (locks.wrapping_sub(unlocks) as isize) <= 0
             });
         if bad {
-            misuse::report::<B>(Misuse::SrcuBadUnlock);
+            self.inner.log.report::<B>(Misuse::SrcuBadUnlock);
             return Err(SrcuError::BadUnlock {
                 domain: inner.id,
                 index: idx,
@@ -1238,6 +1241,23 @@ impl<B: Backend> Srcu<B> {
         self.inner.seq.load(Ordering::Relaxed) / 2
     }
 
+    /// Misuse reports about this domain since the last call, oldest first
+    /// (up to 64 are kept), whichever thread made them. Each is also
+    /// counted ([`misuse_count`](crate::misuse::misuse_count)) and
+    /// reported to the backend.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::Srcu, Misuse};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// assert!(srcu.read_unlock(1).is_err());
+    /// assert_eq!(srcu.take_reports(), [Misuse::SrcuBadUnlock]);
+    /// ```
+    pub fn take_reports(&self) -> Vec<Misuse> {
+        self.inner.log.take()
+    }
+
     /// How many read sections are open, summed over all CPUs. Racy while
     /// readers come and go; exact when they cannot.
     ///
@@ -1301,7 +1321,7 @@ impl<B: Backend> Srcu<B> {
                 callbacks,
             }
         };
-        misuse::report::<B>(Misuse::SrcuCleanupBusy);
+        self.inner.log.report::<B>(Misuse::SrcuCleanupBusy);
         Err(CleanupError { srcu: self, error })
     }
 }
