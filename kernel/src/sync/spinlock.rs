@@ -10,7 +10,9 @@ use crate::arch::percpu::{sched_read_lock, SchedGuard};
 /// thread of the same CPU that would then spin on the lock, and sleeping
 /// while holding it is caught ("scheduling while atomic"). Interrupts stay
 /// on: a lock that interrupt handlers take must be taken with an
-/// [`IrqGuard`](crate::arch::percpu::IrqGuard) held instead.
+/// [`IrqGuard`](crate::arch::percpu::IrqGuard) held instead (or be an
+/// [`IrqSpinLock`](crate::arch::lock::IrqSpinLock), the interrupts-off
+/// lock the arch layer uses).
 ///
 /// Like Linux's `spin_lock`, holding it is an rcu-sched reader:
 /// `synchronize_sched` must not be called with it held (it would wait for

@@ -23,11 +23,11 @@ use alloc::vec::Vec;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use spin::{Mutex, Once};
+use spin::Once;
 
+use super::lock::IrqSpinLock;
 use super::paging;
-use super::percpu::{cpu_id, IrqGuard};
-use crate::sync::SpinLock;
+use super::percpu::cpu_id;
 
 /// Bytes of each thread stack (mapped).
 pub const STACK_SIZE: u64 = 32 * 1024;
@@ -42,11 +42,11 @@ struct Pool {
     free: Vec<u64>,
 }
 
-static STACKS: Once<Mutex<Pool>> = Once::new();
+static STACKS: Once<IrqSpinLock<Pool>> = Once::new();
 
-fn stacks() -> &'static Mutex<Pool> {
+fn stacks() -> &'static IrqSpinLock<Pool> {
     STACKS.call_once(|| {
-        Mutex::new(Pool {
+        IrqSpinLock::new(Pool {
             base: paging::reserve_unused_region(),
             next: 0,
             free: Vec::new(),
@@ -65,7 +65,6 @@ pub struct KernelStack {
 impl KernelStack {
     /// Takes a free slot, or maps a new one.
     pub fn new() -> Self {
-        let _irq = IrqGuard::new();
         let mut pool = stacks().lock();
         if let Some(slot) = pool.free.pop() {
             let top = pool.base + (slot + 1) * SLOT_SIZE;
@@ -97,7 +96,6 @@ impl Default for KernelStack {
 
 impl Drop for KernelStack {
     fn drop(&mut self) {
-        let _irq = IrqGuard::new();
         stacks().lock().free.push(self.slot);
     }
 }
@@ -158,20 +156,19 @@ const DEAD: u64 = u64::MAX;
 pub struct Context {
     rsp: AtomicU64,
     state: AtomicU64,
-    stack: SpinLock<Option<KernelStack>>,
+    stack: IrqSpinLock<Option<KernelStack>>,
 }
 
-static RETIRED: Mutex<Vec<&'static Context>> = Mutex::new(Vec::new());
+static RETIRED: IrqSpinLock<Vec<&'static Context>> = IrqSpinLock::new(Vec::new());
 
 impl Context {
     fn alloc() -> &'static Context {
-        let _irq = IrqGuard::new();
         let reused = RETIRED.lock().pop();
         reused.unwrap_or_else(|| {
             alloc::boxed::Box::leak(alloc::boxed::Box::new(Context {
                 rsp: AtomicU64::new(0),
                 state: AtomicU64::new(DEAD),
-                stack: SpinLock::new(None),
+                stack: IrqSpinLock::new(None),
             }))
         })
     }
@@ -224,7 +221,6 @@ impl Context {
         }
         let stack = self.stack.lock().take();
         drop(stack);
-        let _irq = IrqGuard::new();
         RETIRED.lock().push(self);
         true
     }

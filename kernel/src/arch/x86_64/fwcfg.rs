@@ -3,8 +3,9 @@
 
 use alloc::vec::Vec;
 
-use crate::sync::SpinLock;
 use ::x86_64::instructions::port::Port;
+
+use super::lock::IrqSpinLock;
 
 const SELECTOR_PORT: u16 = 0x510;
 const DATA_PORT: u16 = 0x511;
@@ -12,7 +13,7 @@ const SIGNATURE_KEY: u16 = 0x0000;
 const FILE_DIR_KEY: u16 = 0x0019;
 
 /// Serialises users: a selection and the reads after it belong together.
-static DEVICE: SpinLock<()> = SpinLock::new(());
+static DEVICE: IrqSpinLock<()> = IrqSpinLock::new(());
 
 fn select(key: u16) {
     // SAFETY: the fw_cfg selector port only changes which item the data

@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod fwcfg;
 pub mod gdt;
 pub mod idt;
+pub mod lock;
 pub mod paging;
 pub mod percpu;
 pub mod qemu;

@@ -14,7 +14,7 @@ use ::x86_64::{PhysAddr, VirtAddr};
 use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
 use spin::Once;
 
-use crate::sync::SpinLock;
+use super::lock::IrqSpinLock;
 
 const MAX_REGIONS: usize = 64;
 
@@ -49,7 +49,7 @@ struct Paging {
     frames: BumpFrames,
 }
 
-static PAGING: Once<SpinLock<Paging>> = Once::new();
+static PAGING: Once<IrqSpinLock<Paging>> = Once::new();
 
 /// Takes over the active page tables. `heap` is the physical range the heap
 /// uses, excluded from the frame pool, as is everything below 1 MiB (the
@@ -81,7 +81,7 @@ pub fn init(phys_offset: u64, regions: &MemoryRegions, heap: Range<u64>) {
     // `phys_offset`; this is the only mapper ever made (Once), so there is
     // no aliasing `&mut`.
     let mapper = unsafe { OffsetPageTable::new(&mut *table, VirtAddr::new(phys_offset)) };
-    PAGING.call_once(|| SpinLock::new(Paging { mapper, frames }));
+    PAGING.call_once(|| IrqSpinLock::new(Paging { mapper, frames }));
 }
 
 /// Maps the 4 KiB page at `virt` to the frame at `phys`, unless it is
