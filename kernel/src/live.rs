@@ -129,7 +129,7 @@ pub fn run(seconds: u64) -> bool {
         .skip(1)
         .map(|cpu| {
             let q = q.clone();
-            smp::spawn_on(cpu, move || submit_loop(&q))
+            crate::sched::spawn_job(cpu, move || submit_loop(&q))
         })
         .collect();
     println!(

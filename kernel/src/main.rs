@@ -2,8 +2,10 @@
 //! per-CPU data.
 //!
 //! Boot order: serial console, GDT/TSS/IDT, heap, command line (QEMU fw_cfg),
-//! ACPI MADT, banner, then the run mode the command line names. Everything
-//! that touches hardware lives under [`arch`]; the rest is portable code.
+//! ACPI MADT, banner, CPUs (per-CPU areas, scheduler, interrupt hooks, then
+//! the other CPUs and interrupts on), then the run mode the command line
+//! names. Everything that touches hardware lives under [`arch`]; the rest
+//! is portable code.
 #![no_std]
 #![no_main]
 #![feature(abi_x86_interrupt)]
@@ -16,6 +18,7 @@ pub mod abi;
 pub mod arch;
 pub mod bench;
 pub mod cmdline;
+pub mod irq;
 pub mod ktest;
 pub mod live;
 pub mod mem;
@@ -73,7 +76,14 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         memory.usable_bytes >> 20,
         memory.heap_bytes >> 10
     );
-    arch::bring_up_cpus(madt.as_ref(), phys_offset);
+    // Layer by layer, upwards: arch finds the CPUs and gives each a
+    // per-CPU area, the scheduler sets up its run queues, the interrupt
+    // hooks are registered, and only then do the other CPUs start (each
+    // in the scheduler's idle loop) and interrupts come on.
+    let cpus = arch::init_cpus(madt.as_ref(), phys_offset);
+    sched::init();
+    irq::init();
+    arch::start_cpus(cpus, sched::run_idle);
     sched::workqueue::start();
     sync::rcu::start();
     println!("cmdline: {}", cmdline.raw());

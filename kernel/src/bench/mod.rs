@@ -227,7 +227,7 @@ fn run_once(world: &Arc<World>, case: fn(&World, u64), cpus: usize, loops: u64) 
     let workers: Vec<_> = smp::online()
         .skip(1)
         .take(cpus - 1)
-        .map(|c| smp::spawn_on(c, body.clone()))
+        .map(|c| crate::sched::spawn_job(c, body.clone()))
         .collect();
     body();
     for w in workers {
@@ -365,7 +365,7 @@ pub fn latencies(samples: usize) {
         .skip(1)
         .map(|cpu| {
             let (srcu, stop) = (srcu.clone(), stop.clone());
-            smp::spawn_on(cpu, move || {
+            crate::sched::spawn_job(cpu, move || {
                 while !stop.load(Ordering::Relaxed) {
                     drop(black_box(srcu.read_lock()));
                 }

@@ -166,8 +166,14 @@ pub fn list() -> ! {
     qemu::exit(abi::ExitCode::Success)
 }
 
-/// Runs the named tests (all non-self-tests for `None`) and exits.
+/// Runs the named tests (all non-self-tests for `None`) and exits. Hooks
+/// the fatal path first ([`crate::arch::FatalHooks`]), so that a failure
+/// names the running test and an expected panic passes it.
 pub fn run(names: Option<&[String]>) -> ! {
+    crate::arch::set_fatal_hooks(crate::arch::FatalHooks {
+        expected: expected_fatal,
+        report: report_fatal,
+    });
     let mut ran = 0;
     let mut missing = false;
     let mut left_out = 0;
@@ -237,7 +243,7 @@ pub fn run(names: Option<&[String]>) -> ! {
 /// when the running test expects this failure (`should_panic`, and
 /// `reason` contains its text), prints its `ok` line and returns true, and
 /// the caller ends the run with success. Does not allocate or lock.
-pub fn expected_fatal(reason: fmt::Arguments<'_>) -> bool {
+fn expected_fatal(reason: fmt::Arguments<'_>) -> bool {
     // SeqCst: pairs with the stores in `run`.
     if !EXPECTING.load(Ordering::SeqCst) {
         return false;
@@ -319,7 +325,7 @@ impl fmt::Write for Finder<'_> {
 }
 
 /// Called on the fatal path: marks the running test, if any, as failed.
-pub fn report_fatal(reason: fmt::Arguments<'_>) {
+fn report_fatal(reason: fmt::Arguments<'_>) {
     // Acquire: pairs with the Release store in `run`.
     let test = CURRENT.load(Ordering::Acquire);
     // SAFETY: `CURRENT` is null or points at a `KernelTest` static.

@@ -476,6 +476,37 @@ pub fn spawn_on<T: Send + 'static>(
     JoinHandle { thread, packet }
 }
 
+/// Runs `f` on CPU `cpu`, another CPU than the caller's, in a kernel
+/// thread of its own (see [`spawn_on`]), with interrupts on, so it may wait
+/// for grace periods and IPIs. The caller may spin-wait for it with
+/// [`JobHandle::join`] (it runs on another CPU), even with interrupts off:
+/// what tests and benchmarks use to drive several CPUs at once.
+///
+/// # Panics
+/// If `cpu` is this CPU or offline.
+pub fn spawn_job(cpu: usize, f: impl FnOnce() + Send + 'static) -> JobHandle {
+    assert!(
+        cpu != cpu_id() && smp::is_online(cpu),
+        "spawn_job: cpu {cpu} is this cpu or offline"
+    );
+    JobHandle {
+        thread: spawn_on(cpu, f),
+    }
+}
+
+/// A job started with [`spawn_job`].
+pub struct JobHandle {
+    thread: JoinHandle<()>,
+}
+
+impl JobHandle {
+    /// Waits up to `ms` milliseconds for the job to return; false on timeout.
+    /// Spins (it does not sleep), so it works with interrupts off too.
+    pub fn join(&self, ms: u64) -> bool {
+        smp::wait_for(ms, || self.thread.is_finished())
+    }
+}
+
 /// Owns a thread started by [`spawn`]; [`JoinHandle::join`] waits for it.
 #[must_use = "a thread that is never joined cannot report its result"]
 pub struct JoinHandle<T> {

@@ -6,8 +6,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use core::time::Duration;
 
 use super::{
-    call_after, context_switches, sleep, spawn, spawn_on, yield_now, Completion, WaitQueue,
-    PREEMPTIONS,
+    call_after, context_switches, sleep, spawn, spawn_job, spawn_on, yield_now, Completion,
+    WaitQueue, PREEMPTIONS,
 };
 use crate::arch::{idt, smp, time};
 use crate::sync::SpinLock;
@@ -204,7 +204,7 @@ crate::ktest! {
 
 crate::ktest! {
     /// Sleeping threads on every CPU leave idle CPUs halted and are woken
-    /// by their own CPU's tick; `smp::spawn_on` jobs are threads too.
+    /// by their own CPU's tick; `spawn_job` jobs are threads too.
     #[smp(2, 8)]
     fn sleepers_on_every_cpu() {
         let handles: Vec<_> = smp::online()
@@ -220,7 +220,7 @@ crate::ktest! {
         for h in handles {
             assert!(h.join(), "a thread ran on another cpu than its own");
         }
-        let job = smp::spawn_on(1, || sleep(Duration::from_millis(5)));
+        let job = spawn_job(1, || sleep(Duration::from_millis(5)));
         assert!(job.join(1000));
     }
 }

@@ -282,7 +282,7 @@ mod tests {
                 .map(|cpu| {
                     let (r, stop, confirmed) = (r.clone(), stop.clone(), confirmed.clone());
                     let (handoff, live, ops) = (handoff.clone(), live_after_confirm.clone(), ops.clone());
-                    smp::spawn_on(cpu, move || {
+                    crate::sched::spawn_job(cpu, move || {
                         let mut n = 0;
                         while !stop.load(SeqCst) {
                             // Read the flag before trying: a success after a
@@ -387,7 +387,7 @@ mod tests {
                         let r = r.clone();
                         let seen = Arc::new(AtomicBool::new(false));
                         let s = seen.clone();
-                        let job = smp::spawn_on(cpu, move || s.store(counts_atomically(&r), SeqCst));
+                        let job = crate::sched::spawn_job(cpu, move || s.store(counts_atomically(&r), SeqCst));
                         assert!(job.join(10_000));
                         seen.load(SeqCst)
                     })

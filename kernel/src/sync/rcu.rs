@@ -311,7 +311,7 @@ crate::ktest! {
         let state = Arc::new(AtomicU8::new(0));
         let release = Arc::new(AtomicBool::new(false));
         let (s, r) = (state.clone(), release.clone());
-        let job = smp::spawn_on(1, move || {
+        let job = crate::sched::spawn_job(1, move || {
             let guard = IrqGuard::new();
             s.store(1, Ordering::SeqCst);
             while !r.load(Ordering::SeqCst) {
@@ -343,7 +343,7 @@ crate::ktest! {
         let state = Arc::new(AtomicU8::new(0));
         let release = Arc::new(AtomicBool::new(false));
         let (s, r) = (state.clone(), release.clone());
-        let job = smp::spawn_on(1, move || {
+        let job = crate::sched::spawn_job(1, move || {
             let outer = percpu::sched_read_lock();
             let inner = percpu::sched_read_lock(); // nested
             s.store(1, Ordering::SeqCst);
@@ -451,7 +451,7 @@ crate::ktest! {
         // interrupts off; 3: interrupts back on.
         let state = Arc::new(AtomicU8::new(0));
         let s = state.clone();
-        let job = smp::spawn_on(1, move || {
+        let job = crate::sched::spawn_job(1, move || {
             let start = GP_SEQ.load(SeqCst);
             let section = percpu::sched_read_lock();
             s.store(1, SeqCst);
@@ -568,7 +568,7 @@ crate::ktest! {
             .filter(|&c| c != me)
             .map(|cpu| {
                 let (words, stop) = (words.clone(), stop.clone());
-                smp::spawn_on(cpu, move || {
+                crate::sched::spawn_job(cpu, move || {
                     #[allow(unsafe_code)]
                     // SAFETY: two words of `words`, which this closure
                     // keeps alive.
@@ -633,7 +633,7 @@ crate::ktest! {
         // Per round, CPU 1's count after its report and what its load saw.
         let seen = Arc::new(Mutex::new((vec![0u64; N + 1], vec![0u64; N + 1])));
         let (f, g, d, out) = (flag.clone(), go.clone(), done.clone(), seen.clone());
-        let job = smp::spawn_on(1, move || {
+        let job = crate::sched::spawn_job(1, move || {
             let (mut counts, mut loads) = (vec![0u64; N + 1], vec![0u64; N + 1]);
             // Interrupts off: no tick reports (or takes locks) in between.
             let irq = IrqGuard::new();

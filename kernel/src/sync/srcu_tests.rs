@@ -43,7 +43,7 @@ fn readers_and_updater(flavour: Flavour) {
         .map(|cpu| {
             let (srcu, ptr, stop) = (srcu.clone(), ptr.clone(), stop.clone());
             let (reads, uaf) = (reads.clone(), use_after_free.clone());
-            smp::spawn_on(cpu, move || {
+            crate::sched::spawn_job(cpu, move || {
                 let mut n = 0u64;
                 while !stop.load(SeqCst) {
                     let guard = srcu.read_lock();

@@ -9,6 +9,14 @@
 //! tick, the function-call and kick IPIs (see [`super::smp`]), and the
 //! APIC's spurious vector. Any other vector is unexpected: it is counted
 //! and reported on the console, not fatal.
+//!
+//! The timer tick and the grace-period IPI serve the layers above (the
+//! scheduler's time slices and timers, rcu-sched's quiescent states): their
+//! handlers do the arch part (count, acknowledge, tell whether the
+//! interrupted code is a per-CPU fast path) and call the [`TimerHooks`] and
+//! the grace-period hook registered at init ([`set_timer_hooks`],
+//! [`set_gp_hook`]). One that arrives before its hook is set is
+//! acknowledged and counted as unexpected.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,6 +26,7 @@ use ::x86_64::structures::idt::{
 };
 use spin::LazyLock;
 
+use super::hook::Hook;
 use super::{apic, gdt, smp};
 
 /// Breakpoints taken since boot, on all CPUs.
@@ -205,6 +214,39 @@ pub fn unexpected_interrupts() -> (u64, u64) {
     (unexpected, SPURIOUS.load(Ordering::Relaxed))
 }
 
+/// What the timer tick runs for the layers above arch (see
+/// [`set_timer_hooks`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TimerHooks {
+    /// The tick's work, in the handler (interrupts off, [`in_interrupt`]
+    /// true), before the EOI. The argument says whether the tick
+    /// interrupted a per-CPU fast path ([`super::percpu::in_fast_path`]),
+    /// which is a read-side section: then it must not report a quiescent
+    /// state.
+    pub tick: fn(in_fast_path: bool),
+    /// The way out, after the EOI, on the interrupted code's stack with
+    /// interrupts off; not called when the tick interrupted a fast path.
+    /// It may switch threads: it returns (and the handler's `iretq` resumes
+    /// the interrupted code) when that code is chosen to run again.
+    pub exit: fn(),
+}
+
+static TIMER_HOOKS: Hook<TimerHooks> = Hook::new("timer tick");
+static GP_HOOK: Hook<fn()> = Hook::new("grace-period IPI");
+
+/// Registers what every CPU's timer tick runs. Once, before interrupts are
+/// enabled (a tick before it is acknowledged and counted as unexpected).
+pub fn set_timer_hooks(hooks: TimerHooks) {
+    TIMER_HOOKS.set(hooks);
+}
+
+/// Registers what the grace-period IPI ([`smp::GP_VECTOR`]) runs, in the
+/// handler, unless it interrupted a per-CPU fast path (then the grace
+/// period asks again). Once, before interrupts are enabled.
+pub fn set_gp_hook(hook: fn()) {
+    GP_HOOK.set(hook);
+}
+
 extern "x86-interrupt" fn timer_tick(frame: InterruptStackFrame) {
     IN_IRQ.set(1);
     TICKS.add(1);
@@ -212,14 +254,19 @@ extern "x86-interrupt" fn timer_tick(frame: InterruptStackFrame) {
     // (`percpu::gs_add_unless`): that is a read-side section, so no
     // quiescent state and no preemption this time.
     let in_section = super::percpu::in_fast_path(frame.instruction_pointer.as_u64());
-    crate::sync::rcu::tick(in_section);
-    crate::sched::tick();
+    let hooks = TIMER_HOOKS.get();
+    match hooks {
+        Some(hooks) => (hooks.tick)(in_section),
+        None => unhooked(apic::TIMER_VECTOR),
+    }
     IN_IRQ.set(0);
     apic::eoi();
     // Last: a preemption switches threads on this stack and comes back
     // here only when the interrupted thread runs again.
-    if !in_section {
-        crate::sched::preempt_irq_exit();
+    if let Some(hooks) = hooks {
+        if !in_section {
+            (hooks.exit)();
+        }
     }
 }
 
@@ -233,8 +280,13 @@ extern "x86-interrupt" fn call_ipi(_frame: InterruptStackFrame) {
 extern "x86-interrupt" fn gp_ipi(frame: InterruptStackFrame) {
     // As in `timer_tick`: inside a fast path, the report waits (the
     // grace period asks again).
-    if !super::percpu::in_fast_path(frame.instruction_pointer.as_u64()) {
-        crate::sync::rcu::gp_ipi();
+    match GP_HOOK.get() {
+        Some(hook) => {
+            if !super::percpu::in_fast_path(frame.instruction_pointer.as_u64()) {
+                hook();
+            }
+        }
+        None => unhooked(smp::GP_VECTOR),
     }
     apic::eoi();
 }
@@ -249,6 +301,20 @@ extern "x86-interrupt" fn kick_ipi(_frame: InterruptStackFrame) {
 extern "x86-interrupt" fn spurious(_frame: InterruptStackFrame) {
     // Relaxed: a statistic. No EOI: a spurious interrupt is not in service.
     SPURIOUS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// An interrupt at a vector whose hook is not registered yet: counted as
+/// unexpected (the first one of the vector printed); the caller sends the
+/// EOI.
+#[cold]
+fn unhooked(vector: u8) {
+    // Relaxed: a statistic.
+    if UNEXPECTED_COUNTS[vector as usize].fetch_add(1, Ordering::Relaxed) == 0 {
+        crate::println!(
+            "irq: interrupt at vector {vector:#x} on cpu {} before its hook was registered (counted; further ones are silent)",
+            super::percpu::cpu_id()
+        );
+    }
 }
 
 extern "x86-interrupt" fn unexpected<const V: u8>(_frame: InterruptStackFrame) {
@@ -316,12 +382,17 @@ crate::ktest! {
 
 crate::ktest! {
     /// Harness self-test: a panic on an application processor stops every
-    /// CPU and names the CPU. Run by boot/tests/harness.rs.
+    /// CPU and names the CPU (here in its call-IPI handler). Run by
+    /// boot/tests/harness.rs.
     #[selftest]
     #[smp(2)]
     fn selftest_panic_on_another_cpu_stops_all() {
-        let job = smp::spawn_on(1, || panic!("deliberate failure on an application processor"));
-        job.join(10_000);
+        smp::on_each_cpu_nowait(alloc::sync::Arc::new(|| {
+            if super::percpu::cpu_id() == 1 {
+                panic!("deliberate failure on an application processor");
+            }
+        }));
+        smp::wait_for(10_000, || false);
         panic!("the panic on cpu 1 did not end the run");
     }
 }

@@ -7,6 +7,7 @@ pub mod context;
 pub mod cpu;
 pub mod fwcfg;
 pub mod gdt;
+pub mod hook;
 pub mod idt;
 pub mod lock;
 pub mod paging;
@@ -63,10 +64,35 @@ pub fn is_failing() -> bool {
     FAILING.load(Ordering::Relaxed)
 }
 
-/// Brings every CPU the MADT lists online: per-CPU areas, the TSC clock,
-/// the local APIC and its timer, the application processors. Prints the
-/// `clock:` and `cpus:` banner lines. Returns the number of CPUs online.
-pub fn bring_up_cpus(madt: Option<&acpi::Madt>, phys_offset: u64) -> usize {
+/// The CPUs found by [`init_cpus`], for [`start_cpus`].
+#[derive(Debug)]
+pub struct CpuSet {
+    /// APIC IDs by CPU index; the boot CPU is index 0.
+    apic_ids: alloc::vec::Vec<u32>,
+    tsc_khz: u64,
+    /// The local APIC's mode, for the banner.
+    mode: &'static str,
+}
+
+impl CpuSet {
+    /// Number of CPUs found (online or not).
+    pub fn len(&self) -> usize {
+        self.apic_ids.len()
+    }
+
+    /// Whether no CPU was found (never: the boot CPU is one).
+    pub fn is_empty(&self) -> bool {
+        self.apic_ids.is_empty()
+    }
+}
+
+/// First half of bringing the CPUs up, on the boot CPU with interrupts
+/// off: calibrates the TSC clock, enables the boot CPU's local APIC, and
+/// gives every CPU the MADT lists a per-CPU area (so per-CPU data of every
+/// CPU exists from here on). Nothing runs on the other CPUs yet. The layers
+/// above set up their per-CPU state and register their hooks next, then
+/// call [`start_cpus`].
+pub fn init_cpus(madt: Option<&acpi::Madt>, phys_offset: u64) -> CpuSet {
     let tsc_khz = time::calibrate();
     let mode = apic::select_mode(|| {
         let phys = madt.map_or(0xfee0_0000, |m| m.local_apic_addr);
@@ -94,7 +120,25 @@ pub fn bring_up_cpus(madt: Option<&acpi::Madt>, phys_offset: u64) -> usize {
     }
     apic_ids.truncate(percpu::MAX_CPUS);
     percpu::init(&apic_ids);
-    crate::sched::init();
+    CpuSet {
+        apic_ids,
+        tsc_khz,
+        mode,
+    }
+}
+
+/// Second half: starts every CPU's timer tick and the application
+/// processors, each of which ends in `ap_entry` (see [`smp::start_aps`]),
+/// then enables interrupts on the boot CPU. The timer and IPI hooks
+/// ([`idt::set_timer_hooks`], [`idt::set_gp_hook`]) must be registered
+/// before. Prints the `clock:` and `cpus:` banner lines. Returns the number
+/// of CPUs online.
+pub fn start_cpus(cpus: CpuSet, ap_entry: fn() -> !) -> usize {
+    let CpuSet {
+        apic_ids,
+        tsc_khz,
+        mode,
+    } = cpus;
     let lapic_per_ms = apic::calibrate_timer();
     apic::start_timer();
     crate::println!(
@@ -104,7 +148,7 @@ pub fn bring_up_cpus(madt: Option<&acpi::Madt>, phys_offset: u64) -> usize {
         lapic_per_ms,
         apic::HZ
     );
-    let bringup = smp::start_aps(&apic_ids);
+    let bringup = smp::start_aps(&apic_ids, ap_entry);
     ::x86_64::instructions::interrupts::enable();
     crate::println!(
         "cpus: {}/{} online ({mode}, apic ids {:?})",
@@ -124,11 +168,31 @@ pub fn bring_up_cpus(madt: Option<&acpi::Madt>, phys_offset: u64) -> usize {
 /// Set by the first CPU that fails; later failures stay silent.
 static FAILING: AtomicBool = AtomicBool::new(false);
 
+/// What the fatal path runs for a layer above arch (the kernel test
+/// harness, which knows which test is running). Both run on the one CPU
+/// that failed first, after the others were stopped, with interrupts off:
+/// they must not allocate or wait for a lock held elsewhere.
+#[derive(Clone, Copy, Debug)]
+pub struct FatalHooks {
+    /// Whether this failure is the expected end of the run (a test that
+    /// should panic with this message): then the hook prints what it
+    /// wants and the run ends with success, without the `FATAL` line.
+    pub expected: fn(fmt::Arguments<'_>) -> bool,
+    /// Called after the `FATAL` line, before the run ends with failure.
+    pub report: fn(fmt::Arguments<'_>),
+}
+
+static FATAL_HOOKS: hook::Hook<FatalHooks> = hook::Hook::new("fatal");
+
+/// Registers the fatal path's [`FatalHooks`]. Once.
+pub fn set_fatal_hooks(hooks: FatalHooks) {
+    FATAL_HOOKS.set(hooks);
+}
+
 /// The one way a run ends badly: print what went wrong, with the CPU,
-/// mark the running kernel test (if any) as failed, and exit QEMU with
-/// [`crate::abi::ExitCode::Failure`]. (Unless the running kernel test
-/// expects this very failure, `should_panic`: then it passes, and the run
-/// ends with success.)
+/// tell the [`FatalHooks`] (if set), and exit QEMU with
+/// [`crate::abi::ExitCode::Failure`]. (Unless the hook says this very
+/// failure was expected: then the run ends with success.)
 ///
 /// It does not allocate and does not wait for locks held elsewhere, so it
 /// is safe from a panic, a CPU exception, or an allocation failure.
@@ -140,11 +204,14 @@ pub fn fatal(args: fmt::Arguments<'_>) -> ! {
         halt_forever();
     }
     apic::nmi_others();
-    if crate::ktest::expected_fatal(args) {
+    let hooks = FATAL_HOOKS.get();
+    if hooks.is_some_and(|h| (h.expected)(args)) {
         qemu::exit(crate::abi::ExitCode::Success)
     }
     serial::emergency_println(format_args!("FATAL on cpu {}: {}", cpu_id(), args));
-    crate::ktest::report_fatal(args);
+    if let Some(hooks) = hooks {
+        (hooks.report)(args);
+    }
     qemu::exit(crate::abi::ExitCode::Failure)
 }
 

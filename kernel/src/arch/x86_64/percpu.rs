@@ -32,6 +32,8 @@ use ::x86_64::VirtAddr;
 use linked_list_allocator::Heap;
 use spin::{Mutex, Once};
 
+use super::hook::Hook;
+
 /// The fixed start of every area. Fields are read by offset from assembly,
 /// so the layout is `repr(C)` and checked below.
 #[repr(C, align(64))]
@@ -122,7 +124,7 @@ fn area_size() -> usize {
 }
 
 impl<T> PerCpu<T> {
-    /// A template; use [`percpu!`](crate::percpu) to declare one.
+    /// A template; use [`percpu!`](crate::percpu!) to declare one.
     pub const fn template(init: T) -> Self {
         PerCpu {
             template: UnsafeCell::new(init),
@@ -698,9 +700,24 @@ fn deferred_quiescent_state() {
         }
     }
     // The tick marks a section it interrupts as owing a report, so this
-    // is also where a preemption the tick had to put off happens (with
-    // interrupts on only: `preempt_point` checks).
-    crate::sched::preempt_point();
+    // is also where a preemption the tick had to put off happens (the
+    // scheduler's hook checks that interrupts are on).
+    if let Some(hook) = SECTION_END_HOOK.get() {
+        hook();
+    }
+}
+
+/// Run after an outermost section's cold exit (see
+/// [`set_section_end_hook`]).
+static SECTION_END_HOOK: Hook<fn()> = Hook::new("section end");
+
+/// Registers what runs when an outermost rcu-sched read-side section ends
+/// owing a report (after the report, in the ending code's context, with
+/// interrupts as it left them): the scheduler's preemption point, which
+/// does a switch the tick had to put off. Once, at init; until then the
+/// exit only reports.
+pub fn set_section_end_hook(hook: fn()) {
+    SECTION_END_HOOK.set(hook);
 }
 
 /// Called when a CPU passes a quiescent state it was asked for.

@@ -8,7 +8,10 @@
 //! on the kernel's own page tables (the trampoline page is identity-mapped
 //! so the switch does not pull the code from under the CPU), and calls
 //! [`ap_main`] on a stack of its own. A CPU that does not report within
-//! [`AP_START_TIMEOUT_MS`] is reported by APIC ID and left out.
+//! [`AP_START_TIMEOUT_MS`] is reported by APIC ID and left out. Once set
+//! up and online, an application processor calls the entry function the
+//! caller of [`start_aps`] passed (the scheduler's idle loop), and never
+//! returns.
 //!
 //! Cross-CPU calls: [`on_each_cpu`] publishes one request, IPIs every other
 //! online CPU at [`CALL_VECTOR`], runs the function locally and (if asked)
@@ -26,6 +29,7 @@ use ::x86_64::structures::paging::PageTableFlags;
 use spin::{Mutex, Once};
 
 use super::apic::{self, Delivery, Dest};
+use super::hook::Hook;
 use super::percpu::{self, IrqGuard};
 use super::{gdt, idt, paging, time};
 
@@ -173,8 +177,16 @@ pub struct Bringup {
     pub failed: Vec<u32>,
 }
 
+/// Where each application processor goes once it is online (see
+/// [`start_aps`]).
+static AP_ENTRY: Hook<fn() -> !> = Hook::new("application processor entry");
+
 /// Starts every CPU in `apic_ids` but the boot CPU (index 0, the caller).
-pub fn start_aps(apic_ids: &[u32]) -> Bringup {
+/// Each one sets itself up (GDT, IDT, local APIC and its timer), marks
+/// itself online and calls `entry` with interrupts still off; `entry`
+/// never returns (it becomes the CPU's idle loop). Call once.
+pub fn start_aps(apic_ids: &[u32], entry: fn() -> !) -> Bringup {
+    AP_ENTRY.set(entry);
     CPUS.call_once(|| Cpus {
         apic_ids: apic_ids.to_vec(),
     });
@@ -250,34 +262,13 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     mark_online(cpu);
     // Release: see `online_cpus`.
     ONLINE_COUNT.fetch_add(1, Ordering::Release);
-    crate::sched::run_idle()
-}
-
-/// A job started with [`spawn_on`].
-pub struct JobHandle {
-    thread: crate::sched::JoinHandle<()>,
-}
-
-impl JobHandle {
-    /// Waits up to `ms` milliseconds for the job to return; false on timeout.
-    /// Spins (it does not sleep), so it works with interrupts off too.
-    pub fn join(&self, ms: u64) -> bool {
-        wait_for(ms, || self.thread.is_finished())
-    }
-}
-
-/// Runs `f` on application processor `cpu` in a kernel thread of its own
-/// (see [`crate::sched::spawn_on`]), with interrupts on, so it may wait for
-/// grace periods and IPIs. The caller may spin-wait for it with
-/// [`JobHandle::join`], since it runs on another CPU. Panics if `cpu` is
-/// this CPU or offline.
-pub fn spawn_on(cpu: usize, f: impl FnOnce() + Send + 'static) -> JobHandle {
-    assert!(
-        cpu != percpu::cpu_id() && is_online(cpu),
-        "spawn_on: cpu {cpu} is this cpu or offline"
-    );
-    JobHandle {
-        thread: crate::sched::spawn_on(cpu, f),
+    match AP_ENTRY.get() {
+        Some(entry) => entry(),
+        // Not reached: `start_aps` sets the entry before the first SIPI.
+        // Should it be, the CPU idles, serving interrupts and IPIs.
+        None => loop {
+            ::x86_64::instructions::interrupts::enable_and_hlt();
+        },
     }
 }
 
