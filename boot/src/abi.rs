@@ -39,6 +39,29 @@ impl ExitCode {
     }
 }
 
+/// The io mode's option keys, as both command lines spell them (the
+/// runner's `--io key=value`, the kernel's `key=value` words).
+pub const IO_KEYS: [&str; 18] = [
+    "rw",
+    "bs",
+    "iodepth",
+    "verify",
+    "submit_queues",
+    "hw_queue_depth",
+    "irqmode",
+    "completion_cpu",
+    "blocking",
+    "memory_backed",
+    "dev_bs",
+    "size",
+    "freeze_ms",
+    "quiesce_ms",
+    "limits_ms",
+    "switch_ms",
+    "remove_at",
+    "usage",
+];
+
 /// What the kernel does after boot: the runner's `--mode` and the kernel's
 /// `mode=` word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,13 +76,23 @@ pub enum Mode {
     List,
     /// Run the in-kernel benchmarks and exit.
     Bench,
+    /// An fio-like job per CPU drives a null_blk-style device through the
+    /// blk-mq-style block layer, with stats each second.
+    Io,
 }
 
 impl Mode {
     /// Every mode, in the order help texts list them.
-    pub const ALL: [Mode; 5] = [Mode::Live, Mode::Boot, Mode::Test, Mode::List, Mode::Bench];
+    pub const ALL: [Mode; 6] = [
+        Mode::Live,
+        Mode::Io,
+        Mode::Boot,
+        Mode::Test,
+        Mode::List,
+        Mode::Bench,
+    ];
     /// The modes as a help text lists them.
-    pub const EXPECTED: &'static str = "live, boot, test, list or bench";
+    pub const EXPECTED: &'static str = "live, io, boot, test, list or bench";
 
     /// The word on both command lines.
     pub const fn as_str(self) -> &'static str {
@@ -69,6 +102,7 @@ impl Mode {
             Mode::Test => "test",
             Mode::List => "list",
             Mode::Bench => "bench",
+            Mode::Io => "io",
         }
     }
 

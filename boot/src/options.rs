@@ -47,6 +47,9 @@ pub struct Options {
     /// In bench mode: Linux's refscale figures to put beside ours (the
     /// file `scripts/linux-refscale` writes).
     pub linux_results: Option<PathBuf>,
+    /// In io mode: device and job options, `key=value` words for the
+    /// kernel (keys from [`crate::abi::IO_KEYS`]; the kernel checks values).
+    pub io: Vec<String>,
 }
 
 impl Default for Options {
@@ -64,6 +67,7 @@ impl Default for Options {
             bench_ms: None,
             bench_runs: None,
             linux_results: None,
+            io: Vec::new(),
         }
     }
 }
@@ -87,6 +91,10 @@ impl Options {
         }
         if let Some(n) = self.bench_runs {
             line.push_str(&format!(" bench_runs={n}"));
+        }
+        for word in &self.io {
+            line.push(' ');
+            line.push_str(word);
         }
         line
     }
@@ -125,10 +133,22 @@ Options:
   --accel A        tcg (default) or kvm (needs /dev/kvm; slow to boot when nested)
   --mode M         live (default): every CPU pushes requests through
                      percpu_ref and SRCU, with stats each second
+                   io: an fio-like job per CPU drives a null_blk-style
+                     device through the blk-mq-style block layer, with a
+                     freeze, a quiesce and a limits update each second
                    boot: banner, then exit
                    test: run the in-kernel tests; list: list them
                    bench: run the benchmarks at 1, 2, 4, 8 CPUs
-  --duration SECS  with --mode live: seconds to run, 1..=3600 (default 10)
+  --duration SECS  with --mode live or io: seconds to run, 1..=3600
+                     (default 10)
+  --io K=V,K=V      with --mode io: device and job options (fio's and
+                     null_blk's names): rw=read|write|randread|randwrite|
+                     randrw, bs=BYTES, iodepth=N, verify=0|1, submit_queues=N,
+                     hw_queue_depth=N, irqmode=none|softirq,
+                     completion_cpu=submitter|home|rr, blocking=0|1,
+                     memory_backed=0|1, dev_bs=512|4096, size=MIB,
+                     freeze_ms=MS, quiesce_ms=MS, limits_ms=MS, switch_ms=MS,
+                     remove_at=SECOND, usage=percpu|atomic
   --tests A,B      with --mode test: run only these tests
   --bench-ms MS    with --mode bench: milliseconds per reader per run, the
                      pairs calibrated per case and CPU count (default 300)
@@ -215,6 +235,22 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
                 let v = value("milliseconds per reader per run")?;
                 opts.bench_ms = Some(parse_in_range(&flag, &v, 1, 60_000)?);
             }
+            "--io" => {
+                let v = value("key=value words, comma-separated (see --help)")?;
+                for word in v.split(',') {
+                    match word.split_once('=') {
+                        Some((k, val)) if crate::abi::IO_KEYS.contains(&k) && !val.is_empty() => {
+                            opts.io.push(word.to_string())
+                        }
+                        _ => {
+                            return Err(OptionError(format!(
+                                "--io {word}: expected key=value with a key from: {}",
+                                crate::abi::IO_KEYS.join(", ")
+                            )))
+                        }
+                    }
+                }
+            }
             "--bench-runs" => {
                 let v = value("runs per setting")?;
                 opts.bench_runs = Some(parse_in_range(&flag, &v, 1, 1000)?);
@@ -235,11 +271,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Parsed, OptionEr
             other => return Err(OptionError(format!("unknown option `{other}`"))),
         }
     }
+    if !opts.io.is_empty() && opts.mode != Mode::Io {
+        return Err(OptionError("--io goes with --mode io".into()));
+    }
     if opts.tests.is_some() && opts.mode != Mode::Test {
         return Err(OptionError("--tests goes with --mode test".into()));
     }
-    if opts.duration.is_some() && opts.mode != Mode::Live {
-        return Err(OptionError("--duration goes with --mode live".into()));
+    if opts.duration.is_some() && !matches!(opts.mode, Mode::Live | Mode::Io) {
+        return Err(OptionError("--duration goes with --mode live or io".into()));
     }
     if let (Some(secs), false, Some(timeout)) = (opts.duration, timeout_given, opts.timeout) {
         // A long live run must not be cut by the default timeout: allow
@@ -402,7 +441,7 @@ mod tests {
             (&["--accel", "hvf"], "--accel hvf: expected tcg or kvm"),
             (
                 &["--mode", "fast"],
-                "--mode fast: expected live, boot, test, list or bench",
+                "--mode fast: expected live, io, boot, test, list or bench",
             ),
             (&["--tests", "a"], "--tests goes with --mode test"),
             (
@@ -412,7 +451,7 @@ mod tests {
             (&["--bench-runs", "3"], "go with --mode bench"),
             (
                 &["--mode", "boot", "--duration", "3"],
-                "--duration goes with --mode live",
+                "--duration goes with --mode live or io",
             ),
             (
                 &["--duration", "0"],

@@ -23,6 +23,7 @@ pub struct CommandLine {
     bench_ms: u64,
     bench_runs: usize,
     duration: u64,
+    io: crate::io::IoConfig,
 }
 
 /// Why a command line was refused.
@@ -51,7 +52,8 @@ impl fmt::Display for CmdlineError {
             Self::NotKeyValue(w) => write!(f, "`{w}` is not of the form key=value"),
             Self::UnknownKey(k) => write!(
                 f,
-                "unknown key `{k}` (known: mode, tests, duration, bench_loops, bench_ms, bench_runs)"
+                "unknown key `{k}` (known: mode, tests, duration, bench_loops, bench_ms, bench_runs, {})",
+                crate::io::IoConfig::KEYS.join(", ")
             ),
             Self::BadValue {
                 key,
@@ -81,6 +83,7 @@ impl CommandLine {
             bench_ms: 300,
             bench_runs: 5,
             duration: 10,
+            io: crate::io::IoConfig::default(),
         };
         for word in text.split_ascii_whitespace() {
             let (key, value) = word
@@ -111,13 +114,18 @@ impl CommandLine {
                 }
                 "duration" => {
                     line.duration =
-                        positive(value).ok_or_else(|| bad("a positive number of seconds"))?
+                        positive(value).ok_or_else(|| bad("a positive number of seconds"))?;
+                    line.io.runtime = line.duration;
                 }
                 "bench_runs" => {
                     line.bench_runs =
                         positive(value).ok_or_else(|| bad("a positive number of runs"))? as usize
                 }
-                _ => return Err(CmdlineError::UnknownKey(key.to_string())),
+                _ => match line.io.set(key, value) {
+                    Some(Ok(())) => {}
+                    Some(Err(expected)) => return Err(bad(expected)),
+                    None => return Err(CmdlineError::UnknownKey(key.to_string())),
+                },
             }
         }
         Ok(line)
@@ -142,6 +150,11 @@ impl CommandLine {
             None => crate::bench::Length::Millis(self.bench_ms),
         };
         (length, self.bench_runs)
+    }
+
+    /// The io mode's options (its runtime is `duration`).
+    pub fn io(&self) -> &crate::io::IoConfig {
+        &self.io
     }
 
     /// Seconds the live mode runs.

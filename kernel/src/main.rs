@@ -17,7 +17,10 @@ extern crate alloc;
 pub mod abi;
 pub mod arch;
 pub mod bench;
+pub mod block;
 pub mod cmdline;
+pub mod drivers;
+pub mod io;
 pub mod irq;
 pub mod ktest;
 pub mod live;
@@ -98,6 +101,14 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         }
         cmdline::Mode::Live => {
             let ok = live::run(cmdline.duration());
+            arch::qemu::exit(if ok {
+                abi::ExitCode::Success
+            } else {
+                abi::ExitCode::Failure
+            })
+        }
+        cmdline::Mode::Io => {
+            let ok = io::run(cmdline.io().clone());
             arch::qemu::exit(if ok {
                 abi::ExitCode::Success
             } else {

@@ -1,0 +1,329 @@
+//! Kernel tests of the block layer, against blk-mq's documented rules.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use core::time::Duration;
+
+use super::{
+    disks_released, lookup, Bio, BioDone, BlkError, Disk, DiskConfig, Driver, Op, Request,
+    RequestQueue, TagSet, UsageMode,
+};
+use crate::arch::smp;
+use crate::drivers::null_blk::{self, IrqMode, NullBlkConfig};
+use crate::sched;
+use crate::sync::SpinLock;
+
+/// A driver that keeps every request until the test completes it.
+struct Parking {
+    parked: SpinLock<Vec<Arc<Request>>>,
+    started: AtomicUsize,
+    /// Sleep this long in queue_rq (blocking tag sets only), flagging it.
+    sleep_ms: u64,
+    in_queue_rq: AtomicBool,
+}
+
+impl Default for Parking {
+    fn default() -> Self {
+        Parking {
+            parked: SpinLock::new(Vec::new()),
+            started: AtomicUsize::new(0),
+            sleep_ms: 0,
+            in_queue_rq: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Driver for Parking {
+    fn queue_rq(&self, rq: &Arc<Request>) {
+        self.started.fetch_add(1, SeqCst);
+        if self.sleep_ms > 0 {
+            self.in_queue_rq.store(true, SeqCst);
+            sched::sleep(Duration::from_millis(self.sleep_ms));
+            self.in_queue_rq.store(false, SeqCst);
+        }
+        self.parked.lock().push(rq.clone());
+    }
+}
+
+impl Parking {
+    fn complete_all(&self) -> usize {
+        let all = core::mem::take(&mut *self.parked.lock());
+        let n = all.len();
+        for rq in all {
+            assert!(rq.complete(Ok(())));
+        }
+        n
+    }
+}
+
+fn parking_disk(name: &str, driver: Arc<Parking>, blocking: bool, depth: usize) -> Arc<Disk> {
+    let queue = RequestQueue::new(
+        String::from(name),
+        TagSet::new(1, depth, blocking),
+        driver,
+        UsageMode::PerCpu,
+    );
+    Disk::add(
+        DiskConfig {
+            name: String::from(name),
+            capacity: 1 << 20,
+            block_size: 4096,
+            read_only: false,
+        },
+        queue,
+    )
+}
+
+/// A bio whose completion counts into `done`.
+fn bio(op: Op, offset: u64, len: usize, done: &Arc<AtomicUsize>) -> Bio {
+    let d = done.clone();
+    Bio {
+        op,
+        offset,
+        data: vec![0u8; len],
+        nowait: false,
+        end_io: Box::new(move |b: BioDone| {
+            assert!(b.result.is_ok());
+            d.fetch_add(1, SeqCst);
+        }),
+    }
+}
+
+crate::ktest! {
+    /// Data written is read back; bad bios are refused with the reason,
+    /// handed back whole, and their end_io never runs.
+    #[smp(1)]
+    fn block_roundtrip_and_refusals() {
+        let cfg = NullBlkConfig { memory_backed: true, size_mib: 1, ..NullBlkConfig::default() };
+        let disk = null_blk::create(7, &cfg, None).unwrap();
+        let got = Arc::new(SpinLock::new(Vec::new()));
+        let g = got.clone();
+        let mut data = vec![0u8; 8192];
+        data.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8 ^ 0x5a);
+        let expect = data.clone();
+        disk.submit(Bio { op: Op::Write, offset: 4096, data, nowait: false, end_io: Box::new(|b| assert!(b.result.is_ok())) })
+            .map_err(|(e, _)| e)
+            .unwrap();
+        disk.submit(Bio { op: Op::Read, offset: 4096, data: vec![0; 8192], nowait: false, end_io: Box::new(move |b| *g.lock() = b.data) })
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert!(smp::wait_for(2000, || !got.lock().is_empty()));
+        assert!(*got.lock() == expect, "read did not return what was written");
+        let ran = Arc::new(AtomicUsize::new(0));
+        let cap = 1u64 << 20;
+        let cases: [(u64, usize, BlkError); 4] = [
+            (cap - 4096, 8192, BlkError::OutOfRange { sector: (cap - 4096) / 512, sectors: 16, capacity: cap / 512 }),
+            (512, 4096, BlkError::Misaligned { offset: 512, len: 4096, block_size: 4096 }),
+            (0, 1000, BlkError::Misaligned { offset: 0, len: 1000, block_size: 4096 }),
+            (0, 0, BlkError::Empty),
+        ];
+        for (offset, len, want) in cases {
+            let (e, back) = disk.submit(bio(Op::Read, offset, len, &ran)).unwrap_err();
+            assert_eq!(e, want);
+            assert_eq!((back.offset, back.data.len()), (offset, len), "the bio did not come back whole");
+        }
+        assert_eq!(ran.load(SeqCst), 0, "end_io of a refused bio ran");
+        let ro = null_blk::create(8, &NullBlkConfig { read_only: true, size_mib: 1, ..NullBlkConfig::default() }, None).unwrap();
+        assert_eq!(ro.submit(bio(Op::Write, 0, 4096, &ran)).unwrap_err().0, BlkError::ReadOnly);
+        ro.submit(bio(Op::Read, 0, 4096, &ran)).map_err(|(e, _)| e).unwrap();
+        assert!(smp::wait_for(2000, || ran.load(SeqCst) == 1));
+        assert!(ro.remove() && disk.remove());
+        assert!(!disk.remove(), "a second remove is refused");
+        assert_eq!(disk.submit(bio(Op::Read, 0, 4096, &ran)).unwrap_err().0, BlkError::Dead);
+        assert!(alloc::format!("{}", BlkError::Dead).contains("removed"));
+    }
+}
+
+crate::ktest! {
+    /// A freeze kills the usage counter: new submitters sleep until the
+    /// unfreeze, and the freeze's wait returns only once every request
+    /// that entered has been freed.
+    #[smp(2)]
+    fn freeze_drains_in_flight_and_holds_submitters() {
+        let drv = Arc::new(Parking::default());
+        let disk = parking_disk("t-freeze", drv.clone(), false, 8);
+        let done = Arc::new(AtomicUsize::new(0));
+        for i in 0..4 {
+            disk.submit(bio(Op::Read, i * 4096, 4096, &done)).map_err(|(e, _)| e).unwrap();
+        }
+        assert_eq!(disk.queue().in_flight(), 4);
+        let q = disk.queue().clone();
+        q.freeze_start();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let (q2, f2) = (q.clone(), frozen.clone());
+        let waiter = sched::spawn_on(1, move || {
+            q2.freeze_wait();
+            f2.store(true, SeqCst);
+        });
+        sched::sleep(Duration::from_millis(40));
+        assert!(!frozen.load(SeqCst), "freeze_wait returned with requests in flight");
+        // Until the kill's grace period ends a submitter may still enter (as
+        // in Linux); the freeze then waits for it too.
+        let extra = drv.complete_all();
+        assert!(extra >= 4);
+        waiter.join();
+        assert!(frozen.load(SeqCst) && q.usage_is_zero());
+        // Frozen: a submitter sleeps until the unfreeze; nowait fails.
+        let (d2, done2) = (disk.clone(), done.clone());
+        let late = sched::spawn_on(1, move || d2.submit(bio(Op::Read, 0, 4096, &done2)).map_err(|(e, _)| e));
+        let nowait = Bio { nowait: true, ..bio(Op::Read, 0, 4096, &done) };
+        assert_eq!(disk.submit(nowait).unwrap_err().0, BlkError::Again);
+        sched::sleep(Duration::from_millis(30));
+        assert!(!late.is_finished(), "a submitter got through a frozen queue");
+        assert_eq!(drv.started.load(SeqCst), extra);
+        q.unfreeze();
+        assert_eq!(late.join(), Ok(()));
+        assert!(smp::wait_for(2000, || drv.parked.lock().len() == 1));
+        drv.complete_all();
+        assert_eq!(done.load(SeqCst), extra + 1);
+        // Nested: the inner unfreeze does not let anyone in.
+        q.freeze();
+        q.freeze();
+        q.unfreeze();
+        assert_eq!(q.freeze_depth(), 1);
+        assert_eq!(disk.submit(Bio { nowait: true, ..bio(Op::Read, 0, 4096, &done) }).unwrap_err().0, BlkError::Again);
+        q.unfreeze();
+        disk.submit(Bio { nowait: true, ..bio(Op::Read, 0, 4096, &done) }).map_err(|(e, _)| e).unwrap();
+        drv.complete_all();
+        assert!(disk.remove());
+    }
+}
+
+crate::ktest! {
+    /// Quiesce returns only once no dispatch is running (a blocking driver
+    /// asleep in queue_rq, under the tag set's SRCU), and requests
+    /// submitted while quiesced wait until the unquiesce dispatches them.
+    #[smp(2)]
+    fn quiesce_waits_for_dispatch_and_parks_new_requests() {
+        let drv = Arc::new(Parking { sleep_ms: 40, ..Parking::default() });
+        let disk = parking_disk("t-quiesce", drv.clone(), true, 8);
+        let done = Arc::new(AtomicUsize::new(0));
+        let (d2, done2) = (disk.clone(), done.clone());
+        let submitter = sched::spawn_on(1, move || d2.submit(bio(Op::Write, 0, 4096, &done2)).map_err(|(e, _)| e));
+        assert!(smp::wait_for(2000, || drv.in_queue_rq.load(SeqCst)));
+        disk.queue().quiesce();
+        assert!(!drv.in_queue_rq.load(SeqCst), "quiesce returned while queue_rq was running");
+        assert_eq!(submitter.join(), Ok(()));
+        let started = drv.started.load(SeqCst);
+        disk.submit(bio(Op::Write, 4096, 4096, &done)).map_err(|(e, _)| e).unwrap();
+        sched::sleep(Duration::from_millis(20));
+        assert_eq!(drv.started.load(SeqCst), started, "a quiesced queue dispatched");
+        disk.queue().unquiesce();
+        assert_eq!(drv.started.load(SeqCst), started + 1, "unquiesce did not run the queue");
+        assert!(disk.queue().tagset().srcu_grace_periods() >= 1);
+        drv.complete_all();
+        assert_eq!(done.load(SeqCst), 2);
+        assert!(disk.remove());
+    }
+}
+
+crate::ktest! {
+    /// Hot-remove in del_gendisk's order: submitters asleep on a freeze
+    /// wake and fail with Dead, the drain completes, lookups stop finding
+    /// the disk, new I/O fails fast, and the disk is released exactly once
+    /// when its last holder lets go.
+    #[smp(2)]
+    fn remove_fails_sleepers_and_releases_once() {
+        let drv = Arc::new(Parking::default());
+        let disk = parking_disk("t-remove", drv.clone(), false, 1);
+        let done = Arc::new(AtomicUsize::new(0));
+        disk.submit(bio(Op::Read, 0, 4096, &done)).map_err(|(e, _)| e).unwrap();
+        // The only tag is taken: this submitter sleeps on the tag queue.
+        let (d2, done2) = (disk.clone(), done.clone());
+        let sleeper = sched::spawn_on(1, move || d2.submit(bio(Op::Read, 0, 4096, &done2)).map_err(|(e, _)| e));
+        sched::sleep(Duration::from_millis(20));
+        assert!(!sleeper.is_finished());
+        let (d3, drv3) = (disk.clone(), drv.clone());
+        let released = disks_released();
+        // The remove waits for the parked request; complete it meanwhile.
+        let completer = sched::spawn_on(1, move || {
+            sched::sleep(Duration::from_millis(30));
+            drv3.complete_all()
+        });
+        assert!(d3.remove());
+        assert_eq!(completer.join(), 1);
+        assert_eq!(sleeper.join(), Err(BlkError::Dead));
+        assert!(lookup("t-remove").is_none());
+        assert_eq!(disk.submit(bio(Op::Read, 0, 4096, &done)).unwrap_err().0, BlkError::Dead);
+        assert!(disk.queue().usage_is_zero() && disk.queue().in_flight() == 0);
+        drop(d3);
+        assert_eq!(disks_released(), released, "released while still held");
+        drop(disk);
+        assert_eq!(disks_released(), released + 1, "not released exactly once");
+        assert_eq!(done.load(SeqCst), 1);
+    }
+}
+
+crate::ktest! {
+    /// One tag per queue: every CPU's submitters take turns and every I/O
+    /// completes once; a request completed twice is refused and counted;
+    /// the in-flight iterator sees exactly the requests in flight.
+    #[smp(1, 8)]
+    fn depth_one_double_completion_and_iterator() {
+        let cfg = NullBlkConfig { hw_queue_depth: 1, irqmode: IrqMode::Softirq, size_mib: 1, ..NullBlkConfig::default() };
+        let disk = null_blk::create(9, &cfg, None).unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = smp::online()
+            .map(|cpu| {
+                let (d, done) = (disk.clone(), done.clone());
+                sched::spawn_on(cpu, move || {
+                    for i in 0..50 {
+                        d.submit(bio(Op::Read, (i % 16) * 4096, 4096, &done)).map_err(|(e, _)| e).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join();
+        }
+        let n = smp::online_cpus() * 50;
+        assert!(smp::wait_for(10_000, || done.load(SeqCst) == n), "{} of {n} completed", done.load(SeqCst));
+        assert!(smp::wait_for(2000, || disk.queue().in_flight() == 0));
+        assert!(disk.remove());
+
+        let drv = Arc::new(Parking::default());
+        let disk = parking_disk("t-iter", drv.clone(), false, 4);
+        for i in 0..3 {
+            disk.submit(bio(Op::Read, i * 4096, 4096, &done)).map_err(|(e, _)| e).unwrap();
+        }
+        let mut seen = Vec::new();
+        disk.queue().for_each_in_flight(|rq| seen.push(rq.id));
+        assert_eq!(seen.len(), 3);
+        let rq = drv.parked.lock()[0].clone();
+        assert!(rq.complete(Ok(())));
+        assert!(!rq.complete(Ok(())), "a second completion ran");
+        assert_eq!(disk.queue().stats.double_completions.load(SeqCst), 1);
+        drv.parked.lock().remove(0);
+        let mut seen = 0;
+        disk.queue().for_each_in_flight(|_| seen += 1);
+        assert_eq!(seen, 2);
+        drv.complete_all();
+        disk.queue().for_each_in_flight(|_| panic!("a freed request was visited"));
+        assert!(disk.remove());
+    }
+}
+
+crate::ktest! {
+    /// The io mode end to end, short: jobs on every CPU with verify, a
+    /// freeze, a quiesce and a limits update every 200 ms, usage-counter
+    /// switches, and a hot-remove and re-create at 1 s; every check passes.
+    #[smp(2, 8)]
+    #[timeout(120)]
+    fn io_mode_short_run_passes_every_check() {
+        let mut cfg = crate::io::IoConfig {
+            runtime: 2,
+            freeze_ms: 200,
+            quiesce_ms: 200,
+            limits_ms: 200,
+            switch_ms: 300,
+            remove_at: 1,
+            ..crate::io::IoConfig::default()
+        };
+        cfg.dev.size_mib = 8;
+        assert!(crate::io::run(cfg));
+    }
+}

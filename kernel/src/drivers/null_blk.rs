@@ -1,0 +1,255 @@
+//! A null_blk-style test device: a multi-queue block device that completes
+//! requests without hardware, optionally keeping the data in memory.
+//!
+//! Options keep null_blk's names and, where they fit, its defaults
+//! (Documentation/block/null_blk.rst): `submit_queues` (hardware queues,
+//! default one per CPU), `hw_queue_depth` (tags per queue, 64),
+//! `irqmode` (`none`: complete inline in dispatch; `softirq`: complete on
+//! the completion CPU, handed over to it), `blocking` (dispatch may sleep,
+//! so it runs under the tag set's SRCU), `memory_backed` with `bs` and
+//! `size` (data really copied, so reads can be verified), `shared_tags`
+//! (one tag set for every device) and the completion CPU policy.
+#![deny(unsafe_code)]
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::block::{Disk, DiskConfig, Driver, Op, Request, RequestQueue, TagSet, UsageMode};
+use crate::sched::workqueue;
+use crate::sync::SpinLock;
+
+/// How a request is completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqMode {
+    /// In `queue_rq` itself.
+    None,
+    /// On the completion CPU, by its worker (Linux: a softirq raised by
+    /// an IPI), in batches.
+    Softirq,
+}
+
+/// Which CPU completes a request (irqmode softirq).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompletionCpu {
+    /// The CPU that submitted it.
+    Submitter,
+    /// The hardware queue's home CPU (queue `i` -> CPU `i`).
+    Home,
+    /// Each online CPU in turn: gets and puts of the queue's usage counter
+    /// land on different CPUs.
+    RoundRobin,
+}
+
+/// A device's options (null_blk's names).
+#[derive(Clone, Debug)]
+pub struct NullBlkConfig {
+    /// Hardware queues; 0 means one per online CPU.
+    pub submit_queues: usize,
+    /// Tags per hardware queue (at least 1).
+    pub hw_queue_depth: usize,
+    /// How requests complete.
+    pub irqmode: IrqMode,
+    /// Which CPU completes (softirq).
+    pub completion_cpu: CompletionCpu,
+    /// Dispatch may sleep (runs under SRCU).
+    pub blocking: bool,
+    /// Keep the data.
+    pub memory_backed: bool,
+    /// Logical block size, 512 or 4096.
+    pub bs: u32,
+    /// Size in MiB.
+    pub size_mib: u64,
+    /// Refuse writes.
+    pub read_only: bool,
+    /// How the queue's usage counter counts (measurements only).
+    pub usage: UsageMode,
+}
+
+impl Default for NullBlkConfig {
+    fn default() -> Self {
+        NullBlkConfig {
+            submit_queues: 0,
+            hw_queue_depth: 64,
+            irqmode: IrqMode::None,
+            completion_cpu: CompletionCpu::Submitter,
+            blocking: false,
+            memory_backed: false,
+            bs: 4096,
+            size_mib: 64,
+            read_only: false,
+            usage: UsageMode::PerCpu,
+        }
+    }
+}
+
+/// Bytes per lock of the memory store.
+const CHUNK: usize = 64 << 10;
+
+/// Per CPU: requests waiting to be completed there.
+struct CompletionList {
+    list: SpinLock<Vec<Arc<Request>>>,
+    /// A drain is queued on the CPU's worker.
+    scheduled: AtomicBool,
+}
+
+/// The device (the driver of its queue).
+pub struct NullBlk {
+    config: NullBlkConfig,
+    store: Option<Vec<SpinLock<Box<[u8]>>>>,
+    next_cpu: AtomicUsize,
+    lists: Vec<CompletionList>,
+    cpus: Vec<usize>,
+}
+
+impl NullBlk {
+    fn copy(&self, rq: &Request) {
+        let Some(store) = &self.store else { return };
+        let mut data = rq.data.lock();
+        let mut off = rq.offset as usize;
+        let mut done = 0;
+        while done < data.len() {
+            let (chunk, within) = (off / CHUNK, off % CHUNK);
+            let n = (CHUNK - within).min(data.len() - done);
+            let mut c = store[chunk].lock();
+            match rq.op {
+                Op::Write => c[within..within + n].copy_from_slice(&data[done..done + n]),
+                Op::Read => data[done..done + n].copy_from_slice(&c[within..within + n]),
+            }
+            done += n;
+            off += n;
+        }
+    }
+
+    fn completion_cpu(&self, rq: &Request) -> usize {
+        match self.config.completion_cpu {
+            CompletionCpu::Submitter => rq.submit_cpu,
+            CompletionCpu::Home => self.cpus[rq.hctx % self.cpus.len()],
+            CompletionCpu::RoundRobin => {
+                // Relaxed: spreading only.
+                let i = self.next_cpu.fetch_add(1, Ordering::Relaxed);
+                self.cpus[i % self.cpus.len()]
+            }
+        }
+    }
+
+    fn drain(self: &Arc<Self>, cpu: usize) {
+        let l = &self.lists[cpu];
+        loop {
+            // SeqCst: with the producer's push then swap: either we see
+            // its request, or it sees `scheduled` false and queues a drain.
+            l.scheduled.store(false, Ordering::SeqCst);
+            let batch = core::mem::take(&mut *l.list.lock());
+            if batch.is_empty() {
+                return;
+            }
+            for rq in batch {
+                rq.complete(Ok(()));
+            }
+            if l.scheduled.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+}
+
+/// The driver face of the device, which its queue holds.
+struct NullBlkDriver(Arc<NullBlk>);
+
+impl Driver for NullBlkDriver {
+    fn queue_rq(&self, rq: &Arc<Request>) {
+        let dev = &self.0;
+        dev.copy(rq);
+        match dev.config.irqmode {
+            IrqMode::None => {
+                rq.complete(Ok(()));
+            }
+            IrqMode::Softirq => {
+                let cpu = dev.completion_cpu(rq);
+                let l = &dev.lists[cpu];
+                l.list.lock().push(rq.clone());
+                if !l.scheduled.swap(true, Ordering::SeqCst) {
+                    let d = dev.clone();
+                    workqueue::queue_work_on(cpu, move || d.drain(cpu));
+                }
+            }
+        }
+    }
+}
+
+/// Creates device `nullb{index}` with `config` on `tagset` (a new one when
+/// `None`; pass one to share tags between devices) and registers its
+/// disk.
+///
+/// # Errors
+/// A message saying which option is out of range and what it accepts.
+pub fn create(
+    index: usize,
+    config: &NullBlkConfig,
+    tagset: Option<Arc<TagSet>>,
+) -> Result<Arc<Disk>, alloc::string::String> {
+    let cpus: Vec<usize> = crate::arch::smp::online().collect();
+    let queues = if config.submit_queues == 0 {
+        cpus.len()
+    } else {
+        config.submit_queues
+    };
+    if queues > cpus.len() {
+        return Err(format!(
+            "submit_queues={queues}: at most one per CPU ({} online)",
+            cpus.len()
+        ));
+    }
+    if config.hw_queue_depth == 0 || config.hw_queue_depth > 4096 {
+        return Err(format!(
+            "hw_queue_depth={}: expected 1..=4096",
+            config.hw_queue_depth
+        ));
+    }
+    if !matches!(config.bs, 512 | 4096) {
+        return Err(format!("bs={}: expected 512 or 4096", config.bs));
+    }
+    if config.size_mib == 0 || config.size_mib > 1024 {
+        return Err(format!("size={}: expected 1..=1024 MiB", config.size_mib));
+    }
+    let bytes = config.size_mib << 20;
+    let tagset = match tagset {
+        Some(t) => t,
+        None => TagSet::new(queues, config.hw_queue_depth, config.blocking),
+    };
+    let store = config.memory_backed.then(|| {
+        (0..bytes as usize / CHUNK)
+            .map(|_| SpinLock::new(alloc::vec![0u8; CHUNK].into_boxed_slice()))
+            .collect()
+    });
+    let dev = Arc::new(NullBlk {
+        config: config.clone(),
+        store,
+        next_cpu: AtomicUsize::new(0),
+        lists: (0..crate::arch::percpu::possible_cpus())
+            .map(|_| CompletionList {
+                list: SpinLock::new(Vec::new()),
+                scheduled: AtomicBool::new(false),
+            })
+            .collect(),
+        cpus,
+    });
+    let name = format!("nullb{index}");
+    let queue = RequestQueue::new(
+        name.clone(),
+        tagset,
+        Arc::new(NullBlkDriver(dev)),
+        config.usage,
+    );
+    Ok(Disk::add(
+        DiskConfig {
+            name,
+            capacity: bytes,
+            block_size: config.bs,
+            read_only: config.read_only,
+        },
+        queue,
+    ))
+}

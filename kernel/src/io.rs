@@ -1,0 +1,819 @@
+//! `--mode io`: an fio-like job on every CPU pushes I/O through the block
+//! layer into a null_blk device, while the boot CPU freezes, quiesces and
+//! updates the queue limits under SRCU, can hot-remove and re-create the
+//! device, and prints statistics once a second.
+//!
+//! Every job owns one slice of the device (as fio's `offset_increment`),
+//! so with `verify` each block's last write is known: a block written
+//! carries a header (magic, block number, a stamp naming the write) and a
+//! checksum of its payload, and a read checks all of them, so a lost,
+//! doubled or misdirected I/O is a verify failure. At the end the run
+//! checks its invariants: every accepted I/O completed exactly once, none
+//! entered a removed device, every verify passed, tags are all free, the
+//! usage counter ends at zero, every removed disk was released once.
+#![deny(unsafe_code)]
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use core::time::Duration;
+
+use refcnt::srcu::{Srcu, SrcuPtr};
+
+use crate::arch::{smp, time};
+use crate::block::{self, Bio, BioDone, BlkError, Disk, Op, UsageMode};
+use crate::drivers::null_blk::{self, NullBlkConfig};
+use crate::println;
+use crate::sched::{self, WaitQueue};
+use crate::sync::backend::Kernel;
+use crate::sync::SpinLock;
+
+/// The I/O pattern (fio's `rw`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rw {
+    /// Sequential reads.
+    Read,
+    /// Sequential writes.
+    Write,
+    /// Random reads.
+    RandRead,
+    /// Random writes.
+    RandWrite,
+    /// Random, half reads and half writes.
+    RandRw,
+}
+
+impl Rw {
+    /// The word on the command line.
+    pub fn parse(s: &str) -> Option<Rw> {
+        Some(match s {
+            "read" => Rw::Read,
+            "write" => Rw::Write,
+            "randread" => Rw::RandRead,
+            "randwrite" => Rw::RandWrite,
+            "randrw" => Rw::RandRw,
+            _ => return None,
+        })
+    }
+}
+
+/// A run's options (fio's and null_blk's names; the scenario's own).
+#[derive(Clone, Debug)]
+pub struct IoConfig {
+    /// The device.
+    pub dev: NullBlkConfig,
+    /// The pattern.
+    pub rw: Rw,
+    /// Bytes per I/O (a multiple of the device's block size).
+    pub bs: u32,
+    /// I/Os in flight per job.
+    pub iodepth: usize,
+    /// Seconds.
+    pub runtime: u64,
+    /// Check every read against the block's last write.
+    pub verify: bool,
+    /// Freeze and unfreeze every this many ms (0: never).
+    pub freeze_ms: u64,
+    /// Quiesce and unquiesce every this many ms (0: never).
+    pub quiesce_ms: u64,
+    /// Publish new queue limits under SRCU every this many ms (0: never).
+    pub limits_ms: u64,
+    /// Switch the usage counter to atomic and back every this many ms.
+    pub switch_ms: u64,
+    /// Hot-remove the device at this second and re-create it 100 ms later
+    /// (0: never).
+    pub remove_at: u64,
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        IoConfig {
+            dev: NullBlkConfig {
+                memory_backed: true,
+                irqmode: null_blk::IrqMode::Softirq,
+                completion_cpu: null_blk::CompletionCpu::RoundRobin,
+                ..NullBlkConfig::default()
+            },
+            rw: Rw::RandRw,
+            bs: 4096,
+            iodepth: 8,
+            runtime: 10,
+            verify: true,
+            freeze_ms: 1000,
+            quiesce_ms: 1000,
+            limits_ms: 1000,
+            switch_ms: 0,
+            remove_at: 0,
+        }
+    }
+}
+
+impl IoConfig {
+    /// The command-line keys [`set`](Self::set) knows (shared with the
+    /// runner).
+    pub const KEYS: [&'static str; 18] = crate::abi::IO_KEYS;
+
+    /// Sets option `key` from its command-line word: `None` for a key that
+    /// is not an io option, `Some(Err(what it accepts))` for a bad value.
+    pub fn set(&mut self, key: &str, value: &str) -> Option<Result<(), &'static str>> {
+        let num = |lo: u64, hi: u64| value.parse::<u64>().ok().filter(|n| (lo..=hi).contains(n));
+        let flag = || match value {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        };
+        let r = match key {
+            "rw" => Rw::parse(value)
+                .map(|rw| self.rw = rw)
+                .ok_or("read, write, randread, randwrite or randrw"),
+            "bs" => num(512, 1 << 20)
+                .filter(|n| n.is_multiple_of(512))
+                .map(|n| self.bs = n as u32)
+                .ok_or("a multiple of 512 from 512 to 1048576"),
+            "iodepth" => num(1, 4096)
+                .map(|n| self.iodepth = n as usize)
+                .ok_or("1..=4096"),
+            "verify" => flag().map(|v| self.verify = v).ok_or("0 or 1"),
+            "submit_queues" => num(0, 255)
+                .map(|n| self.dev.submit_queues = n as usize)
+                .ok_or("0 (one per CPU) to the CPU count"),
+            "hw_queue_depth" => num(1, 4096)
+                .map(|n| self.dev.hw_queue_depth = n as usize)
+                .ok_or("1..=4096"),
+            "irqmode" => match value {
+                "none" | "0" => Some(null_blk::IrqMode::None),
+                "softirq" | "1" => Some(null_blk::IrqMode::Softirq),
+                _ => None,
+            }
+            .map(|m| self.dev.irqmode = m)
+            .ok_or("none or softirq"),
+            "completion_cpu" => match value {
+                "submitter" => Some(null_blk::CompletionCpu::Submitter),
+                "home" => Some(null_blk::CompletionCpu::Home),
+                "rr" => Some(null_blk::CompletionCpu::RoundRobin),
+                _ => None,
+            }
+            .map(|c| self.dev.completion_cpu = c)
+            .ok_or("submitter, home or rr"),
+            "blocking" => flag().map(|v| self.dev.blocking = v).ok_or("0 or 1"),
+            "memory_backed" => flag().map(|v| self.dev.memory_backed = v).ok_or("0 or 1"),
+            "dev_bs" => num(512, 4096)
+                .filter(|n| matches!(n, 512 | 4096))
+                .map(|n| self.dev.bs = n as u32)
+                .ok_or("512 or 4096"),
+            "size" => num(1, 1024)
+                .map(|n| self.dev.size_mib = n)
+                .ok_or("1..=1024 (MiB)"),
+            "freeze_ms" => num(0, 3_600_000)
+                .map(|n| self.freeze_ms = n)
+                .ok_or("milliseconds, 0 = never"),
+            "quiesce_ms" => num(0, 3_600_000)
+                .map(|n| self.quiesce_ms = n)
+                .ok_or("milliseconds, 0 = never"),
+            "limits_ms" => num(0, 3_600_000)
+                .map(|n| self.limits_ms = n)
+                .ok_or("milliseconds, 0 = never"),
+            "switch_ms" => num(0, 3_600_000)
+                .map(|n| self.switch_ms = n)
+                .ok_or("milliseconds, 0 = never"),
+            "remove_at" => num(0, 3600)
+                .map(|n| self.remove_at = n)
+                .ok_or("a second of the run, 0 = never"),
+            "usage" => match value {
+                "percpu" => Some(UsageMode::PerCpu),
+                "atomic" => Some(UsageMode::Atomic),
+                _ => None,
+            }
+            .map(|u| self.dev.usage = u)
+            .ok_or("percpu or atomic"),
+            _ => return None,
+        };
+        Some(r)
+    }
+}
+
+const MAGIC: u64 = 0x6e75_6c6c_626c_6b21;
+const LAT_BUCKETS: usize = 64 * 8;
+
+/// Queue limits that jobs read under SRCU and the boot CPU replaces.
+struct Limits {
+    generation: u64,
+    max_bytes: u64,
+    alive: AtomicBool,
+}
+
+impl Drop for Limits {
+    fn drop(&mut self) {
+        self.alive.store(false, SeqCst);
+    }
+}
+
+/// One job's counters (it runs on one CPU, so these are per CPU).
+struct JobStats {
+    ios: AtomicU64,
+    bytes: AtomicU64,
+    submitted: AtomicU64,
+    verify_failures: AtomicU64,
+    errors: AtomicU64,
+    dead_refusals: AtomicU64,
+    stale_limits: AtomicU64,
+    lat: Vec<AtomicU64>,
+    lat_max: AtomicU64,
+}
+
+impl JobStats {
+    fn new() -> Self {
+        JobStats {
+            ios: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            submitted: AtomicU64::new(0),
+            verify_failures: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            dead_refusals: AtomicU64::new(0),
+            stale_limits: AtomicU64::new(0),
+            lat: (0..LAT_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            lat_max: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A log-linear bucket of a latency in ns: 8 buckets per power of two.
+fn bucket(ns: u64) -> usize {
+    if ns < 8 {
+        return ns as usize;
+    }
+    let msb = 63 - ns.leading_zeros() as usize;
+    let sub = ((ns >> (msb - 3)) & 7) as usize;
+    ((msb - 2) * 8 + sub).min(LAT_BUCKETS - 1)
+}
+
+/// The lowest latency of bucket `b`, ns.
+fn bucket_floor(b: usize) -> u64 {
+    if b < 8 {
+        return b as u64;
+    }
+    let msb = b / 8 + 2;
+    let sub = (b % 8) as u64;
+    (1u64 << msb) | (sub << (msb - 3))
+}
+
+/// The latency below which `per_mille` of the samples fall (bucket floor).
+fn percentile(h: &[u64], per_mille: u64) -> u64 {
+    let total: u64 = h.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    let want = (total * per_mille).div_ceil(1000);
+    let mut seen = 0;
+    for (b, &n) in h.iter().enumerate() {
+        seen += n;
+        if seen >= want {
+            return bucket_floor(b);
+        }
+    }
+    0
+}
+
+/// A completed I/O, as the job sees it.
+struct Done {
+    block: usize,
+    op: Op,
+    stamp: u64,
+    start: u64,
+    done: BioDone,
+}
+
+struct Job {
+    index: usize,
+    cpu: usize,
+    stats: JobStats,
+    done: SpinLock<Vec<Done>>,
+    wake: WaitQueue,
+}
+
+struct Shared {
+    config: IoConfig,
+    stop: AtomicBool,
+    disk_gen: AtomicU64,
+    srcu: Arc<Srcu<Kernel>>,
+    limits: SrcuPtr<Limits, Kernel>,
+    jobs: Vec<Arc<Job>>,
+    /// Requests that entered a queue after its disk's remove returned.
+    entered_after_remove: AtomicU64,
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+fn fill(buf: &mut [u8], block: u64, stamp: u64) {
+    let mut seed = stamp ^ block.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
+    for w in buf[32..].as_chunks_mut::<8>().0 {
+        *w = xorshift(&mut seed).to_le_bytes();
+    }
+    let sum = checksum(&buf[32..]);
+    buf[0..8].copy_from_slice(&MAGIC.to_le_bytes());
+    buf[8..16].copy_from_slice(&block.to_le_bytes());
+    buf[16..24].copy_from_slice(&stamp.to_le_bytes());
+    buf[24..32].copy_from_slice(&sum.to_le_bytes());
+}
+
+fn checksum(b: &[u8]) -> u64 {
+    b.as_chunks::<8>()
+        .0
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
+            (h ^ u64::from_le_bytes(*w)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// Why a read's data is wrong, if it is.
+fn check(buf: &[u8], block: u64, expected_stamp: u64) -> Option<&'static str> {
+    let word = |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap());
+    if expected_stamp == 0 {
+        // Never written in this run: a fresh device reads zeros.
+        return (word(0) != 0 && word(0) == MAGIC).then_some("data in a block never written");
+    }
+    if word(0) != MAGIC {
+        return Some("no header (lost write)");
+    }
+    if word(1) != block {
+        return Some("header of another block (misdirected write)");
+    }
+    if word(2) != expected_stamp {
+        return Some("not the last write of this block (lost or reordered write)");
+    }
+    if word(3) != checksum(&buf[32..]) {
+        return Some("payload does not match its checksum (torn write)");
+    }
+    None
+}
+
+fn current_disk(shared: &Shared) -> Option<Arc<Disk>> {
+    block::lookup("nullb0").filter(|_| !shared.stop.load(Relaxed))
+}
+
+fn job_loop(shared: Arc<Shared>, job: Arc<Job>) {
+    let cfg = &shared.config;
+    let jobs = shared.jobs.len();
+    let bs = cfg.bs as usize;
+    let mut disk = current_disk(&shared);
+    let capacity = (cfg.dev.size_mib << 20) as usize;
+    let blocks = capacity / bs / jobs;
+    let first = job.index * blocks;
+    let mut written = vec![0u64; blocks];
+    let mut busy = vec![false; blocks];
+    let mut inflight = 0usize;
+    let mut seq = 0u64;
+    let mut rng = 0x2545_f491_4f6c_dd1d ^ (job.index as u64 + 1).wrapping_mul(0x9e37_79b9);
+    let mut next_seq_block = 0usize;
+    loop {
+        let stopping = shared.stop.load(SeqCst);
+        while !stopping && inflight < cfg.iodepth && inflight < blocks {
+            let Some(d) = disk.clone() else { break };
+            // Pick a block that is not in flight.
+            let block = loop {
+                let b = match cfg.rw {
+                    Rw::Read | Rw::Write => {
+                        next_seq_block = (next_seq_block + 1) % blocks;
+                        next_seq_block
+                    }
+                    _ => (xorshift(&mut rng) % blocks as u64) as usize,
+                };
+                if !busy[b] {
+                    break b;
+                }
+            };
+            let op = match cfg.rw {
+                Rw::Read | Rw::RandRead => Op::Read,
+                Rw::Write | Rw::RandWrite => Op::Write,
+                Rw::RandRw => {
+                    if xorshift(&mut rng) & 1 == 0 {
+                        Op::Read
+                    } else {
+                        Op::Write
+                    }
+                }
+            };
+            // The queue limits, under SRCU: must be alive while read.
+            {
+                let g = shared.srcu.read_lock();
+                let l = shared.limits.read(&g);
+                if !l.alive.load(SeqCst) || l.max_bytes < bs as u64 || l.generation == u64::MAX {
+                    job.stats.stale_limits.fetch_add(1, Relaxed);
+                }
+            }
+            let lba = (first + block) as u64;
+            let mut data = vec![0u8; bs];
+            let stamp = if op == Op::Write {
+                seq += 1;
+                let s = ((job.index as u64 + 1) << 48) | seq;
+                if cfg.verify {
+                    fill(&mut data, lba, s);
+                }
+                s
+            } else {
+                0
+            };
+            let start = time::now_ns();
+            let j = job.clone();
+            let bio = Bio {
+                op,
+                offset: lba * bs as u64,
+                data,
+                nowait: false,
+                end_io: alloc::boxed::Box::new(move |done: BioDone| {
+                    j.done.lock().push(Done {
+                        block,
+                        op,
+                        stamp,
+                        start,
+                        done,
+                    });
+                    j.wake.wake_one();
+                }),
+            };
+            match d.submit(bio) {
+                Ok(()) => {
+                    busy[block] = true;
+                    inflight += 1;
+                    job.stats.submitted.fetch_add(1, Relaxed);
+                }
+                Err((BlkError::Dead, _)) => {
+                    job.stats.dead_refusals.fetch_add(1, Relaxed);
+                    disk = None;
+                }
+                Err((e, _)) => {
+                    job.stats.errors.fetch_add(1, Relaxed);
+                    println!("io: job {}: submit refused: {e}", job.index);
+                    break;
+                }
+            }
+        }
+        if stopping && inflight == 0 {
+            return;
+        }
+        if disk.is_none() && inflight == 0 {
+            if stopping {
+                return;
+            }
+            // Removed: written data went with the device.
+            written.iter_mut().for_each(|w| *w = 0);
+            sched::sleep(Duration::from_millis(4));
+            disk = current_disk(&shared);
+            continue;
+        }
+        job.wake
+            .wait_until_timeout(|| !job.done.lock().is_empty(), Duration::from_millis(20));
+        let batch = core::mem::take(&mut *job.done.lock());
+        let now = time::now_ns();
+        for d in batch {
+            inflight -= 1;
+            busy[d.block] = false;
+            match d.done.result {
+                Ok(()) => {
+                    let lba = (first + d.block) as u64;
+                    if cfg.verify {
+                        match d.op {
+                            Op::Write => written[d.block] = d.stamp,
+                            Op::Read => {
+                                if let Some(why) = check(&d.done.data, lba, written[d.block]) {
+                                    job.stats.verify_failures.fetch_add(1, Relaxed);
+                                    println!(
+                                        "io: verify failed: job {} block {lba}: {why}",
+                                        job.index
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    let ns = now.saturating_sub(d.start);
+                    job.stats.ios.fetch_add(1, Relaxed);
+                    job.stats.bytes.fetch_add(d.done.data.len() as u64, Relaxed);
+                    job.stats.lat[bucket(ns)].fetch_add(1, Relaxed);
+                    job.stats.lat_max.fetch_max(ns, Relaxed);
+                }
+                Err(e) => {
+                    job.stats.errors.fetch_add(1, Relaxed);
+                    println!("io: job {}: I/O failed: {e}", job.index);
+                }
+            }
+        }
+    }
+}
+
+struct Snapshot {
+    ios: Vec<u64>,
+    bytes: u64,
+    lat: Vec<u64>,
+    max: u64,
+}
+
+fn snapshot(shared: &Shared) -> Snapshot {
+    let mut lat = vec![0u64; LAT_BUCKETS];
+    for j in &shared.jobs {
+        for (b, n) in j.stats.lat.iter().enumerate() {
+            lat[b] += n.load(Relaxed);
+        }
+    }
+    Snapshot {
+        ios: shared
+            .jobs
+            .iter()
+            .map(|j| j.stats.ios.load(Relaxed))
+            .collect(),
+        bytes: shared
+            .jobs
+            .iter()
+            .map(|j| j.stats.bytes.load(Relaxed))
+            .sum(),
+        lat,
+        max: shared
+            .jobs
+            .iter()
+            .map(|j| j.stats.lat_max.swap(0, Relaxed))
+            .max()
+            .unwrap_or(0),
+    }
+}
+
+/// Runs the workload; returns whether every check passed.
+pub fn run(config: IoConfig) -> bool {
+    if config.verify && !config.dev.memory_backed {
+        println!("io: verify needs memory_backed=1 (a device that keeps no data reads zeros)");
+        return false;
+    }
+    if config.bs == 0 || !config.bs.is_multiple_of(config.dev.bs) {
+        println!(
+            "io: bs={} must be a multiple of the device block size {}",
+            config.bs, config.dev.bs
+        );
+        return false;
+    }
+    let disk = match null_blk::create(0, &config.dev, None) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("io: cannot create the device: {e}");
+            return false;
+        }
+    };
+    let cpus: Vec<usize> = smp::online().collect();
+    let srcu = Arc::new(Srcu::new().expect("per-CPU memory"));
+    let limits = SrcuPtr::new(
+        &srcu,
+        Limits {
+            generation: 0,
+            max_bytes: 1 << 20,
+            alive: AtomicBool::new(true),
+        },
+    );
+    let shared = Arc::new(Shared {
+        jobs: cpus
+            .iter()
+            .enumerate()
+            .map(|(i, &cpu)| {
+                Arc::new(Job {
+                    index: i,
+                    cpu,
+                    stats: JobStats::new(),
+                    done: SpinLock::new(Vec::new()),
+                    wake: WaitQueue::new(),
+                })
+            })
+            .collect(),
+        config: config.clone(),
+        stop: AtomicBool::new(false),
+        disk_gen: AtomicU64::new(0),
+        srcu,
+        limits,
+        entered_after_remove: AtomicU64::new(0),
+    });
+    println!(
+        "io: nullb0 {} MiB bs={} queues={} depth={} irqmode={:?} blocking={} memory_backed={} | rw={:?} bs={} iodepth={} jobs={} runtime={}s verify={}",
+        config.dev.size_mib,
+        config.dev.bs,
+        disk.queue().hctxs().len(),
+        config.dev.hw_queue_depth,
+        config.dev.irqmode,
+        config.dev.blocking,
+        config.dev.memory_backed,
+        config.rw,
+        config.bs,
+        config.iodepth,
+        cpus.len(),
+        config.runtime,
+        config.verify
+    );
+    drop(disk);
+    let handles: Vec<_> = shared
+        .jobs
+        .iter()
+        .map(|j| {
+            let (s, j) = (shared.clone(), j.clone());
+            sched::spawn_on(j.cpu, move || job_loop(s, j))
+        })
+        .collect();
+    let ok = drive(&shared);
+    shared.stop.store(true, SeqCst);
+    for h in handles {
+        h.join();
+    }
+    ok & finish(&shared)
+}
+
+/// The boot CPU's part: scenario events and the once-a-second line.
+fn drive(shared: &Shared) -> bool {
+    let cfg = &shared.config;
+    let t0 = time::now_ns();
+    let ms = |t: u64| (t - t0) / 1_000_000;
+    let mut next = [cfg.freeze_ms, cfg.quiesce_ms, cfg.limits_ms, cfg.switch_ms];
+    let mut last_second = 0;
+    let mut prev = snapshot(shared);
+    let mut generation = 0;
+    let mut removed_entered: Option<(Arc<Disk>, u64)> = None;
+    let mut drains = Vec::new();
+    let mut quiesce_ns = Vec::new();
+    let mut percpu = true;
+    loop {
+        let now = time::now_ns();
+        let elapsed = ms(now);
+        if elapsed >= cfg.runtime * 1000 {
+            break;
+        }
+        let disk = block::lookup("nullb0");
+        if let Some(d) = &disk {
+            let q = d.queue();
+            if cfg.freeze_ms > 0 && elapsed >= next[0] {
+                drains.push(q.freeze());
+                assert_eq!(q.in_flight(), 0, "freeze returned with requests in flight");
+                q.unfreeze();
+                next[0] += cfg.freeze_ms;
+            }
+            if cfg.quiesce_ms > 0 && elapsed >= next[1] {
+                quiesce_ns.push(q.quiesce());
+                q.unquiesce();
+                next[1] += cfg.quiesce_ms;
+            }
+            if cfg.switch_ms > 0 && elapsed >= next[3] {
+                percpu = !percpu;
+                q.switch_usage(percpu);
+                next[3] += cfg.switch_ms;
+            }
+        }
+        if cfg.limits_ms > 0 && elapsed >= next[2] {
+            generation += 1;
+            let old = shared
+                .limits
+                .replace(Limits {
+                    generation,
+                    max_bytes: 1 << 20,
+                    alive: AtomicBool::new(true),
+                })
+                .expect("limits update outside any read section");
+            drop(old);
+            next[2] += cfg.limits_ms;
+        }
+        if cfg.remove_at > 0 && elapsed >= cfg.remove_at * 1000 && removed_entered.is_none() {
+            if let Some(d) = disk.clone() {
+                let t = time::now_ns();
+                d.remove();
+                let entered = d.queue().stats.entered.load(SeqCst);
+                println!(
+                    "io: nullb0 removed in {} us under load",
+                    (time::now_ns() - t) / 1000
+                );
+                removed_entered = Some((d, entered));
+                sched::sleep(Duration::from_millis(100));
+                match null_blk::create(0, &cfg.dev, None) {
+                    Ok(_) => println!("io: nullb0 re-created"),
+                    Err(e) => {
+                        println!("io: cannot re-create nullb0: {e}");
+                        return false;
+                    }
+                }
+                shared.disk_gen.fetch_add(1, SeqCst);
+            }
+        }
+        drop(disk);
+        let second = elapsed / 1000;
+        if second > last_second {
+            last_second = second;
+            let s = snapshot(shared);
+            let ios: Vec<u64> = s.ios.iter().zip(&prev.ios).map(|(a, b)| a - b).collect();
+            let total: u64 = ios.iter().sum();
+            let lat: Vec<u64> = s.lat.iter().zip(&prev.lat).map(|(a, b)| a - b).collect();
+            let per_cpu: Vec<String> = ios.iter().map(|n| alloc::format!("{n}")).collect();
+            let d = block::lookup("nullb0");
+            let (inflight, mode, freezes, srcu_gps) =
+                d.as_ref().map_or((0, String::from("-"), 0, 0), |d| {
+                    let q = d.queue();
+                    (
+                        q.in_flight(),
+                        alloc::format!("{:?}", q.usage_mode()),
+                        q.stats.freezes.load(Relaxed),
+                        q.tagset().srcu_grace_periods(),
+                    )
+                });
+            let drain = drains.iter().copied().max().unwrap_or(0) / 1000;
+            let quiesce = quiesce_ns.iter().copied().max().unwrap_or(0) / 1000;
+            println!(
+                "io: t={second}s iops={total} per_cpu=[{}] MB/s={} lat_us p50={} p99={} max={} inflight={inflight} usage={mode} freezes={freezes} drain_max_us={drain} quiesce_max_us={quiesce} limits_gen={generation} srcu_gps={} dispatch_srcu_gps={srcu_gps}",
+                per_cpu.join(" "),
+                (s.bytes - prev.bytes) / 1_000_000,
+                percentile(&lat, 500) / 1000,
+                percentile(&lat, 990) / 1000,
+                s.max / 1000,
+                shared.srcu.completed(),
+            );
+            drains.clear();
+            quiesce_ns.clear();
+            prev = s;
+        }
+        sched::sleep(Duration::from_millis(4));
+    }
+    if let Some((d, entered)) = removed_entered {
+        let now = d.queue().stats.entered.load(SeqCst);
+        shared.entered_after_remove.store(now - entered, SeqCst);
+    }
+    true
+}
+
+/// End of run: stop, remove the device, check the invariants, print the
+/// summary and the machine-readable lines.
+fn finish(shared: &Shared) -> bool {
+    let released_before = block::disks_released();
+    let mut ok = true;
+    let mut fail = |what: &str| {
+        println!("io: CHECK FAILED: {what}");
+        ok = false;
+    };
+    let disk = block::lookup("nullb0");
+    let mut stats = (0u64, 0u64, 0u64, 0usize);
+    if let Some(d) = disk {
+        let q = d.queue().clone();
+        d.remove();
+        if !q.usage_is_zero() {
+            fail("the usage counter did not end at zero");
+        }
+        if q.in_flight() != 0 {
+            fail("tags still in use at the end");
+        }
+        stats = (
+            q.stats.entered.load(SeqCst),
+            q.stats.freed.load(SeqCst),
+            q.stats.double_completions.load(SeqCst),
+            q.hctxs().len(),
+        );
+        drop(d);
+        drop(q);
+        // The registry's reference went after its grace period; ours now.
+        if block::disks_released() != released_before + 1 {
+            fail("the removed disk was not released exactly once");
+        }
+    }
+    let sum = |f: fn(&JobStats) -> &AtomicU64| -> u64 {
+        shared.jobs.iter().map(|j| f(&j.stats).load(SeqCst)).sum()
+    };
+    let submitted = sum(|s| &s.submitted);
+    let ios = sum(|s| &s.ios);
+    let errors = sum(|s| &s.errors);
+    let verify = sum(|s| &s.verify_failures);
+    let stale = sum(|s| &s.stale_limits);
+    let dead = sum(|s| &s.dead_refusals);
+    if submitted != ios + errors {
+        fail("an accepted I/O did not complete exactly once");
+    }
+    if stats.2 != 0 {
+        fail("a request completed twice");
+    }
+    if verify != 0 {
+        fail("a read did not return the block's last write");
+    }
+    if errors != 0 {
+        fail("I/O errors");
+    }
+    if stale != 0 {
+        fail("a job read queue limits that were already freed");
+    }
+    let after = shared.entered_after_remove.load(SeqCst);
+    if after != 0 {
+        fail("I/O entered a removed device");
+    }
+    let secs = shared.config.runtime.max(1);
+    println!("io: summary: {ios} I/Os in {secs} s ({} IOPS), {submitted} submitted, {dead} refused by a removed device, {verify} verify failures, {errors} errors", ios / secs);
+    println!("io: key iops={}", ios / secs);
+    println!("io: key ios={ios}");
+    println!("io: key submitted={submitted}");
+    println!("io: key verify_failures={verify}");
+    println!("io: key errors={errors}");
+    println!("io: key dead_refusals={dead}");
+    println!("io: key double_completions={}", stats.2);
+    println!("io: key entered_after_remove={after}");
+    println!("io: key result={}", if ok { "ok" } else { "fail" });
+    ok
+}
