@@ -58,7 +58,7 @@ impl Default for Options {
             smp: 8,
             memory_mib: 1024,
             accel: Accel::Tcg,
-            mode: Mode::Live,
+            mode: Mode::Io,
             timeout: Some(Duration::from_secs(600)),
             gdb: false,
             tests: None,
@@ -131,11 +131,13 @@ Options:
   --smp N          CPUs to boot, 1..=255 (default 8)
   --memory SIZE    guest memory, e.g. 512M or 2G; 128M..=64G (default 1G)
   --accel A        tcg (default) or kvm (needs /dev/kvm; slow to boot when nested)
-  --mode M         live (default): every CPU pushes requests through
-                     percpu_ref and SRCU, with stats each second
-                   io: an fio-like job per CPU drives a null_blk-style
-                     device through the blk-mq-style block layer, with a
-                     freeze, a quiesce and a limits update each second
+  --mode M         io (default): an fio-like job per CPU drives a
+                     null_blk-style device through the blk-mq-style block
+                     layer (percpu_ref usage counter, SRCU), with a freeze,
+                     a quiesce and a limits update each second and a
+                     hot-remove and re-create 2 s before the end
+                   live: every CPU pushes bare requests through percpu_ref
+                     and SRCU (no block layer), with stats each second
                    boot: banner, then exit
                    test: run the in-kernel tests; list: list them
                    bench: run the benchmarks at 1, 2, 4, 8 CPUs
@@ -378,12 +380,36 @@ mod tests {
     #[test]
     fn defaults_are_eight_tcg_cpus() {
         let o = run(&[]);
-        assert_eq!((o.smp, o.accel, o.mode), (8, Accel::Tcg, Mode::Live));
-        assert_eq!(o.kernel_cmdline(), "mode=live");
+        assert_eq!((o.smp, o.accel, o.mode), (8, Accel::Tcg, Mode::Io));
+        assert_eq!(o.kernel_cmdline(), "mode=io");
         assert_eq!(
             run(&["--duration", "3"]).kernel_cmdline(),
-            "mode=live duration=3"
+            "mode=io duration=3"
         );
+        assert_eq!(
+            run(&["--io", "rw=randread,iodepth=4", "--io=irqmode=none"]).kernel_cmdline(),
+            "mode=io rw=randread iodepth=4 irqmode=none"
+        );
+    }
+
+    #[test]
+    fn io_options_are_checked_by_key() {
+        for (args, message) in [
+            (
+                &["--io", "speed=9"][..],
+                "--io speed=9: expected key=value with a key from: rw, bs",
+            ),
+            (&["--io", "rw"][..], "--io rw: expected key=value"),
+            (&["--io", "rw="][..], "--io rw=: expected key=value"),
+            (
+                &["--mode", "live", "--io", "rw=read"][..],
+                "--io goes with --mode io",
+            ),
+        ] {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(message), "{err}");
+        }
     }
 
     #[test]

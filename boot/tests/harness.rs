@@ -264,9 +264,69 @@ fn a_short_bench_runs_and_its_output_parses() {
 }
 
 #[test]
+fn io_mode_is_the_default_and_checks_itself() {
+    // A 4 s run: a freeze, a quiesce and a limits update each second, a
+    // hot-remove and re-create at 2 s, verify on; every check must pass.
+    let out = runner(&["--smp", "4", "--duration", "4", "--timeout", "180"]);
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{console}");
+    let seconds: Vec<&str> = console
+        .lines()
+        .filter(|l| l.starts_with("io: t="))
+        .collect();
+    assert_eq!(seconds.len(), 4, "one stats line a second: {console}");
+    for line in &seconds {
+        for field in [
+            "iops=",
+            "per_cpu=[",
+            "MB/s=",
+            "p50=",
+            "p99=",
+            "inflight=",
+            "usage=",
+            "drain_max_us=",
+            "srcu_gps=",
+        ] {
+            assert!(line.contains(field), "{field} missing from {line}");
+        }
+    }
+    assert!(console.contains("io: nullb0 removed in"), "{console}");
+    assert!(console.contains("io: nullb0 re-created"), "{console}");
+    for key in [
+        "verify_failures=0",
+        "errors=0",
+        "double_completions=0",
+        "entered_after_remove=0",
+        "result=ok",
+    ] {
+        assert!(
+            console.lines().any(|l| l == format!("io: key {key}")),
+            "io: key {key} missing: {console}"
+        );
+    }
+    // A bad io option is refused by the kernel with the reason.
+    let out = runner(&["--smp", "1", "--io", "rw=sideways", "--timeout", "60"]);
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{console}");
+    assert!(
+        console.contains("`rw=sideways`: expected read, write, randread, randwrite or randrw"),
+        "{console}"
+    );
+}
+
+#[test]
 fn live_mode_pushes_requests_and_checks_them() {
     for smp in ["1", "4"] {
-        let out = runner(&["--smp", smp, "--duration", "2", "--timeout", "120"]);
+        let out = runner(&[
+            "--mode",
+            "live",
+            "--smp",
+            smp,
+            "--duration",
+            "2",
+            "--timeout",
+            "120",
+        ]);
         let console = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{console}");
         let seconds = console

@@ -83,8 +83,9 @@ pub struct IoConfig {
     /// Switch the usage counter to atomic and back every this many ms.
     pub switch_ms: u64,
     /// Hot-remove the device at this second and re-create it 100 ms later
-    /// (0: never).
-    pub remove_at: u64,
+    /// (`Some(0)`: never; `None`: two seconds before the end of a run of
+    /// at least four seconds).
+    pub remove_at: Option<u64>,
 }
 
 impl Default for IoConfig {
@@ -105,7 +106,7 @@ impl Default for IoConfig {
             quiesce_ms: 1000,
             limits_ms: 1000,
             switch_ms: 0,
-            remove_at: 0,
+            remove_at: None,
         }
     }
 }
@@ -179,7 +180,7 @@ impl IoConfig {
                 .map(|n| self.switch_ms = n)
                 .ok_or("milliseconds, 0 = never"),
             "remove_at" => num(0, 3600)
-                .map(|n| self.remove_at = n)
+                .map(|n| self.remove_at = Some(n))
                 .ok_or("a second of the run, 0 = never"),
             "usage" => match value {
                 "percpu" => Some(UsageMode::PerCpu),
@@ -639,13 +640,15 @@ fn drive(shared: &Shared) -> bool {
     let mut drains = Vec::new();
     let mut quiesce_ns = Vec::new();
     let mut percpu = true;
+    let remove_at = cfg
+        .remove_at
+        .unwrap_or(if cfg.runtime >= 4 { cfg.runtime - 2 } else { 0 });
     loop {
         let now = time::now_ns();
         let elapsed = ms(now);
-        if elapsed >= cfg.runtime * 1000 {
-            break;
-        }
-        let disk = block::lookup("nullb0");
+        // The last second is printed too, then the loop ends.
+        let end = elapsed >= cfg.runtime * 1000;
+        let disk = block::lookup("nullb0").filter(|_| !end);
         if let Some(d) = &disk {
             let q = d.queue();
             if cfg.freeze_ms > 0 && elapsed >= next[0] {
@@ -665,7 +668,7 @@ fn drive(shared: &Shared) -> bool {
                 next[3] += cfg.switch_ms;
             }
         }
-        if cfg.limits_ms > 0 && elapsed >= next[2] {
+        if cfg.limits_ms > 0 && elapsed >= next[2] && !end {
             generation += 1;
             let old = shared
                 .limits
@@ -678,7 +681,7 @@ fn drive(shared: &Shared) -> bool {
             drop(old);
             next[2] += cfg.limits_ms;
         }
-        if cfg.remove_at > 0 && elapsed >= cfg.remove_at * 1000 && removed_entered.is_none() {
+        if remove_at > 0 && elapsed >= remove_at * 1000 && removed_entered.is_none() && !end {
             if let Some(d) = disk.clone() {
                 let t = time::now_ns();
                 d.remove();
@@ -733,6 +736,9 @@ fn drive(shared: &Shared) -> bool {
             drains.clear();
             quiesce_ns.clear();
             prev = s;
+        }
+        if end {
+            break;
         }
         sched::sleep(Duration::from_millis(4));
     }

@@ -320,7 +320,7 @@ crate::ktest! {
             quiesce_ms: 200,
             limits_ms: 200,
             switch_ms: 300,
-            remove_at: 1,
+            remove_at: Some(1),
             ..crate::io::IoConfig::default()
         };
         cfg.dev.size_mib = 8;
