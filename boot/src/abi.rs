@@ -41,7 +41,7 @@ impl ExitCode {
 
 /// The io mode's option keys, as both command lines spell them (the
 /// runner's `--io key=value`, the kernel's `key=value` words).
-pub const IO_KEYS: [&str; 18] = [
+pub const IO_KEYS: [&str; 20] = [
     "rw",
     "bs",
     "iodepth",
@@ -60,6 +60,8 @@ pub const IO_KEYS: [&str; 18] = [
     "switch_ms",
     "remove_at",
     "usage",
+    "numjobs",
+    "compare",
 ];
 
 /// What the kernel does after boot: the runner's `--mode` and the kernel's

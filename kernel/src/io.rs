@@ -86,6 +86,15 @@ pub struct IoConfig {
     /// (`Some(0)`: never; `None`: two seconds before the end of a run of
     /// at least four seconds).
     pub remove_at: Option<u64>,
+    /// Jobs on the first this many online CPUs (0: all).
+    pub numjobs: usize,
+    /// Instead of one run: measure the usage counter's cost (see
+    /// [`compare`]).
+    pub compare: bool,
+    /// Run length in ms, overriding `runtime` (the comparison's short runs).
+    pub run_ms: Option<u64>,
+    /// No per-second lines or summary (the comparison's runs).
+    pub quiet: bool,
 }
 
 impl Default for IoConfig {
@@ -107,6 +116,10 @@ impl Default for IoConfig {
             limits_ms: 1000,
             switch_ms: 0,
             remove_at: None,
+            numjobs: 0,
+            compare: false,
+            run_ms: None,
+            quiet: false,
         }
     }
 }
@@ -114,7 +127,7 @@ impl Default for IoConfig {
 impl IoConfig {
     /// The command-line keys [`set`](Self::set) knows (shared with the
     /// runner).
-    pub const KEYS: [&'static str; 18] = crate::abi::IO_KEYS;
+    pub const KEYS: [&'static str; 20] = crate::abi::IO_KEYS;
 
     /// Sets option `key` from its command-line word: `None` for a key that
     /// is not an io option, `Some(Err(what it accepts))` for a bad value.
@@ -185,10 +198,15 @@ impl IoConfig {
             "usage" => match value {
                 "percpu" => Some(UsageMode::PerCpu),
                 "atomic" => Some(UsageMode::Atomic),
+                "absent" => Some(UsageMode::Absent),
                 _ => None,
             }
             .map(|u| self.dev.usage = u)
-            .ok_or("percpu or atomic"),
+            .ok_or("percpu, atomic or absent (absent: measurements only, no freeze)"),
+            "numjobs" => num(0, 255)
+                .map(|n| self.numjobs = n as usize)
+                .ok_or("0 (one per CPU) to the CPU count"),
+            "compare" => flag().map(|v| self.compare = v).ok_or("0 or 1"),
             _ => return None,
         };
         Some(r)
@@ -543,27 +561,56 @@ fn snapshot(shared: &Shared) -> Snapshot {
     }
 }
 
-/// Runs the workload; returns whether every check passed.
+/// Runs the workload (or, with `compare`, the usage counter comparison);
+/// returns whether every check passed.
 pub fn run(config: IoConfig) -> bool {
+    if config.compare {
+        return compare(&config);
+    }
+    run_once(&config).is_some()
+}
+
+/// One run; the IOPS if every check passed.
+fn run_once(config: &IoConfig) -> Option<u64> {
+    let config = config.clone();
+    if config.dev.usage == UsageMode::Absent
+        && (config.freeze_ms > 0 || config.switch_ms > 0 || config.remove_at.is_none_or(|s| s > 0))
+    {
+        println!("io: usage=absent has no counter to freeze, switch or drain: set freeze_ms=0, switch_ms=0, remove_at=0");
+        return None;
+    }
     if config.verify && !config.dev.memory_backed {
         println!("io: verify needs memory_backed=1 (a device that keeps no data reads zeros)");
-        return false;
+        return None;
     }
     if config.bs == 0 || !config.bs.is_multiple_of(config.dev.bs) {
         println!(
             "io: bs={} must be a multiple of the device block size {}",
             config.bs, config.dev.bs
         );
-        return false;
+        return None;
     }
     let disk = match null_blk::create(0, &config.dev, None) {
         Ok(d) => d,
         Err(e) => {
             println!("io: cannot create the device: {e}");
-            return false;
+            return None;
         }
     };
-    let cpus: Vec<usize> = smp::online().collect();
+    let online = smp::online_cpus();
+    if config.numjobs > online {
+        println!(
+            "io: numjobs={}: at most one job per CPU ({online} online)",
+            config.numjobs
+        );
+        return None;
+    }
+    let numjobs = if config.numjobs == 0 {
+        online
+    } else {
+        config.numjobs
+    };
+    let cpus: Vec<usize> = smp::online().take(numjobs).collect();
     let srcu = Arc::new(Srcu::new().expect("per-CPU memory"));
     let limits = SrcuPtr::new(
         &srcu,
@@ -594,7 +641,8 @@ pub fn run(config: IoConfig) -> bool {
         limits,
         entered_after_remove: AtomicU64::new(0),
     });
-    println!(
+    if !config.quiet {
+        println!(
         "io: nullb0 {} MiB bs={} queues={} depth={} irqmode={:?} blocking={} memory_backed={} | rw={:?} bs={} iodepth={} jobs={} runtime={}s verify={}",
         config.dev.size_mib,
         config.dev.bs,
@@ -610,6 +658,7 @@ pub fn run(config: IoConfig) -> bool {
         config.runtime,
         config.verify
     );
+    }
     drop(disk);
     let handles: Vec<_> = shared
         .jobs
@@ -624,7 +673,88 @@ pub fn run(config: IoConfig) -> bool {
     for h in handles {
         h.join();
     }
-    ok & finish(&shared)
+    let (checked, iops) = finish(&shared);
+    (ok & checked).then_some(iops)
+}
+
+/// Measures what the queue's usage counter costs: the same job with the
+/// counter per-CPU, forced atomic, and absent, alternated run by run (5
+/// rounds of 400 ms each), with 1 job and with a job on every CPU; prints
+/// the median IOPS of each and its ratio to `absent`. Always `irqmode=none`,
+/// no memory backing and no verify, so the block layer's own path is what
+/// is measured (the job's `rw`, `bs` and `iodepth` are kept).
+fn compare(config: &IoConfig) -> bool {
+    const ROUNDS: usize = 5;
+    let mut base = config.clone();
+    base.freeze_ms = 0;
+    base.quiesce_ms = 0;
+    base.limits_ms = 0;
+    base.switch_ms = 0;
+    base.remove_at = Some(0);
+    base.run_ms = Some(400);
+    base.quiet = true;
+    base.verify = false;
+    base.dev.irqmode = null_blk::IrqMode::None;
+    base.dev.memory_backed = false;
+    let modes = [UsageMode::PerCpu, UsageMode::Atomic, UsageMode::Absent];
+    let all = smp::online_cpus();
+    let mut counts = vec![1];
+    if all > 1 {
+        counts.push(all);
+    }
+    println!(
+        "io: compare: rw={:?} bs={} iodepth={} irqmode={:?} memory_backed={}, {ROUNDS} rounds of 400 ms per setting, modes alternated",
+        base.rw, base.bs, base.iodepth, base.dev.irqmode, base.dev.memory_backed
+    );
+    println!("| jobs | usage counter | IOPS (median) | IOPS per job | vs absent |");
+    println!("|---:|---|---:|---:|---:|");
+    let mut keys = Vec::new();
+    for &jobs in &counts {
+        let mut results: Vec<Vec<u64>> = vec![Vec::new(); modes.len()];
+        for _ in 0..ROUNDS {
+            for (i, &mode) in modes.iter().enumerate() {
+                let mut c = base.clone();
+                c.dev.usage = mode;
+                c.numjobs = jobs;
+                match run_once(&c) {
+                    Some(iops) => results[i].push(iops),
+                    None => {
+                        println!("io: compare: a run with usage={mode:?} failed its checks");
+                        return false;
+                    }
+                }
+            }
+        }
+        let medians: Vec<u64> = results
+            .iter_mut()
+            .map(|r| {
+                r.sort_unstable();
+                r[r.len() / 2]
+            })
+            .collect();
+        let absent = medians[2].max(1);
+        for (i, mode) in ["per-CPU", "atomic", "absent"].iter().enumerate() {
+            // Per mille, printed as a ratio with three decimals.
+            let ratio = medians[i] * 1000 / absent;
+            println!(
+                "| {jobs} | {mode} | {} | {} | {}.{:03} |",
+                medians[i],
+                medians[i] / jobs as u64,
+                ratio / 1000,
+                ratio % 1000
+            );
+            let name = ["percpu", "atomic", "absent"][i];
+            keys.push(alloc::format!(
+                "io: key compare_jobs{jobs}_{name}_iops={}",
+                medians[i]
+            ));
+        }
+    }
+    for k in keys {
+        println!("{k}");
+    }
+    println!("io: key result=ok");
+    true
 }
 
 /// The boot CPU's part: scenario events and the once-a-second line.
@@ -640,6 +770,7 @@ fn drive(shared: &Shared) -> bool {
     let mut drains = Vec::new();
     let mut quiesce_ns = Vec::new();
     let mut percpu = true;
+    let run_ms = cfg.run_ms.unwrap_or(cfg.runtime * 1000);
     let remove_at = cfg
         .remove_at
         .unwrap_or(if cfg.runtime >= 4 { cfg.runtime - 2 } else { 0 });
@@ -647,7 +778,7 @@ fn drive(shared: &Shared) -> bool {
         let now = time::now_ns();
         let elapsed = ms(now);
         // The last second is printed too, then the loop ends.
-        let end = elapsed >= cfg.runtime * 1000;
+        let end = elapsed >= run_ms;
         let disk = block::lookup("nullb0").filter(|_| !end);
         if let Some(d) = &disk {
             let q = d.queue();
@@ -704,7 +835,7 @@ fn drive(shared: &Shared) -> bool {
         }
         drop(disk);
         let second = elapsed / 1000;
-        if second > last_second {
+        if second > last_second && !cfg.quiet {
             last_second = second;
             let s = snapshot(shared);
             let ios: Vec<u64> = s.ios.iter().zip(&prev.ios).map(|(a, b)| a - b).collect();
@@ -751,7 +882,7 @@ fn drive(shared: &Shared) -> bool {
 
 /// End of run: stop, remove the device, check the invariants, print the
 /// summary and the machine-readable lines.
-fn finish(shared: &Shared) -> bool {
+fn finish(shared: &Shared) -> (bool, u64) {
     let released_before = block::disks_released();
     let mut ok = true;
     let mut fail = |what: &str| {
@@ -810,9 +941,18 @@ fn finish(shared: &Shared) -> bool {
     if after != 0 {
         fail("I/O entered a removed device");
     }
-    let secs = shared.config.runtime.max(1);
-    println!("io: summary: {ios} I/Os in {secs} s ({} IOPS), {submitted} submitted, {dead} refused by a removed device, {verify} verify failures, {errors} errors", ios / secs);
-    println!("io: key iops={}", ios / secs);
+    let ms = shared
+        .config
+        .run_ms
+        .unwrap_or(shared.config.runtime * 1000)
+        .max(1);
+    let iops = ios * 1000 / ms;
+    if shared.config.quiet {
+        return (ok, iops);
+    }
+    let secs = (ms / 1000).max(1);
+    println!("io: summary: {ios} I/Os in {secs} s ({} IOPS), {submitted} submitted, {dead} refused by a removed device, {verify} verify failures, {errors} errors", iops);
+    println!("io: key iops={iops}");
     println!("io: key ios={ios}");
     println!("io: key submitted={submitted}");
     println!("io: key verify_failures={verify}");
@@ -821,5 +961,5 @@ fn finish(shared: &Shared) -> bool {
     println!("io: key double_completions={}", stats.2);
     println!("io: key entered_after_remove={after}");
     println!("io: key result={}", if ok { "ok" } else { "fail" });
-    ok
+    (ok, iops)
 }

@@ -118,6 +118,12 @@ pub enum UsageMode {
     PerCpu,
     /// Kept atomic (a shared counter).
     Atomic,
+    /// Not counted at all: entering only checks that the queue is not
+    /// dying, leaving does nothing. For measuring what the counter costs
+    /// only: a freeze then keeps nobody out, and its wait polls the tags
+    /// until none is in use (enough for removal, which marks the queue
+    /// dying first).
+    Absent,
 }
 
 /// A request queue (see the [module documentation](super)).
@@ -245,6 +251,9 @@ impl RequestQueue {
                 self.stats.refused_dead.fetch_add(1, Ordering::Relaxed);
                 return Err(BlkError::Dead);
             }
+            if self.usage_mode == UsageMode::Absent {
+                return Ok(());
+            }
             if let Some(g) = self.usage.tryget_live() {
                 g.leak();
                 // A remove that marked the queue dying after our check may
@@ -264,7 +273,9 @@ impl RequestQueue {
 
     /// Drops `n` usage references (Linux's `blk_queue_exit`, batched).
     fn exit(&self, n: usize) {
-        self.usage.put_many(n);
+        if self.usage_mode != UsageMode::Absent {
+            self.usage.put_many(n);
+        }
     }
 
     fn get_tag(&self, h: usize, nowait: bool) -> Result<usize, BlkError> {
@@ -436,7 +447,7 @@ impl RequestQueue {
             // Release: only gates the waiters' retry; the kill itself is
             // what refuses them (tryget_live).
             self.frozen.store(*depth, Ordering::Release);
-            if *depth == 1 {
+            if *depth == 1 && self.usage_mode != UsageMode::Absent {
                 self.usage.kill();
             }
             *depth == 1
@@ -450,6 +461,12 @@ impl RequestQueue {
     /// Waits until the usage counter is zero: every request that entered
     /// has been freed.
     pub fn freeze_wait(&self) {
+        if self.usage_mode == UsageMode::Absent {
+            while self.in_flight() != 0 {
+                crate::sched::sleep(core::time::Duration::from_millis(1));
+            }
+            return;
+        }
         self.freeze_wq.wait_until(|| self.usage.is_zero());
     }
 
@@ -476,7 +493,7 @@ impl RequestQueue {
                 return;
             }
             *depth -= 1;
-            if *depth == 0 {
+            if *depth == 0 && self.usage_mode != UsageMode::Absent {
                 self.usage.resurrect();
             }
             // Release: a submitter that sees 0 retries after the resurrect.
@@ -547,8 +564,12 @@ impl RequestQueue {
         }
     }
 
-    /// Whether the usage counter is zero (meaningful once frozen).
+    /// Whether the usage counter is zero (meaningful once frozen; with no
+    /// counter, whether no tag is in use).
     pub fn usage_is_zero(&self) -> bool {
-        self.usage.is_zero()
+        match self.usage_mode {
+            UsageMode::Absent => self.in_flight() == 0,
+            _ => self.usage.is_zero(),
+        }
     }
 }

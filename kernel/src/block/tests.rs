@@ -308,6 +308,32 @@ crate::ktest! {
 }
 
 crate::ktest! {
+    /// The io job passes its checks with the usage counter per-CPU,
+    /// forced atomic and absent (the comparison's three settings), and the
+    /// absent setting refuses scenarios it cannot honour.
+    #[smp(2)]
+    fn io_runs_with_each_usage_mode() {
+        for usage in [UsageMode::PerCpu, UsageMode::Atomic, UsageMode::Absent] {
+            let mut cfg = crate::io::IoConfig {
+                run_ms: Some(300),
+                quiet: true,
+                freeze_ms: 0,
+                quiesce_ms: 0,
+                limits_ms: 0,
+                remove_at: Some(0),
+                ..crate::io::IoConfig::default()
+            };
+            cfg.dev.usage = usage;
+            cfg.dev.size_mib = 4;
+            assert!(crate::io::run(cfg), "usage={usage:?}");
+        }
+        let mut cfg = crate::io::IoConfig { run_ms: Some(300), quiet: true, ..crate::io::IoConfig::default() };
+        cfg.dev.usage = UsageMode::Absent;
+        assert!(!crate::io::run(cfg), "usage=absent with freezes was accepted");
+    }
+}
+
+crate::ktest! {
     /// The io mode end to end, short: jobs on every CPU with verify, a
     /// freeze, a quiesce and a limits update every 200 ms, usage-counter
     /// switches, and a hot-remove and re-create at 1 s; every check passes.
