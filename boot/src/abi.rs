@@ -41,7 +41,7 @@ impl ExitCode {
 
 /// The io mode's option keys, as both command lines spell them (the
 /// runner's `--io key=value`, the kernel's `key=value` words).
-pub const IO_KEYS: [&str; 20] = [
+pub const IO_KEYS: [&str; 22] = [
     "rw",
     "bs",
     "iodepth",
@@ -62,6 +62,8 @@ pub const IO_KEYS: [&str; 20] = [
     "usage",
     "numjobs",
     "compare",
+    "nr_devices",
+    "shared_tags",
 ];
 
 /// What the kernel does after boot: the runner's `--mode` and the kernel's

@@ -151,7 +151,8 @@ Options:
                      memory_backed=0|1, dev_bs=512|4096, size=MIB,
                      freeze_ms=MS, quiesce_ms=MS, limits_ms=MS, switch_ms=MS,
                      remove_at=SECOND, usage=percpu|atomic|absent,
-                     numjobs=N, compare=1 (the usage counter's cost: per-CPU,
+                     numjobs=N, nr_devices=N, shared_tags=0|1,
+                     compare=1 (the usage counter's cost: per-CPU,
                      atomic and absent alternated, 1 job and all CPUs)
   --tests A,B      with --mode test: run only these tests
   --bench-ms MS    with --mode bench: milliseconds per reader per run, the

@@ -88,6 +88,12 @@ pub struct IoConfig {
     pub remove_at: Option<u64>,
     /// Jobs on the first this many online CPUs (0: all).
     pub numjobs: usize,
+    /// Devices (`nullb0`, `nullb1`, ...); job `i` drives device
+    /// `i % nr_devices`. The scenario events hit every device; the
+    /// hot-remove hits `nullb0`.
+    pub nr_devices: usize,
+    /// One tag set for every device (null_blk's `shared_tags`).
+    pub shared_tags: bool,
     /// Instead of one run: measure the usage counter's cost (see
     /// [`compare`]).
     pub compare: bool,
@@ -117,6 +123,8 @@ impl Default for IoConfig {
             switch_ms: 0,
             remove_at: None,
             numjobs: 0,
+            nr_devices: 1,
+            shared_tags: false,
             compare: false,
             run_ms: None,
             quiet: false,
@@ -127,7 +135,7 @@ impl Default for IoConfig {
 impl IoConfig {
     /// The command-line keys [`set`](Self::set) knows (shared with the
     /// runner).
-    pub const KEYS: [&'static str; 20] = crate::abi::IO_KEYS;
+    pub const KEYS: [&'static str; 22] = crate::abi::IO_KEYS;
 
     /// Sets option `key` from its command-line word: `None` for a key that
     /// is not an io option, `Some(Err(what it accepts))` for a bad value.
@@ -207,6 +215,10 @@ impl IoConfig {
                 .map(|n| self.numjobs = n as usize)
                 .ok_or("0 (one per CPU) to the CPU count"),
             "compare" => flag().map(|v| self.compare = v).ok_or("0 or 1"),
+            "nr_devices" => num(1, 8)
+                .map(|n| self.nr_devices = n as usize)
+                .ok_or("1..=8"),
+            "shared_tags" => flag().map(|v| self.shared_tags = v).ok_or("0 or 1"),
             _ => return None,
         };
         Some(r)
@@ -321,6 +333,22 @@ struct Shared {
     jobs: Vec<Arc<Job>>,
     /// Requests that entered a queue after its disk's remove returned.
     entered_after_remove: AtomicU64,
+    /// The tag set every device shares (`shared_tags`).
+    tagset: Option<Arc<block::TagSet>>,
+    /// The hot-removed disk was released exactly once when its last
+    /// holder let go.
+    remove_released_once: AtomicBool,
+}
+
+fn dev_name(i: usize) -> String {
+    alloc::format!("nullb{i}")
+}
+
+/// Every live device.
+fn devices(shared: &Shared) -> Vec<Arc<Disk>> {
+    (0..shared.config.nr_devices)
+        .filter_map(|i| block::lookup(&dev_name(i)))
+        .collect()
 }
 
 fn xorshift(s: &mut u64) -> u64 {
@@ -373,18 +401,21 @@ fn check(buf: &[u8], block: u64, expected_stamp: u64) -> Option<&'static str> {
     None
 }
 
-fn current_disk(shared: &Shared) -> Option<Arc<Disk>> {
-    block::lookup("nullb0").filter(|_| !shared.stop.load(Relaxed))
+fn current_disk(shared: &Shared, dev: usize) -> Option<Arc<Disk>> {
+    block::lookup(&dev_name(dev)).filter(|_| !shared.stop.load(Relaxed))
 }
 
 fn job_loop(shared: Arc<Shared>, job: Arc<Job>) {
     let cfg = &shared.config;
-    let jobs = shared.jobs.len();
+    let nr = cfg.nr_devices;
+    let dev = job.index % nr;
+    // Jobs on this device, and this job's slice of it.
+    let jobs = (shared.jobs.len() - dev).div_ceil(nr);
     let bs = cfg.bs as usize;
-    let mut disk = current_disk(&shared);
+    let mut disk = current_disk(&shared, dev);
     let capacity = (cfg.dev.size_mib << 20) as usize;
     let blocks = capacity / bs / jobs;
-    let first = job.index * blocks;
+    let first = (job.index / nr) * blocks;
     let mut written = vec![0u64; blocks];
     let mut busy = vec![false; blocks];
     let mut inflight = 0usize;
@@ -484,7 +515,7 @@ fn job_loop(shared: Arc<Shared>, job: Arc<Job>) {
             // Removed: written data went with the device.
             written.iter_mut().for_each(|w| *w = 0);
             sched::sleep(Duration::from_millis(4));
-            disk = current_disk(&shared);
+            disk = current_disk(&shared, dev);
             continue;
         }
         job.wake
@@ -590,13 +621,32 @@ fn run_once(config: &IoConfig) -> Option<u64> {
         );
         return None;
     }
-    let disk = match null_blk::create(0, &config.dev, None) {
-        Ok(d) => d,
-        Err(e) => {
-            println!("io: cannot create the device: {e}");
-            return None;
+    let tagset = if config.shared_tags {
+        match null_blk::tag_set(&config.dev) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                println!("io: cannot create the tag set: {e}");
+                return None;
+            }
         }
+    } else {
+        None
     };
+    let mut disks = Vec::new();
+    for i in 0..config.nr_devices {
+        match null_blk::create(i, &config.dev, tagset.clone()) {
+            Ok(d) => disks.push(d),
+            Err(e) => {
+                println!("io: cannot create device nullb{i}: {e}");
+                for d in disks {
+                    d.remove();
+                }
+                return None;
+            }
+        }
+    }
+    let disk = disks[0].clone();
+    drop(disks);
     let online = smp::online_cpus();
     if config.numjobs > online {
         println!(
@@ -640,14 +690,18 @@ fn run_once(config: &IoConfig) -> Option<u64> {
         srcu,
         limits,
         entered_after_remove: AtomicU64::new(0),
+        tagset,
+        remove_released_once: AtomicBool::new(true),
     });
     if !config.quiet {
         println!(
-        "io: nullb0 {} MiB bs={} queues={} depth={} irqmode={:?} blocking={} memory_backed={} | rw={:?} bs={} iodepth={} jobs={} runtime={}s verify={}",
+        "io: {} x nullb {} MiB bs={} queues={} depth={} shared_tags={} irqmode={:?} blocking={} memory_backed={} | rw={:?} bs={} iodepth={} jobs={} runtime={}s verify={}",
+        config.nr_devices,
         config.dev.size_mib,
         config.dev.bs,
         disk.queue().hctxs().len(),
         config.dev.hw_queue_depth,
+        config.shared_tags,
         config.dev.irqmode,
         config.dev.blocking,
         config.dev.memory_backed,
@@ -779,24 +833,42 @@ fn drive(shared: &Shared) -> bool {
         let elapsed = ms(now);
         // The last second is printed too, then the loop ends.
         let end = elapsed >= run_ms;
+        let all = if end { Vec::new() } else { devices(shared) };
         let disk = block::lookup("nullb0").filter(|_| !end);
-        if let Some(d) = &disk {
+        let (freeze, quiesce, switch) = (
+            cfg.freeze_ms > 0 && elapsed >= next[0],
+            cfg.quiesce_ms > 0 && elapsed >= next[1],
+            cfg.switch_ms > 0 && elapsed >= next[3],
+        );
+        if switch {
+            percpu = !percpu;
+        }
+        for d in &all {
             let q = d.queue();
-            if cfg.freeze_ms > 0 && elapsed >= next[0] {
+            if freeze {
                 drains.push(q.freeze());
-                assert_eq!(q.in_flight(), 0, "freeze returned with requests in flight");
+                // With shared tags, other devices' requests hold tags too.
+                if shared.tagset.is_none() {
+                    assert_eq!(q.in_flight(), 0, "freeze returned with requests in flight");
+                }
                 q.unfreeze();
-                next[0] += cfg.freeze_ms;
             }
-            if cfg.quiesce_ms > 0 && elapsed >= next[1] {
+            if quiesce {
                 quiesce_ns.push(q.quiesce());
                 q.unquiesce();
-                next[1] += cfg.quiesce_ms;
             }
-            if cfg.switch_ms > 0 && elapsed >= next[3] {
-                percpu = !percpu;
+            if switch {
                 q.switch_usage(percpu);
-                next[3] += cfg.switch_ms;
+            }
+        }
+        drop(all);
+        for (hit, n, every) in [
+            (freeze, 0, cfg.freeze_ms),
+            (quiesce, 1, cfg.quiesce_ms),
+            (switch, 3, cfg.switch_ms),
+        ] {
+            if hit {
+                next[n] += every;
             }
         }
         if cfg.limits_ms > 0 && elapsed >= next[2] && !end {
@@ -823,7 +895,7 @@ fn drive(shared: &Shared) -> bool {
                 );
                 removed_entered = Some((d, entered));
                 sched::sleep(Duration::from_millis(100));
-                match null_blk::create(0, &cfg.dev, None) {
+                match null_blk::create(0, &cfg.dev, shared.tagset.clone()) {
                     Ok(_) => println!("io: nullb0 re-created"),
                     Err(e) => {
                         println!("io: cannot re-create nullb0: {e}");
@@ -842,17 +914,23 @@ fn drive(shared: &Shared) -> bool {
             let total: u64 = ios.iter().sum();
             let lat: Vec<u64> = s.lat.iter().zip(&prev.lat).map(|(a, b)| a - b).collect();
             let per_cpu: Vec<String> = ios.iter().map(|n| alloc::format!("{n}")).collect();
-            let d = block::lookup("nullb0");
-            let (inflight, mode, freezes, srcu_gps) =
-                d.as_ref().map_or((0, String::from("-"), 0, 0), |d| {
-                    let q = d.queue();
-                    (
-                        q.in_flight(),
-                        alloc::format!("{:?}", q.usage_mode()),
-                        q.stats.freezes.load(Relaxed),
-                        q.tagset().srcu_grace_periods(),
-                    )
-                });
+            let all = devices(shared);
+            let (mut inflight, mut freezes, mut srcu_gps) = (0, 0, 0);
+            for d in &all {
+                let q = d.queue();
+                // Shared tags: one device's count is every device's.
+                inflight = if shared.tagset.is_some() {
+                    q.in_flight()
+                } else {
+                    inflight + q.in_flight()
+                };
+                freezes += q.stats.freezes.load(Relaxed);
+                srcu_gps += q.tagset().srcu_grace_periods();
+            }
+            let mode = all.first().map_or(String::from("-"), |d| {
+                alloc::format!("{:?}", d.queue().usage_mode())
+            });
+            drop(all);
             let drain = drains.iter().copied().max().unwrap_or(0) / 1000;
             let quiesce = quiesce_ns.iter().copied().max().unwrap_or(0) / 1000;
             println!(
@@ -876,6 +954,13 @@ fn drive(shared: &Shared) -> bool {
     if let Some((d, entered)) = removed_entered {
         let now = d.queue().stats.entered.load(SeqCst);
         shared.entered_after_remove.store(now - entered, SeqCst);
+        // Jobs let go of it when they saw it dead, the registry after a
+        // grace period: this is the last reference.
+        let before = block::disks_released();
+        drop(d);
+        shared
+            .remove_released_once
+            .store(block::disks_released() == before + 1, SeqCst);
     }
     true
 }
@@ -889,29 +974,32 @@ fn finish(shared: &Shared) -> (bool, u64) {
         println!("io: CHECK FAILED: {what}");
         ok = false;
     };
-    let disk = block::lookup("nullb0");
-    let mut stats = (0u64, 0u64, 0u64, 0usize);
-    if let Some(d) = disk {
+    let all = devices(shared);
+    let count = all.len() as u64;
+    let mut stats = (0u64, 0u64, 0u64);
+    for d in all {
         let q = d.queue().clone();
         d.remove();
         if !q.usage_is_zero() {
             fail("the usage counter did not end at zero");
         }
+        stats.0 += q.stats.entered.load(SeqCst);
+        stats.1 += q.stats.freed.load(SeqCst);
+        stats.2 += q.stats.double_completions.load(SeqCst);
+        drop(d);
         if q.in_flight() != 0 {
             fail("tags still in use at the end");
         }
-        stats = (
-            q.stats.entered.load(SeqCst),
-            q.stats.freed.load(SeqCst),
-            q.stats.double_completions.load(SeqCst),
-            q.hctxs().len(),
-        );
-        drop(d);
-        drop(q);
-        // The registry's reference went after its grace period; ours now.
-        if block::disks_released() != released_before + 1 {
-            fail("the removed disk was not released exactly once");
-        }
+    }
+    // The registry's references went after its grace period; ours now.
+    if block::disks_released() != released_before + count {
+        fail("a removed disk was not released exactly once");
+    }
+    if !shared.remove_released_once.load(SeqCst) {
+        fail("the hot-removed disk was not released exactly once");
+    }
+    if stats.0 != stats.1 {
+        fail("a request that entered a queue was never freed");
     }
     let sum = |f: fn(&JobStats) -> &AtomicU64| -> u64 {
         shared.jobs.iter().map(|j| f(&j.stats).load(SeqCst)).sum()

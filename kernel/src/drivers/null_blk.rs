@@ -179,27 +179,28 @@ impl Driver for NullBlkDriver {
     }
 }
 
-/// Creates device `nullb{index}` with `config` on `tagset` (a new one when
-/// `None`; pass one to share tags between devices) and registers its
-/// disk.
+/// A tag set for devices of `config` (hardware queues and depth), to
+/// share between them (null_blk's `shared_tags`).
 ///
 /// # Errors
-/// A message saying which option is out of range and what it accepts.
-pub fn create(
-    index: usize,
-    config: &NullBlkConfig,
-    tagset: Option<Arc<TagSet>>,
-) -> Result<Arc<Disk>, alloc::string::String> {
-    let cpus: Vec<usize> = crate::arch::smp::online().collect();
+/// As [`create`].
+pub fn tag_set(config: &NullBlkConfig) -> Result<Arc<TagSet>, alloc::string::String> {
+    let (queues, depth) = check(config)?;
+    Ok(TagSet::new(queues, depth, config.blocking))
+}
+
+/// Hardware queues and depth of a device of `config`, if its options are
+/// in range.
+fn check(config: &NullBlkConfig) -> Result<(usize, usize), alloc::string::String> {
+    let cpus = crate::arch::smp::online_cpus();
     let queues = if config.submit_queues == 0 {
-        cpus.len()
+        cpus
     } else {
         config.submit_queues
     };
-    if queues > cpus.len() {
+    if queues > cpus {
         return Err(format!(
-            "submit_queues={queues}: at most one per CPU ({} online)",
-            cpus.len()
+            "submit_queues={queues}: at most one per CPU ({cpus} online)"
         ));
     }
     if config.hw_queue_depth == 0 || config.hw_queue_depth > 4096 {
@@ -214,10 +215,26 @@ pub fn create(
     if config.size_mib == 0 || config.size_mib > 1024 {
         return Err(format!("size={}: expected 1..=1024 MiB", config.size_mib));
     }
+    Ok((queues, config.hw_queue_depth))
+}
+
+/// Creates device `nullb{index}` with `config` on `tagset` (a new one when
+/// `None`; pass one to share tags between devices) and registers its
+/// disk.
+///
+/// # Errors
+/// A message saying which option is out of range and what it accepts.
+pub fn create(
+    index: usize,
+    config: &NullBlkConfig,
+    tagset: Option<Arc<TagSet>>,
+) -> Result<Arc<Disk>, alloc::string::String> {
+    let (queues, depth) = check(config)?;
+    let cpus: Vec<usize> = crate::arch::smp::online().collect();
     let bytes = config.size_mib << 20;
     let tagset = match tagset {
         Some(t) => t,
-        None => TagSet::new(queues, config.hw_queue_depth, config.blocking),
+        None => TagSet::new(queues, depth, config.blocking),
     };
     let store = config.memory_backed.then(|| {
         (0..bytes as usize / CHUNK)
