@@ -2,11 +2,16 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p refcnt --release --test loom`.
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{
+    AtomicBool, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 use loom::sync::Arc;
 use loom::thread;
-use refcnt::loom_backend::{reports, run_pending, Loom};
+use refcnt::loom_backend::{reports, run_pending, set_deferred_report_fence, Loom};
 use refcnt::percpu_ref::{Flags, PercpuRef};
+use refcnt::Backend;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
@@ -126,6 +131,9 @@ fn release_vs_resurrect() {
 /// kill's confirmation would break the confirmation's promise (nobody gets
 /// a new reference once it has run). The whole of tryget_live must be one
 /// read-side section, so the confirmation's grace period waits for it.
+/// (Item 2: with the section removed from `tryget_live_slow`, loom finds
+/// the late count at once, the request of the confirmation's grace period
+/// landing between the mode's load and the increment.)
 #[test]
 fn tryget_live_never_counts_after_confirm() {
     model(|| {
@@ -154,4 +162,104 @@ fn tryget_live_never_counts_after_confirm() {
         );
         assert_eq!(reports(), 0);
     });
+}
+
+/// The store-buffering window of `call_sched` (issue 18, item 10), as a
+/// litmus test through the backend's own API: a CPU ends a section that a
+/// grace period asked for (its deferred report) and, in its next section,
+/// loads a flag; the updater stores the flag and queues a callback with
+/// `call_sched`, which snapshots the report counts. If the snapshot misses
+/// the report while the next section's load misses the flag, the callback
+/// runs while that section still uses the old value: loom reports the
+/// section's read of the old cell and the callback's write to it as
+/// unordered. The report's fence (on in the kernel since the fix) forbids
+/// it.
+fn deferred_report_litmus(report_fence: bool) {
+    model(move || {
+        set_deferred_report_fence(report_fence);
+        let old = Arc::new(Shared(UnsafeCell::new(1)));
+        let flag = Arc::new(AtomicUsize::new(0));
+        let (o, f) = (old.clone(), flag.clone());
+        let t = thread::spawn(move || {
+            // Section 0: a tick that lands inside makes its exit report.
+            drop(Loom::read_lock_sched());
+            let section = Loom::read_lock_sched();
+            // Relaxed: the plain load of a section.
+            if f.load(Relaxed) == 0 {
+                // SAFETY: loom checks this read against the callback's
+                // write, which must wait for this section.
+                let v = o.0.with(|p| unsafe { *p });
+                assert_eq!(v, 1, "the section read the freed value");
+            }
+            drop(section);
+        });
+        // Relaxed: the plain store of an updater; call_sched fences.
+        flag.store(1, Relaxed);
+        let o = old.clone();
+        Loom::call_sched(Box::new(move || {
+            // SAFETY: loom checks this write against the section's read.
+            o.0.with_mut(|p| unsafe { *p = 0xdead });
+        }));
+        run_pending();
+        t.join().unwrap();
+    });
+}
+
+/// A cell that the litmus frees in a callback; loom checks its accesses.
+struct Shared(UnsafeCell<u32>);
+// SAFETY: every access goes through loom's `with`/`with_mut`, which report
+// accesses not ordered by happens-before; finding those is the point.
+unsafe impl Sync for Shared {}
+// SAFETY: as above.
+unsafe impl Send for Shared {}
+
+#[test]
+fn deferred_report_then_section_is_ordered_for_call_sched() {
+    deferred_report_litmus(true);
+}
+
+/// Item 10 before its fix: without the fence at the end of the deferred
+/// report, loom finds the callback running while a section that began
+/// after the report still reads the old value.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn deferred_report_without_fence_is_found() {
+    deferred_report_litmus(false);
+}
+
+/// The same window through percpu_ref: a switch to atomic mode whose grace
+/// period is a `call_sched` callback (`switch_to_atomic`, the fold in the
+/// callback) while another CPU gets and puts by its per-CPU fast path. The
+/// get's section ends with the deferred report; the put's section must see
+/// the atomic flag, or its per-CPU change lands after the fold and is lost.
+fn switch_by_call_sched_vs_get_put(report_fence: bool) {
+    model(move || {
+        set_deferred_report_fence(report_fence);
+        let (r, released) = counting_ref(Flags::empty());
+        let r1 = r.clone();
+        let t = thread::spawn(move || drop(r1.get()));
+        r.switch_to_atomic(|| {});
+        run_pending();
+        t.join().unwrap();
+        assert_eq!(
+            r.count_atomic(),
+            1,
+            "a per-CPU change landed after the switch's fold"
+        );
+        assert!(r.kill());
+        assert_eq!(released.load(SeqCst), 1);
+        assert_eq!(reports(), 0);
+    });
+}
+
+#[test]
+fn switch_by_call_sched_vs_get_put_is_exact() {
+    switch_by_call_sched_vs_get_put(true);
+}
+
+/// Item 10 before its fix, through percpu_ref: loom finds the lost put.
+#[test]
+#[should_panic(expected = "a per-CPU change landed after the switch's fold")]
+fn switch_by_call_sched_without_report_fence_is_found() {
+    switch_by_call_sched_vs_get_put(false);
 }
