@@ -16,7 +16,7 @@
 use core::sync::atomic::{fence, AtomicUsize, Ordering};
 use core::time::Duration;
 
-use crate::arch::time;
+use crate::arch::{percpu, time};
 use crate::sched::{self, WaitQueue};
 
 /// Sleeping waiters, all conditions together.
@@ -37,9 +37,19 @@ pub fn wait_until(spin: Duration, mut done: impl FnMut() -> bool) {
         if done() {
             return;
         }
-        if may_sleep && time::now_ns() >= budget {
+        // Past the budget, or as soon as the rcu callback thread has been
+        // woken to run on this CPU: the callback (a percpu_ref switch
+        // landing, a release) is likely what this waits for, and the
+        // thread cannot run while this one spins.
+        if may_sleep
+            && (time::now_ns() >= budget || super::rcu::callback_thread_wants(percpu::cpu_id()))
+        {
             break;
         }
+        // Many of these waits are for a `call_sched` callback (a
+        // percpu_ref switch landing, a release): keep its expedited grace
+        // period moving (one load when none is in flight).
+        super::rcu::poll_expedited();
         core::hint::spin_loop();
     }
     // SeqCst (a locked RMW, a full barrier): the count is visible before
