@@ -1,4 +1,5 @@
-//! `--mode live` (the default of `cargo run`): every CPU pushes requests
+//! `--mode live` (the bare primitives, without a block layer; `--mode io` is
+//! the default): every CPU pushes requests
 //! through the primitives, the way a block layer's submit/complete loop
 //! does, and the boot CPU prints live statistics once a second.
 //!

@@ -39,7 +39,7 @@ pub static BOOTLOADER_CONFIG: BootloaderConfig = {
     config.mappings.physical_memory = Some(Mapping::Dynamic);
     config.kernel_stack_size = 256 * 1024;
     // A fixed base, so that GDB can load the symbols at a known offset
-    // (`symbol-file -o 0xffffffff80000000`, see the README).
+    // (`symbol-file -o 0xffffffff80000000`, see docs/testing.md).
     config.mappings.kernel_base = Mapping::FixedAddress(KERNEL_BASE);
     config
 };

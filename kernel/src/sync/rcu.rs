@@ -801,26 +801,23 @@ crate::ktest! {
     }
 }
 
-crate::ktest! {
-    /// The fast path as a read-side section, under fire: every other CPU
-    /// adds to its counter through `gs_add_unless` as fast as it can while
-    /// the boot CPU, 1000 times, sets the flag, waits for a grace period and
-    /// sums: the sum never moves afterwards (an add that saw the flag clear
-    /// is finished when the grace period ends), and every grace period ends
-    /// (CPUs asked inside the range are asked again).
-    #[smp(2, 8)]
-    #[timeout(120)]
-    fn grace_period_waits_for_fast_paths_under_fire() {
+/// Load for the fast-path tests: every other CPU adds to its counter
+/// through `gs_add_unless` (flag at +8, counter at +0 of one allocation)
+/// as fast as it can, until [`stop`](Self::stop).
+struct FastPathFire {
+    words: alloc::sync::Arc<percpu::PercpuAlloc>,
+    stop: alloc::sync::Arc<AtomicBool>,
+    jobs: Vec<crate::sched::JobHandle>,
+}
+
+impl FastPathFire {
+    fn start() -> Self {
         use alloc::sync::Arc;
-        use core::sync::atomic::AtomicBool;
         let words = Arc::new(percpu::alloc_percpu(16).unwrap());
         let (offset, flag) = (words.offset(), words.offset() + 8);
-        #[allow(unsafe_code)]
-        // SAFETY: a word of `words`, which the test holds to the end.
-        let set_flag = |v| (0..possible_cpus()).for_each(|c| unsafe { percpu::store_remote(c, flag, v) });
         let stop = Arc::new(AtomicBool::new(false));
         let me = cpu_id();
-        let jobs: Vec<_> = smp::online()
+        let jobs = smp::online()
             .filter(|&c| c != me)
             .map(|cpu| {
                 let (words, stop) = (words.clone(), stop.clone());
@@ -838,26 +835,65 @@ crate::ktest! {
                 })
             })
             .collect();
+        FastPathFire { words, stop, jobs }
+    }
+
+    /// Sets every CPU's flag (1 sends the adds to their slow path).
+    fn set_flag(&self, v: u64) {
+        let flag = self.words.offset() + 8;
         #[allow(unsafe_code)]
-        // SAFETY: a word of `words`, which the test holds to the end.
-        let sum = || (0..possible_cpus()).map(|c| unsafe { percpu::load_remote(c, offset) }).sum::<u64>();
+        // SAFETY: a word of `self.words`, which we hold.
+        let store = |c| unsafe { percpu::store_remote(c, flag, v) };
+        (0..possible_cpus()).for_each(store);
+    }
+
+    /// The counters' sum over every CPU.
+    fn sum(&self) -> u64 {
+        Self::sum_of(&self.words)
+    }
+
+    fn sum_of(words: &percpu::PercpuAlloc) -> u64 {
+        let offset = words.offset();
+        #[allow(unsafe_code)]
+        // SAFETY: a word of `words`, which the caller holds.
+        let load = |c| unsafe { percpu::load_remote(c, offset) };
+        (0..possible_cpus()).map(load).sum()
+    }
+
+    /// Stops the load and returns the final sum.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for j in self.jobs {
+            assert!(j.join(10_000));
+        }
+        Self::sum_of(&self.words)
+    }
+}
+
+crate::ktest! {
+    /// The fast path as a read-side section, under fire: every other CPU
+    /// adds to its counter through `gs_add_unless` as fast as it can while
+    /// the boot CPU, 1000 times, sets the flag, waits for a grace period and
+    /// sums: the sum never moves afterwards (an add that saw the flag clear
+    /// is finished when the grace period ends), and every grace period ends
+    /// (CPUs asked inside the range are asked again).
+    #[smp(2, 8)]
+    #[timeout(120)]
+    fn grace_period_waits_for_fast_paths_under_fire() {
+        let fire = FastPathFire::start();
         let mut moved = 0;
         for _ in 0..1000 {
-            set_flag(0);
+            fire.set_flag(0);
             time::delay_us(100);
-            set_flag(1);
+            fire.set_flag(1);
             synchronize_sched();
-            let settled = sum();
+            let settled = fire.sum();
             time::delay_us(100);
-            if sum() != settled {
+            if fire.sum() != settled {
                 moved += 1;
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        for j in jobs {
-            assert!(j.join(10_000));
-        }
-        assert!(sum() > 0, "the other CPUs never added");
+        assert!(fire.stop() > 0, "the other CPUs never added");
         assert_eq!(moved, 0, "adds landed after the grace period in {moved} of 1000 rounds");
     }
 }
@@ -1043,59 +1079,24 @@ crate::ktest! {
     #[smp(2, 8)]
     #[timeout(120)]
     fn expedited_call_sched_waits_for_fast_paths_under_fire() {
-        use alloc::sync::Arc;
-        use core::sync::atomic::AtomicBool;
-        let words = Arc::new(percpu::alloc_percpu(16).unwrap());
-        let (offset, flag) = (words.offset(), words.offset() + 8);
-        #[allow(unsafe_code)]
-        // SAFETY: a word of `words`, which the test holds to the end.
-        let set_flag = |v| (0..possible_cpus()).for_each(|c| unsafe { percpu::store_remote(c, flag, v) });
-        let stop = Arc::new(AtomicBool::new(false));
-        let me = cpu_id();
-        let jobs: Vec<_> = smp::online()
-            .filter(|&c| c != me)
-            .map(|cpu| {
-                let (words, stop) = (words.clone(), stop.clone());
-                crate::sched::spawn_job(cpu, move || {
-                    #[allow(unsafe_code)]
-                    // SAFETY: two words of `words`, which this closure
-                    // keeps alive.
-                    let add = || unsafe { percpu::gs_add_unless(flag, 1, offset, 1) };
-                    while !stop.load(Ordering::Relaxed) {
-                        for _ in 0..64 {
-                            add();
-                        }
-                    }
-                    drop(words);
-                })
-            })
-            .collect();
+        let fire = FastPathFire::start();
         let mut moved = 0;
         for _ in 0..300 {
-            set_flag(0);
+            fire.set_flag(0);
             time::delay_us(100);
-            set_flag(1);
-            let settled = Arc::new(AtomicU64::new(u64::MAX));
-            let (s, w) = (settled.clone(), words.clone());
+            fire.set_flag(1);
+            let settled = alloc::sync::Arc::new(AtomicU64::new(u64::MAX));
+            let (s, w) = (settled.clone(), fire.words.clone());
             call_sched(Box::new(move || {
-                #[allow(unsafe_code)]
-                // SAFETY: a word of `w`, which the callback holds.
-                let sum = (0..possible_cpus()).map(|c| unsafe { percpu::load_remote(c, w.offset()) }).sum::<u64>();
-                s.store(sum, Ordering::SeqCst);
+                s.store(FastPathFire::sum_of(&w), Ordering::SeqCst);
             }));
             super::wait::wait_until(Duration::from_micros(100), || settled.load(Ordering::SeqCst) != u64::MAX);
             time::delay_us(100);
-            #[allow(unsafe_code)]
-            // SAFETY: a word of `words`, which the test holds to the end.
-            let now = (0..possible_cpus()).map(|c| unsafe { percpu::load_remote(c, offset) }).sum::<u64>();
-            if now != settled.load(Ordering::SeqCst) {
+            if fire.sum() != settled.load(Ordering::SeqCst) {
                 moved += 1;
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        for j in jobs {
-            assert!(j.join(10_000));
-        }
+        assert!(fire.stop() > 0, "the other CPUs never added");
         assert_eq!(moved, 0, "adds landed after the callback's grace period in {moved} of 300 rounds");
     }
 }
