@@ -649,18 +649,10 @@ impl<B: Backend> Inner<B> {
             self.count.fetch_add(1, Relaxed);
             return true;
         }
-        // Relaxed: as above; the load only seeds the loop.
-        let mut cur = self.count.load(Relaxed);
-        while refs(cur) != 0 {
-            match self
-                .count
-                .compare_exchange_weak(cur, cur.wrapping_add(1), Relaxed, Relaxed)
-            {
-                Ok(_) => return true,
-                Err(c) => cur = c,
-            }
-        }
-        false
+        // The slow path's increment-unless-zero; without DYN, so the
+        // flight's reference is not counted as a get. (Callers have
+        // already refused an exited ref.)
+        self.tryget_atomic(mode & !DYN, 1, false)
     }
 
     /// Under the lock: make the ref atomic, adding `set` to the mode word,
