@@ -2,7 +2,14 @@
 //! `latency:` lines and writes `target/bench/primitives.json` (with the
 //! QEMU command line, accelerator, CPU count and commit),
 //! `target/bench/primitives.md` (the tables) and
-//! `target/bench/primitives.svg` (ns per pair against CPUs, log scale).
+//! `target/bench/primitives.svg` (two plots against CPUs: ns per pair, and
+//! each row's ratio to the floor; Linux's lines dashed in the colour of
+//! the row they compare with).
+//!
+//! The plots are SVG written here by hand rather than with a plotting
+//! crate (`plotters` was weighed): two log-scale panels, a legend and
+//! dashes are about 150 lines, need no dependency in the runner, and the
+//! tests can read the colours back from the text.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -110,8 +117,20 @@ impl Results {
 
     /// The pair-cost table as Markdown; with Linux's figures, each CPU
     /// count gains a "Linux" and a "Linux/ours" column (refscale with as
-    /// many readers), and a column names the refscale scale type.
+    /// many readers), and a column names the refscale scale type. With
+    /// Linux's latencies too, the latency table with its Linux columns
+    /// follows (so the runner's `bench-vs-linux:` lines carry both).
     pub fn pair_table(&self, linux: Option<&LinuxResults>) -> String {
+        let mut md = self.pairs_md(linux);
+        if let Some(l) = linux.filter(|l| !l.latencies.is_empty()) {
+            md.push('\n');
+            md.push_str(&self.latency_table(Some(l)));
+        }
+        md
+    }
+
+    /// The pair-cost table alone (see [`Results::pair_table`]).
+    fn pairs_md(&self, linux: Option<&LinuxResults>) -> String {
         let counts = self.cpu_counts();
         let mut md = String::from("| primitive (median ns per pair) |");
         if linux.is_some() {
@@ -205,6 +224,13 @@ impl Results {
                 every: true,
             },
             Target {
+                what: "percpu_ref per-CPU / Linux percpu_ref",
+                goal: "<= 0.5 at every count",
+                ratio: Box::new(|c| Some(ours(PCPU, c)? / theirs("percpu_ref", c)?)),
+                ok: |r| r <= 0.5,
+                every: true,
+            },
+            Target {
                 what: "Linux refcnt / percpu_ref per-CPU",
                 goal: ">= 20 at the most CPUs",
                 ratio: Box::new(|c| Some(theirs("refcnt", c)? / ours(PCPU, c)?)),
@@ -259,13 +285,165 @@ impl Results {
             let _ = write!(md, " {goal} | {} |", if met { "yes" } else { "no" });
         }
         md.push('\n');
+        let latency = self.latency_targets(linux);
+        if !latency.is_empty() {
+            md.push('\n');
+            md.push_str(&latency);
+        }
+        md
+    }
+
+    /// The latency table as Markdown. With Linux's `gp_latency` rows, each
+    /// of our rows that has a counterpart gains Linux's row name, its p50,
+    /// p99 and max, and ours/Linux for p50 and p99 (below 1: ours is
+    /// faster); Linux's rows that none of ours matches follow.
+    pub fn latency_table(&self, linux: Option<&LinuxResults>) -> String {
+        let linux = linux.filter(|l| !l.latencies.is_empty());
+        let mut md = String::from("| latency (us) | p50 | p99 | max |");
+        if linux.is_some() {
+            md.push_str(
+                " Linux (gp_latency) | Linux p50 | Linux p99 | Linux max | ours/Linux p50 | ours/Linux p99 |",
+            );
+            md.push_str("\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|");
+        } else {
+            md.push_str("\n|---|---:|---:|---:|");
+        }
+        let ratio = |o: f64, t: f64| {
+            if t > 0.0 {
+                ratio_text(o / t)
+            } else {
+                "–".into()
+            }
+        };
+        let mut shown: Vec<&str> = Vec::new();
+        for r in &self.latencies {
+            let _ = write!(
+                md,
+                "\n| {} | {:.1} | {:.1} | {:.1} |",
+                r.name, r.p50_us, r.p99_us, r.max_us
+            );
+            let Some(l) = linux else { continue };
+            match linux::latency_row_for(&r.name).and_then(|w| l.latency(w)) {
+                Some(t) => {
+                    shown.push(&t.what);
+                    let _ = write!(
+                        md,
+                        " {} | {:.1} | {:.1} | {:.1} | {} | {} |",
+                        t.what,
+                        t.p50_us,
+                        t.p99_us,
+                        t.max_us,
+                        ratio(r.p50_us, t.p50_us),
+                        ratio(r.p99_us, t.p99_us)
+                    );
+                }
+                None => md.push_str(" – | – | – | – | – | – |"),
+            }
+        }
+        if let Some(l) = linux {
+            for t in l
+                .latencies
+                .iter()
+                .filter(|t| !shown.contains(&t.what.as_str()))
+            {
+                let _ = write!(
+                    md,
+                    "\n| – | – | – | – | {} | {:.1} | {:.1} | {:.1} | – | – |",
+                    t.what, t.p50_us, t.p99_us, t.max_us
+                );
+            }
+        }
+        md.push('\n');
+        md
+    }
+
+    /// The latency targets of issue 21 as a Markdown table, or nothing
+    /// when none of their figures was measured: our kill -> release p50
+    /// at most 200 µs, at least 10x faster than Linux's (p50), and our
+    /// rcu-sched grace period with readers on every CPU no slower than
+    /// Linux's `synchronize_rcu` in that setting (p50).
+    pub fn latency_targets(&self, linux: Option<&LinuxResults>) -> String {
+        const KILL: &str = "percpu_ref kill -> release (kill)";
+        const CONFIRM: &str = "percpu_ref kill -> release (kill_and_confirm)";
+        const SCHED: &str = "rcu-sched synchronize_sched, readers on every CPU";
+        let ours = |name: &str| {
+            self.latencies
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.p50_us)
+        };
+        let theirs = |name: &str| Some(linux?.latency(linux::latency_row_for(name)?)?.p50_us);
+        /// One row: what, our p50, Linux's, the ratio shown, the goal,
+        /// and whether it is met.
+        struct Row {
+            what: String,
+            ours: f64,
+            theirs: Option<f64>,
+            ratio: Option<f64>,
+            goal: &'static str,
+            met: bool,
+        }
+        let mut rows: Vec<Row> = Vec::new();
+        for name in [KILL, CONFIRM] {
+            if let Some(o) = ours(name) {
+                rows.push(Row {
+                    what: format!("{name}: p50 (us)"),
+                    ours: o,
+                    theirs: None,
+                    ratio: None,
+                    goal: "<= 200",
+                    met: o <= 200.0,
+                });
+                if let Some(t) = theirs(name).filter(|_| o > 0.0) {
+                    rows.push(Row {
+                        what: format!("{name}: Linux p50 / ours"),
+                        ours: o,
+                        theirs: Some(t),
+                        ratio: Some(t / o),
+                        goal: ">= 10",
+                        met: t / o >= 10.0,
+                    });
+                }
+            }
+        }
+        if let (Some(o), Some(t)) = (ours(SCHED), theirs(SCHED)) {
+            rows.push(Row {
+                what: format!("{SCHED}: p50 ours / Linux synchronize_rcu"),
+                ours: o,
+                theirs: Some(t),
+                ratio: Some(o / t),
+                goal: "<= 1",
+                met: o / t <= 1.0,
+            });
+        }
+        if rows.is_empty() {
+            return String::new();
+        }
+        let mut md = String::from(
+            "| latency target | ours p50 (us) | Linux p50 (us) | ratio | goal | met |\n|---|---:|---:|---:|---|---|",
+        );
+        let cell =
+            |v: Option<f64>, digits: usize| v.map_or("–".into(), |v| format!("{v:.digits$}"));
+        for row in rows {
+            let _ = write!(
+                md,
+                "\n| {} | {:.1} | {} | {} | {} | {} |",
+                row.what,
+                row.ours,
+                cell(row.theirs, 1),
+                cell(row.ratio, 2),
+                row.goal,
+                if row.met { "yes" } else { "no" }
+            );
+        }
+        md.push('\n');
         md
     }
 
     /// The tables as Markdown (pair costs, with Linux's figures when
     /// given, the speed targets, then latencies).
     pub fn markdown(&self, linux: Option<&LinuxResults>) -> String {
-        let mut md = self.pair_table(linux);
+        let mut md = self.pairs_md(linux);
         if let Some(l) = linux {
             let _ = writeln!(
                 md,
@@ -278,15 +456,21 @@ impl Results {
         }
         md.push('\n');
         md.push_str(&self.targets(linux));
-        md.push_str("\n| latency (us) | p50 | p99 | max |\n|---|---:|---:|---:|");
-        for l in &self.latencies {
-            let _ = write!(
+        md.push('\n');
+        md.push_str(&self.latency_table(linux));
+        if let Some(l) = linux.filter(|l| !l.latencies.is_empty()) {
+            let _ = writeln!(
                 md,
-                "\n| {} | {:.1} | {:.1} | {:.1} |",
-                l.name, l.p50_us, l.p99_us, l.max_us
+                "\nLinux: gp_latency on {}, same QEMU, -smp {}, {} samples per row ({} per kill row); ours/Linux below 1 means ours is faster.",
+                l.kernel_release,
+                l.smp,
+                l.latencies.first().map_or(0, |t| t.samples),
+                l.latencies
+                    .iter()
+                    .find(|t| t.what.contains("kill"))
+                    .map_or(0, |t| t.samples)
             );
         }
-        md.push('\n');
         md
     }
 
@@ -400,107 +584,283 @@ impl Results {
         serde_json::to_string_pretty(&beside).expect("plain data serialises")
     }
 
-    /// ns per pair against CPUs, one line per primitive, log-scale y;
-    /// with `linux`, a dotted grey line per refscale type that one of our
-    /// rows is compared with.
+    /// Two plots against CPUs, stacked in one SVG, log-scale y: ns per
+    /// pair (`<g id="ns-per-pair">`), and each row's ratio to the floor at
+    /// the same CPU count (`<g id="ratio-to-floor">`, when the floor row
+    /// was measured), which cancels the host's time-sharing and shows
+    /// flatness directly. One solid line per primitive, each in its own
+    /// colour; with `linux`, a dashed line per refscale type that our rows
+    /// compare with, in the colour of the first of those rows (its ratio
+    /// is to our floor of the same run). Every line carries its label in
+    /// `data-label`.
     pub fn svg(&self, linux: Option<&LinuxResults>) -> String {
-        let (w, h, left, right, top, bottom) = (900.0, 560.0, 70.0, 330.0, 30.0, 50.0);
+        let series = self.plot_series(linux);
         let counts = self.cpu_counts();
-        const COLOURS: [&str; 10] = [
-            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-            "#bcbd22", "#17becf",
-        ];
-        // (label, colour, dash, value per CPU count)
-        let mut series: Vec<(String, &str, &str, Vec<Option<f64>>)> = self
-            .names()
-            .into_iter()
-            .enumerate()
-            .map(|(k, name)| {
-                let dash = if k >= COLOURS.len() {
-                    " stroke-dasharray=\"6 3\""
-                } else {
-                    ""
-                };
-                let values = counts.iter().map(|&c| self.median(name, c)).collect();
-                (name.to_string(), COLOURS[k % COLOURS.len()], dash, values)
-            })
+        let (w, panel_h, left, legend_w, top) = (1000.0, 420.0, 70.0, 380.0, 40.0);
+        let floor: Vec<Option<f64>> = counts
+            .iter()
+            .map(|&c| self.median(FLOOR, c).filter(|&v| v > 0.0))
             .collect();
-        if let Some(l) = linux {
-            let mut types: Vec<&str> = Vec::new();
-            for name in self.names() {
-                if let Some(t) = crate::linux::scale_type_for(name) {
-                    if !types.contains(&t) && l.find(t, 1).is_some() {
-                        types.push(t);
-                    }
-                }
-            }
-            for t in types {
-                let values = counts
-                    .iter()
-                    .map(|&c| l.find(t, c).map(|m| m.median_ns))
-                    .collect();
-                series.push((
-                    format!("Linux refscale {t}"),
-                    "#444",
-                    " stroke-dasharray=\"2 3\"",
-                    values,
-                ));
-            }
-        }
-        let values: Vec<f64> = series
-            .iter()
-            .flat_map(|s| s.3.iter().flatten().copied())
-            .filter(|v| *v > 0.0)
-            .collect();
-        let lo = values
-            .iter()
-            .cloned()
-            .fold(f64::MAX, f64::min)
-            .max(0.1)
-            .log10()
-            .floor();
-        let hi = values
-            .iter()
-            .cloned()
-            .fold(1.0, f64::max)
-            .log10()
-            .ceil()
-            .max(lo + 1.0);
-        let x = |i: usize| left + (w - left - right) * i as f64 / (counts.len().max(2) - 1) as f64;
-        let y = |v: f64| top + (h - top - bottom) * (hi - v.max(1e-3).log10()) / (hi - lo);
+        let has_ratio = floor.iter().any(Option::is_some);
+        let panels = if has_ratio { 2.0 } else { 1.0 };
+        let legend_h = 18.0 * series.len() as f64 + top;
+        let h = (top + panels * (panel_h + 60.0)).max(legend_h + 20.0);
         let mut svg = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"18\" font-size=\"14\">ns per pair per reader (median, log scale) against CPUs hammering at once</text>\n"
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
         );
-        for decade in lo as i32..=hi as i32 {
-            let v = 10f64.powi(decade);
-            let (x2, yv, tx, ty) = (w - right, y(v), left - 6.0, y(v) + 4.0);
-            let _ = writeln!(
-                svg,
-                "<line x1=\"{left}\" x2=\"{x2}\" y1=\"{yv}\" y2=\"{yv}\" stroke=\"#ddd\"/><text x=\"{tx}\" y=\"{ty}\" text-anchor=\"end\">{v}</text>"
-            );
-        }
-        for (i, c) in counts.iter().enumerate() {
-            let _ = writeln!(
-                svg,
-                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{c} cpu{}</text>",
-                x(i),
-                h - bottom + 20.0,
-                if *c == 1 { "" } else { "s" }
-            );
-        }
-        for (k, (label, colour, dash, values)) in series.iter().enumerate() {
-            let points: Vec<String> = values
+        let area = Area {
+            left,
+            right: w - legend_w,
+            top,
+            bottom: top + panel_h,
+        };
+        let ns: Vec<Series> = series.clone();
+        plot_panel(
+            &mut svg,
+            "ns-per-pair",
+            "ns per pair per reader (median, log scale) against CPUs hammering at once",
+            &area,
+            &counts,
+            &ns,
+        );
+        if has_ratio {
+            let ratio: Vec<Series> = series
                 .iter()
-                .enumerate()
-                .filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", x(i), y(v))))
+                .map(|s| Series {
+                    values: s
+                        .values
+                        .iter()
+                        .zip(&floor)
+                        .map(|(v, f)| Some(v.as_ref()? / f.as_ref()?))
+                        .collect(),
+                    ..s.clone()
+                })
                 .collect();
-            let _ = writeln!(svg, "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>", points.join(" "));
+            let below = Area {
+                top: area.bottom + 60.0,
+                bottom: area.bottom + 60.0 + panel_h,
+                ..area
+            };
+            plot_panel(
+                &mut svg,
+                "ratio-to-floor",
+                "each row / our floor (per-CPU inc+dec) at the same CPU count, Linux's too (log scale)",
+                &below,
+                &counts,
+                &ratio,
+            );
+        }
+        // The legend, once, beside both panels.
+        let lx = w - legend_w + 15.0;
+        for (k, s) in series.iter().enumerate() {
             let ly = top + 18.0 * k as f64;
-            let _ = writeln!(svg, "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{}</text>", w - right + 15.0, w - right + 40.0, w - right + 46.0, ly + 4.0, label.replace('&', "&amp;").replace('<', "&lt;"));
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{}\" stroke-width=\"2\"{}/><text x=\"{}\" y=\"{}\">{}</text>",
+                lx + 25.0,
+                s.colour,
+                dash_attr(s.dashed),
+                lx + 31.0,
+                ly + 4.0,
+                xml_text(&s.label)
+            );
         }
         svg.push_str("</svg>\n");
         svg
     }
+
+    /// Our rows (solid, each its own colour), then Linux's refscale types
+    /// that our rows compare with (dashed, in the colour of the first
+    /// matching row), with their medians per CPU count.
+    fn plot_series(&self, linux: Option<&LinuxResults>) -> Vec<Series> {
+        let counts = self.cpu_counts();
+        let names = self.names();
+        let mut series: Vec<Series> = names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| Series {
+                label: name.to_string(),
+                colour: COLOURS[k % COLOURS.len()],
+                dashed: false,
+                values: counts.iter().map(|&c| self.median(name, c)).collect(),
+            })
+            .collect();
+        if let Some(l) = linux {
+            let mut types: Vec<(&str, &'static str)> = Vec::new();
+            for (k, name) in names.iter().enumerate() {
+                if let Some(t) = linux::scale_type_for(name) {
+                    let measured = l.measurements.iter().any(|m| m.scale_type == t);
+                    if measured && !types.iter().any(|(seen, _)| *seen == t) {
+                        types.push((t, COLOURS[k % COLOURS.len()]));
+                    }
+                }
+            }
+            for (t, colour) in types {
+                series.push(Series {
+                    label: format!("Linux refscale {t}"),
+                    colour,
+                    dashed: true,
+                    values: counts
+                        .iter()
+                        .map(|&c| l.find(t, c).map(|m| m.median_ns))
+                        .collect(),
+                });
+            }
+        }
+        series
+    }
+}
+
+/// A ratio with two decimals, or three significant digits below 0.1
+/// (latencies differ by orders of magnitude: 0.0043, not 0.00).
+fn ratio_text(r: f64) -> String {
+    if r >= 0.1 || r == 0.0 {
+        format!("{r:.2}")
+    } else {
+        let digits = (2 - r.log10().floor() as i32).clamp(3, 6) as usize;
+        format!("{r:.digits$}")
+    }
+}
+
+/// The bench row every ratio of the second plot divides by.
+const FLOOR: &str = "floor: per-CPU inc+dec (gs)";
+
+/// One colour per row of the bench, in the kernel's row order (it has
+/// 14), so that no two of our lines share one and Linux's dashed lines can
+/// take their row's: the rows that Linux's lines match get the eight most
+/// distinct hues (plain load blue, shared `lock xadd` green, percpu_ref
+/// per-CPU red and atomic magenta, SRCU orange, RwLock purple, Mutex
+/// brown, rcu-sched cyan); the floor is black; a row close to another
+/// takes a lighter or darker shade of its hue (private `lock xadd`,
+/// dynamic percpu_ref, SRCU-fast).
+const COLOURS: [&str; 16] = [
+    "#1f77b4", "#000000", "#2ca02c", "#98df8a", "#bcbd22", "#d62728", "#e377c2", "#ff9896",
+    "#ff7f0e", "#b35806", "#9467bd", "#8c564b", "#17becf", "#7f7f7f", "#393b79", "#637939",
+];
+
+/// One line of a plot.
+#[derive(Clone, Debug)]
+struct Series {
+    label: String,
+    colour: &'static str,
+    /// Linux's lines are dashed.
+    dashed: bool,
+    /// One value per CPU count (none where not measured).
+    values: Vec<Option<f64>>,
+}
+
+/// Where a plot's axes go, in SVG pixels.
+#[derive(Clone, Copy)]
+struct Area {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+}
+
+fn dash_attr(dashed: bool) -> &'static str {
+    if dashed {
+        " stroke-dasharray=\"7 4\""
+    } else {
+        ""
+    }
+}
+
+fn xml_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// One log-scale panel: a title, grid lines at 1, 2 and 5 of every
+/// decade, the CPU counts below, and a polyline per series, in a group
+/// with the id `id`.
+fn plot_panel(
+    svg: &mut String,
+    id: &str,
+    title: &str,
+    a: &Area,
+    counts: &[u32],
+    series: &[Series],
+) {
+    let values: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.values.iter().flatten().copied())
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .collect();
+    let lo = values
+        .iter()
+        .copied()
+        .fold(f64::MAX, f64::min)
+        .max(1e-3)
+        .log10()
+        .floor();
+    let hi = values
+        .iter()
+        .copied()
+        .fold(f64::MIN_POSITIVE, f64::max)
+        .log10()
+        .ceil()
+        .max(lo + 1.0);
+    let x = |i: usize| a.left + (a.right - a.left) * i as f64 / (counts.len().max(2) - 1) as f64;
+    let y = |v: f64| a.top + (a.bottom - a.top) * (hi - v.max(1e-3).log10()) / (hi - lo);
+    let _ = writeln!(
+        svg,
+        "<g id=\"{id}\">\n<text x=\"{}\" y=\"{}\" font-size=\"14\">{}</text>",
+        a.left,
+        a.top - 14.0,
+        xml_text(title)
+    );
+    for decade in lo as i32..hi as i32 {
+        for step in [1.0, 2.0, 5.0] {
+            let v = step * 10f64.powi(decade);
+            let (colour, yv) = (if step == 1.0 { "#ccc" } else { "#eee" }, y(v));
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{}\" x2=\"{}\" y1=\"{yv:.1}\" y2=\"{yv:.1}\" stroke=\"{colour}\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v}</text>",
+                a.left,
+                a.right,
+                a.left - 6.0,
+                yv + 4.0
+            );
+        }
+    }
+    let (yv, top) = (y(10f64.powi(hi as i32)), 10f64.powi(hi as i32));
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{}\" x2=\"{}\" y1=\"{yv:.1}\" y2=\"{yv:.1}\" stroke=\"#ccc\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{top}</text>",
+        a.left,
+        a.right,
+        a.left - 6.0,
+        yv + 4.0
+    );
+    for (i, c) in counts.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{c} cpu{}</text>",
+            x(i),
+            a.bottom + 20.0,
+            if *c == 1 { "" } else { "s" }
+        );
+    }
+    for s in series {
+        let points: Vec<String> = s
+            .values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", x(i), y(v))))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline data-label=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{} points=\"{}\"/>",
+            xml_text(&s.label),
+            s.colour,
+            dash_attr(s.dashed),
+            points.join(" ")
+        );
+    }
+    svg.push_str("</g>\n");
 }
 
 /// Where the results go: `$REFCNT_BENCH_OUT` if set (the tests use it, so
@@ -590,6 +950,257 @@ mod tests {
         // No SRCU rows and no Linux figures: those targets are left out.
         assert_eq!(lines.len(), 4, "{t}");
         assert!(r.markdown(None).contains(&t));
+    }
+
+    /// (panel id, label, stroke, dashed, points) of every polyline.
+    fn polylines(svg: &str) -> Vec<(String, String, String, bool, String)> {
+        let attr = |line: &str, key: &str| -> String {
+            let start = line.find(&format!(" {key}=\"")).expect(key) + key.len() + 3;
+            line[start..].split('"').next().unwrap().to_string()
+        };
+        let mut panel = String::new();
+        let mut out = Vec::new();
+        for line in svg.lines() {
+            if line.starts_with("<g id=") {
+                panel = attr(line, "id");
+            } else if line.starts_with("<polyline") {
+                out.push((
+                    panel.clone(),
+                    attr(line, "data-label"),
+                    attr(line, "stroke"),
+                    line.contains("stroke-dasharray"),
+                    attr(line, "points"),
+                ));
+            }
+        }
+        out
+    }
+
+    fn linux_with(types: &[(&str, [f64; 2])]) -> LinuxResults {
+        let mut measurements = Vec::new();
+        for (t, ns) in types {
+            for (nreaders, ns) in [1, 8].into_iter().zip(ns) {
+                measurements.push(linux::Measurement {
+                    scale_type: t.to_string(),
+                    nreaders,
+                    smp: 8,
+                    loops: 1000,
+                    runs_ns: vec![*ns],
+                    median_ns: *ns,
+                    min_ns: *ns,
+                    max_ns: *ns,
+                    ms_per_reader: 1.0,
+                });
+            }
+        }
+        LinuxResults {
+            kernel_release: "6.12.117+deb12-amd64".into(),
+            kernel_package: "linux-image-6.12.117+deb12-amd64 6.12.117-1~deb12u1".into(),
+            qemu_version: "QEMU 7.2".into(),
+            qemu_command: "qemu-system-x86_64".into(),
+            smp: 8,
+            unit: "ns".into(),
+            warnings: Vec::new(),
+            measurements,
+            latencies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn linux_lines_take_their_rows_colour_and_the_ratio_plot_is_there() {
+        let mut r = Results::default();
+        for line in [
+            "bench: plain load (refscale jiffies) | cpus=1 | min=4.00 | median=4.00",
+            "bench: plain load (refscale jiffies) | cpus=8 | min=16.00 | median=16.00",
+            "bench: floor: per-CPU inc+dec (gs) | cpus=1 | min=6.00 | median=6.00",
+            "bench: floor: per-CPU inc+dec (gs) | cpus=8 | min=24.00 | median=24.00",
+            "bench: lock xadd pair, shared line | cpus=1 | min=16.00 | median=16.00",
+            "bench: lock xadd pair, shared line | cpus=8 | min=190.00 | median=192.00",
+            "bench: kref get+put | cpus=1 | min=20.00 | median=21.00",
+            "bench: kref get+put | cpus=8 | min=250.00 | median=252.00",
+            "bench: percpu_ref get+put, per-CPU | cpus=1 | min=12.00 | median=12.00",
+            "bench: percpu_ref get+put, per-CPU | cpus=8 | min=48.00 | median=48.00",
+            "bench: percpu_ref get+put, atomic | cpus=1 | min=70.00 | median=76.00",
+            "bench: percpu_ref get+put, atomic | cpus=8 | min=700.00 | median=760.00",
+            "bench: percpu_ref get+put, dynamic (switched) | cpus=1 | min=12.00 | median=12.00",
+            "bench: percpu_ref get+put, dynamic (switched) | cpus=8 | min=48.00 | median=48.00",
+        ] {
+            r.add_line(line);
+        }
+        let linux = linux_with(&[
+            ("jiffies", [1.5, 6.0]),
+            ("refcnt", [15.0, 180.0]),
+            ("percpu_ref", [50.0, 160.0]),
+            ("percpu_ref-atomic", [96.0, 250.0]),
+        ]);
+        let svg = r.svg(Some(&linux));
+        let lines = polylines(&svg);
+        let colour_of = |panel: &str, label: &str| -> (String, bool) {
+            let l = lines
+                .iter()
+                .find(|l| l.0 == panel && l.1 == label)
+                .unwrap_or_else(|| panic!("no line {label} in {panel}: {svg}"));
+            (l.2.clone(), l.3)
+        };
+        for panel in ["ns-per-pair", "ratio-to-floor"] {
+            // Each of our rows solid, and no two in one colour.
+            let ours: Vec<&(String, String, String, bool, String)> =
+                lines.iter().filter(|l| l.0 == panel && !l.3).collect();
+            assert_eq!(ours.len(), 7, "{panel}: {svg}");
+            let mut colours: Vec<&str> = ours.iter().map(|l| l.2.as_str()).collect();
+            colours.sort_unstable();
+            colours.dedup();
+            assert_eq!(colours.len(), 7, "{panel}: two rows share a colour");
+            // Each Linux line dashed, in the colour of the first row it
+            // compares with.
+            for (linux_type, row) in [
+                ("jiffies", "plain load (refscale jiffies)"),
+                ("refcnt", "lock xadd pair, shared line"),
+                ("percpu_ref", "percpu_ref get+put, per-CPU"),
+                ("percpu_ref-atomic", "percpu_ref get+put, atomic"),
+            ] {
+                let (theirs, dashed) = colour_of(panel, &format!("Linux refscale {linux_type}"));
+                assert!(dashed, "Linux {linux_type} is not dashed");
+                assert_eq!(
+                    theirs,
+                    colour_of(panel, row).0,
+                    "{panel}: Linux {linux_type} is not in the colour of `{row}`"
+                );
+            }
+            assert_eq!(lines.iter().filter(|l| l.0 == panel && l.3).count(), 4);
+        }
+        // The floor's ratio to itself is 1 at every count: a flat line.
+        let floor = lines
+            .iter()
+            .find(|l| l.0 == "ratio-to-floor" && l.1 == "floor: per-CPU inc+dec (gs)")
+            .unwrap();
+        let ys: Vec<&str> = floor
+            .4
+            .split(' ')
+            .map(|p| p.split(',').nth(1).unwrap())
+            .collect();
+        assert_eq!(ys.len(), 2);
+        assert_eq!(ys[0], ys[1], "{}", floor.4);
+        // percpu_ref per-CPU is 2x the floor at both counts: flat too, and
+        // above the floor (smaller y).
+        let pcpu = &lines
+            .iter()
+            .find(|l| l.0 == "ratio-to-floor" && l.1 == "percpu_ref get+put, per-CPU")
+            .unwrap()
+            .4;
+        let py: Vec<f64> = pcpu
+            .split(' ')
+            .map(|p| p.split(',').nth(1).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(py[0], py[1], "{pcpu}");
+        assert!(py[0] < ys[0].parse::<f64>().unwrap());
+        // The legend has one entry per line.
+        assert!(svg.contains(">Linux refscale percpu_ref-atomic<"), "{svg}");
+        // Without the floor row there is no ratio plot.
+        let mut no_floor = Results::default();
+        no_floor.add_line("bench: kref get+put | cpus=1 | min=20.00 | median=21.00");
+        let svg = no_floor.svg(None);
+        assert!(svg.contains("<g id=\"ns-per-pair\">") && !svg.contains("ratio-to-floor"));
+
+        // percpu_ref rows now stand beside Linux's percpu_ref.
+        let table = r.pair_table(Some(&linux));
+        assert!(
+            table.contains("| percpu_ref get+put, per-CPU | percpu_ref | 12.0 | 50.0 | 4.17 | 48.0 | 160.0 | 3.33 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| percpu_ref get+put, atomic | percpu_ref-atomic | 76.0 |"),
+            "{table}"
+        );
+        assert!(
+            r.targets(Some(&linux)).contains(
+                "| percpu_ref per-CPU / Linux percpu_ref | 0.24 | 0.30 | <= 0.5 at every count | yes |"
+            ),
+            "{}",
+            r.targets(Some(&linux))
+        );
+    }
+
+    #[test]
+    fn latencies_stand_beside_linux_with_a_ratio() {
+        let mut r = Results::default();
+        for line in [
+            "latency: rcu-sched synchronize_sched, idle | p50=86.7 | p99=1471.4 | max=5533.9",
+            "latency: percpu_ref kill -> release (kill) | p50=77.7 | p99=1629.6 | max=1629.6",
+            "latency: percpu_ref kill -> release (kill_and_confirm) | p50=250.0 | p99=300.0 | max=300.0",
+            "latency: rcu-sched synchronize_sched, readers on every CPU | p50=11967.9 | p99=29024.9 | max=31937.2",
+            "latency: something new | p50=1.0 | p99=2.0 | max=3.0",
+        ] {
+            r.add_line(line);
+        }
+        let mut linux = linux_with(&[]);
+        let log = "# smp: 8\n\
+            [ 1.0] gp-latency: synchronize_rcu, idle | samples=200 | p50_ns=16051543 | p99_ns=20059549 | max_ns=20059549\n\
+            [ 1.1] gp-latency: synchronize_rcu_expedited, idle | samples=200 | p50_ns=1880216 | p99_ns=5830921 | max_ns=5830921\n\
+            [ 1.2] gp-latency: percpu_ref_kill -> release, idle | samples=20 | p50_ns=19989359 | p99_ns=27757982 | max_ns=27757982\n\
+            [ 1.3] gp-latency: percpu_ref_kill_and_confirm -> release, idle | samples=20 | p50_ns=1500000 | p99_ns=2000000 | max_ns=2000000\n\
+            [ 1.4] gp-latency: synchronize_rcu, readers on every CPU | samples=200 | p50_ns=59411628 | p99_ns=88526571 | max_ns=88526571\n";
+        linux.latencies = LinuxResults::parse_console(log).unwrap().latencies;
+        let t = r.latency_table(Some(&linux));
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| latency (us) | p50 | p99 | max | Linux (gp_latency) | Linux p50 | Linux p99 | Linux max | ours/Linux p50 | ours/Linux p99 |"
+        );
+        // 86.7 / 16051.5 and 1471.4 / 20059.5, to three digits.
+        assert_eq!(
+            lines[2],
+            "| rcu-sched synchronize_sched, idle | 86.7 | 1471.4 | 5533.9 | synchronize_rcu, idle | 16051.5 | 20059.5 | 20059.5 | 0.00540 | 0.0734 |"
+        );
+        assert_eq!(
+            lines[6],
+            "| something new | 1.0 | 2.0 | 3.0 | – | – | – | – | – | – |"
+        );
+        // Linux's rows that none of ours matches follow.
+        assert_eq!(
+            lines[7],
+            "| – | – | – | – | synchronize_rcu_expedited, idle | 1880.2 | 5830.9 | 5830.9 | – | – |"
+        );
+        assert_eq!(lines.len(), 8, "{t}");
+        // Without Linux: four columns, as before.
+        assert_eq!(
+            r.latency_table(None).lines().next(),
+            Some("| latency (us) | p50 | p99 | max |")
+        );
+        // The runner prints pair_table under bench-vs-linux: it carries the
+        // latency table too, and the Markdown has it once.
+        assert!(r.pair_table(Some(&linux)).contains(&t));
+        assert_eq!(
+            r.markdown(Some(&linux)).matches("| latency (us) |").count(),
+            1
+        );
+        let targets = r.latency_targets(Some(&linux));
+        let tl: Vec<&str> = targets.lines().collect();
+        assert_eq!(
+            tl[2],
+            "| percpu_ref kill -> release (kill): p50 (us) | 77.7 | – | – | <= 200 | yes |"
+        );
+        // 19989.4 / 77.7 = 257.
+        assert_eq!(
+            tl[3],
+            "| percpu_ref kill -> release (kill): Linux p50 / ours | 77.7 | 19989.4 | 257.26 | >= 10 | yes |"
+        );
+        assert_eq!(
+            tl[4],
+            "| percpu_ref kill -> release (kill_and_confirm): p50 (us) | 250.0 | – | – | <= 200 | no |"
+        );
+        // 1500 / 250 = 6.
+        assert_eq!(
+            tl[5],
+            "| percpu_ref kill -> release (kill_and_confirm): Linux p50 / ours | 250.0 | 1500.0 | 6.00 | >= 10 | no |"
+        );
+        // 11967.9 / 59411.6.
+        assert_eq!(
+            tl[6],
+            "| rcu-sched synchronize_sched, readers on every CPU: p50 ours / Linux synchronize_rcu | 11967.9 | 59411.6 | 0.20 | <= 1 | yes |"
+        );
+        assert!(r.targets(Some(&linux)).contains(&targets));
+        assert!(Results::default().latency_targets(None).is_empty());
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Linux's own figures beside ours: the output of refscale
-//! (`kernel/rcu/refscale.c`) as `scripts/linux-refscale` captures it, the
-//! result file it writes (`target/bench/linux-refscale.json`), and which
-//! of our bench rows each refscale scale type compares with.
+//! (`kernel/rcu/refscale.c`, with our `percpu_ref` and `percpu_ref-atomic`
+//! scale types added) and of our `gp_latency` module
+//! (`scripts/linux/gp_latency.c`) as `scripts/linux-refscale` captures
+//! them, the result file it writes (`target/bench/linux-refscale.json`),
+//! which of our bench rows each refscale scale type compares with, and
+//! which of our latency rows each Linux latency row compares with.
 //!
 //! The console log is the guest's serial output with a few `# key: value`
 //! lines in front (written by the script). Everything measured comes from
@@ -17,6 +20,12 @@
 //!
 //! `Time(ns)` is, per run, the readers' summed loop time divided by
 //! readers x loops: ns per read-side pair per reader, as our bench reports.
+//!
+//! The latencies are one line each from `gp_latency`, in ns:
+//!
+//! ```text
+//! [    8.799445] gp-latency: synchronize_rcu, idle | samples=10 | p50_ns=16051543 | p99_ns=20059549 | max_ns=20059549
+//! ```
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -31,16 +40,61 @@ pub const MATCHES: &[(&str, &str)] = &[
     ("plain load (refscale jiffies)", "jiffies"),
     ("lock xadd pair, shared line", "refcnt"),
     ("kref get+put", "refcnt"),
-    // The issue's comparison: a reference count done per CPU against
-    // Linux's shared atomic one.
-    ("percpu_ref get+put, per-CPU", "refcnt"),
-    ("percpu_ref get+put, dynamic (switched)", "refcnt"),
+    // Our percpu_ref against Linux's (the scale types our patch adds to
+    // refscale): a per-CPU ref, and a ref that stays atomic.
+    ("percpu_ref get+put, per-CPU", "percpu_ref"),
+    ("percpu_ref get+put, atomic", "percpu_ref-atomic"),
+    ("percpu_ref get+put, dynamic (switched)", "percpu_ref"),
     ("SRCU read_lock+unlock", "srcu"),
     ("SRCU-fast read_lock+unlock", "srcu-fast"),
     ("spin::RwLock read+unlock", "rwlock"),
     ("spin::Mutex lock+unlock", "lock"),
     ("rcu-sched read lock+unlock (gs inc/dec)", "rcu"),
 ];
+
+/// Our latency rows (`latency:` lines of the kernel's bench) that have a
+/// `gp_latency` counterpart, and its row. Our rcu-sched `synchronize_sched`
+/// compares with Linux's `synchronize_rcu` (the grace period a caller
+/// waits for), though ours works as Linux's expedited one does (an IPI
+/// round): the Linux-only rows of the table show the expedited figures.
+/// Our `kill_and_confirm` row times until the release, so it compares
+/// with Linux's `kill_and_confirm -> release`.
+pub const LATENCY_MATCHES: &[(&str, &str)] = &[
+    ("rcu-sched synchronize_sched, idle", "synchronize_rcu, idle"),
+    (
+        "percpu_ref switch_to_atomic_sync",
+        "percpu_ref_switch_to_atomic_sync, idle",
+    ),
+    (
+        "percpu_ref kill -> release (kill)",
+        "percpu_ref_kill -> release, idle",
+    ),
+    (
+        "percpu_ref kill -> release (kill_and_confirm)",
+        "percpu_ref_kill_and_confirm -> release, idle",
+    ),
+    ("SRCU synchronize, idle", "synchronize_srcu, idle"),
+    (
+        "SRCU synchronize_expedited, idle",
+        "synchronize_srcu_expedited, idle",
+    ),
+    (
+        "SRCU synchronize, readers on every CPU",
+        "synchronize_srcu, readers on every CPU",
+    ),
+    (
+        "rcu-sched synchronize_sched, readers on every CPU",
+        "synchronize_rcu, readers on every CPU",
+    ),
+];
+
+/// The `gp_latency` row that our latency row `what` compares with.
+pub fn latency_row_for(what: &str) -> Option<&'static str> {
+    LATENCY_MATCHES
+        .iter()
+        .find(|(ours, _)| *ours == what)
+        .map(|(_, linux)| *linux)
+}
 
 /// The refscale scale type that our row `primitive` compares with.
 pub fn scale_type_for(primitive: &str) -> Option<&'static str> {
@@ -73,6 +127,49 @@ pub struct Measurement {
     pub ms_per_reader: f64,
 }
 
+/// One `gp_latency` row: an operation timed `samples` times, in µs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// What was timed and in which setting, e.g. `synchronize_rcu, idle`.
+    pub what: String,
+    /// How many times.
+    pub samples: u32,
+    /// Median (sample `samples * 50 / 100` of the sorted ones, as ours).
+    pub p50_us: f64,
+    /// 99th percentile (sample `samples * 99 / 100`, as ours).
+    pub p99_us: f64,
+    /// Maximum.
+    pub max_us: f64,
+}
+
+impl Latency {
+    /// `<what> | samples=N | p50_ns=A | p99_ns=B | max_ns=C`, the text of
+    /// a `gp-latency:` line.
+    fn parse(text: &str) -> Option<Latency> {
+        let mut parts = text.split(" | ");
+        let what = parts.next()?.trim();
+        let mut field = |key: &str| -> Option<u64> {
+            parts
+                .next()?
+                .trim()
+                .strip_prefix(key)?
+                .strip_prefix('=')?
+                .parse()
+                .ok()
+        };
+        let samples = u32::try_from(field("samples")?).ok()?;
+        let us = |ns: u64| ns as f64 / 1e3;
+        let (p50, p99, max) = (field("p50_ns")?, field("p99_ns")?, field("max_ns")?);
+        (samples > 0 && !what.is_empty()).then(|| Latency {
+            what: what.to_string(),
+            samples,
+            p50_us: us(p50),
+            p99_us: us(p99),
+            max_us: us(max),
+        })
+    }
+}
+
 /// Everything one Linux run measured, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinuxResults {
@@ -92,6 +189,10 @@ pub struct LinuxResults {
     pub warnings: Vec<String>,
     /// One entry per scale type and reader count, in run order.
     pub measurements: Vec<Measurement>,
+    /// `gp_latency`'s rows, in its order (none in files written before
+    /// it existed).
+    #[serde(default)]
+    pub latencies: Vec<Latency>,
 }
 
 const UNIT: &str =
@@ -176,6 +277,7 @@ impl LinuxResults {
         let mut warnings = Vec::new();
         let mut done: Vec<Session> = Vec::new();
         let mut current: Option<Session> = None;
+        let mut latencies = Vec::new();
         for line in log.lines() {
             if let Some(rest) = line.strip_prefix("refscale-guest: kernel ") {
                 // "6.12.117+deb12-amd64, 8 cpus, clocksource tsc, ..."
@@ -196,6 +298,16 @@ impl LinuxResults {
                 .any(|w| text.contains(w))
             {
                 warnings.push(text.to_string());
+            }
+            if let Some(rest) = text.strip_prefix("gp-latency: ") {
+                if rest.contains(" | samples=") {
+                    match Latency::parse(rest) {
+                        Some(l) => latencies.push(l),
+                        None => warnings
+                            .push(format!("a gp-latency line that does not parse: `{text}`")),
+                    }
+                }
+                continue;
             }
             if let Some((ty, rest)) = refscale_line(text) {
                 if rest.starts_with("--- Start of test:") {
@@ -250,8 +362,10 @@ impl LinuxResults {
                 s.nruns
             ));
         }
-        if done.is_empty() {
-            return Err("no complete refscale report in the console log".into());
+        if done.is_empty() && latencies.is_empty() {
+            return Err(
+                "no complete refscale report and no gp-latency row in the console log".into(),
+            );
         }
         if smp == 0 {
             return Err("the console log does not say how many CPUs the guest had".into());
@@ -265,6 +379,7 @@ impl LinuxResults {
             unit: UNIT.into(),
             warnings,
             measurements: done.into_iter().map(|s| Measurement::new(s, smp)).collect(),
+            latencies,
         })
     }
 
@@ -281,8 +396,17 @@ impl LinuxResults {
         if r.smp == 0 {
             return Err("smp is 0".into());
         }
-        if r.measurements.is_empty() {
+        if r.measurements.is_empty() && r.latencies.is_empty() {
             return Err("no measurements".into());
+        }
+        for l in &r.latencies {
+            let figures = [l.p50_us, l.p99_us, l.max_us];
+            if l.samples == 0 || figures.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                return Err(format!(
+                    "latency {}: no samples or a figure that is not a number of µs",
+                    l.what
+                ));
+            }
         }
         for m in &r.measurements {
             let figures = [m.median_ns, m.min_ns, m.max_ns];
@@ -327,7 +451,13 @@ impl LinuxResults {
             .find(|m| m.scale_type == scale_type && m.nreaders == nreaders)
     }
 
-    /// A short table: median ns per scale type and reader count.
+    /// The `gp_latency` row named `what`.
+    pub fn latency(&self, what: &str) -> Option<&Latency> {
+        self.latencies.iter().find(|l| l.what == what)
+    }
+
+    /// A short table: median ns per scale type and reader count, then
+    /// the latencies.
     pub fn summary(&self) -> String {
         let mut counts: Vec<u32> = self.measurements.iter().map(|m| m.nreaders).collect();
         counts.sort_unstable();
@@ -360,6 +490,20 @@ impl LinuxResults {
             }
         }
         out.push('\n');
+        if !self.latencies.is_empty() {
+            let _ = writeln!(
+                out,
+                "Linux {} gp_latency, µs: p50 p99 max (samples)",
+                self.kernel_release
+            );
+            for l in &self.latencies {
+                let _ = writeln!(
+                    out,
+                    "{:<56} {:>10.1} {:>10.1} {:>10.1} ({})",
+                    l.what, l.p50_us, l.p99_us, l.max_us, l.samples
+                );
+            }
+        }
         out
     }
 }
@@ -465,6 +609,79 @@ mod tests {
             "{e}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// gp_latency's lines as the guest dumps them (from a real run with
+    /// 10 samples, shortened), and one that is broken.
+    const LATENCY_LOG: &str = "# smp: 8\n\
+        refscale-guest: kernel 6.12.117+deb12-amd64, 8 cpus, clocksource tsc, userspace at 3.06 s\n\
+        refscale-guest: dmesg {\n\
+        [    8.626078] gp-latency: start: 10 samples, 3 per kill row, 8 CPUs, timing on CPU 0\n\
+        [    8.799445] gp-latency: synchronize_rcu, idle | samples=10 | p50_ns=16051543 | p99_ns=20059549 | max_ns=20059549\n\
+        [    9.118117] gp-latency: percpu_ref_kill -> release, idle | samples=3 | p50_ns=19989359 | p99_ns=27757982 | max_ns=27757982\n\
+        [    9.785923] gp-latency: synchronize_rcu, readers on every CPU | samples=10 | p50_ns=59411628 | p99_ns=88526571 | max_ns=88526571\n\
+        [    9.785924] gp-latency: synchronize_srcu, idle | samples=10 | p50_ns=x | p99_ns=1 | max_ns=1\n\
+        [   11.830401] gp-latency: done\n\
+        refscale-guest: dmesg }\n\
+        refscale-guest: all done at 11.95 s\n";
+
+    #[test]
+    fn gp_latency_rows_parse_without_refscale() {
+        let r = LinuxResults::parse_console(LATENCY_LOG).unwrap();
+        assert!(r.measurements.is_empty());
+        let got: Vec<(&str, u32)> = r
+            .latencies
+            .iter()
+            .map(|l| (l.what.as_str(), l.samples))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("synchronize_rcu, idle", 10),
+                ("percpu_ref_kill -> release, idle", 3),
+                ("synchronize_rcu, readers on every CPU", 10)
+            ]
+        );
+        let kill = r.latency("percpu_ref_kill -> release, idle").unwrap();
+        assert_eq!(
+            (kill.p50_us, kill.p99_us, kill.max_us),
+            (19989.359, 27757.982, 27757.982)
+        );
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("does not parse"));
+        let back = LinuxResults::from_json(&r.to_json()).unwrap();
+        assert_eq!(back, r);
+        assert!(r.summary().contains("synchronize_rcu, idle"));
+        // A result file from before gp_latency has no `latencies`.
+        let old = LinuxResults::parse_console(LOG).unwrap().to_json();
+        let old = old.replace(",\n  \"latencies\": []", "");
+        assert!(!old.contains("latencies"), "{old}");
+        assert!(LinuxResults::from_json(&old).unwrap().latencies.is_empty());
+    }
+
+    #[test]
+    fn every_matched_latency_is_a_bench_row() {
+        let bench = include_str!("../../kernel/src/bench/mod.rs");
+        for (ours, linux) in LATENCY_MATCHES {
+            assert!(
+                bench.contains(&format!("\"{ours}\"")),
+                "no latency row `{ours}` in the kernel's bench"
+            );
+            let (op, setting) = linux.rsplit_once(", ").unwrap();
+            assert!(
+                ["idle", "readers on every CPU"].contains(&setting),
+                "{linux}"
+            );
+            assert!(
+                include_str!("../../scripts/linux/gp_latency.c").contains(op),
+                "gp_latency.c has no row `{op}`"
+            );
+        }
+        assert_eq!(
+            latency_row_for("SRCU synchronize, idle"),
+            Some("synchronize_srcu, idle")
+        );
+        assert_eq!(latency_row_for("nothing"), None);
     }
 
     #[test]
