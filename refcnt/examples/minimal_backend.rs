@@ -21,7 +21,7 @@
 //!   one grace period for the whole batch, then each callback once.
 //!
 //! What a real kernel would do differently is said where it matters
-//! ("In a kernel: ..."). The seven numbered promises of the `Backend`
+//! ("In a kernel: ..."). The eight numbered promises of the `Backend`
 //! trait's `# Safety` section are marked `Promise N` where the code keeps
 //! them.
 //!
@@ -273,38 +273,55 @@ impl Report for MiniKernel {
     }
 }
 
-// SAFETY: the seven promises of `Backend` are kept as marked in the
+/// First fit under the allocator's lock (see `alloc_percpu`).
+fn alloc_words(
+    mut taken: spin::MutexGuard<'_, [bool; PERCPU_WORDS]>,
+    slots: usize,
+) -> Result<PerCpuAlloc, AllocError> {
+    // First fit: `slots` free words in a row, the same offset on
+    // every CPU.
+    let offset = (0..=PERCPU_WORDS.saturating_sub(slots))
+        .find(|&o| taken[o..o + slots].iter().all(|t| !t))
+        .ok_or(AllocError)?;
+    for t in &mut taken[offset..offset + slots] {
+        *t = true;
+    }
+    // "All zero": a freed allocation may have left counts behind.
+    // Nobody else can reach these words yet.
+    for area in &PERCPU {
+        for w in &area.words[offset..offset + slots] {
+            w.store(0, Relaxed);
+        }
+    }
+    // The lock's release publishes the zeroes to whoever gets the
+    // allocation (they reach it through a handle passed on later).
+    Ok(PerCpuAlloc { offset, len: slots })
+}
+
+// SAFETY: the eight promises of `Backend` are kept as marked in the
 // comments above and below ("Promise N"): per-CPU words written only by
 // their CPU with interrupts off (1), sums over every possible CPU (2), a
 // grace period that waits for every CPU's interrupts-off count to be seen
 // at zero, with full barriers on both sides of the store-load race (3),
 // callbacks run once by a worker after a later grace period (4), the
 // default section-wrapped fast paths (5), Release stores to every CPU's
-// word (6, 7) read by `this_cpu_read` and the default's Acquire fence (7).
+// word (6, 7) read by `this_cpu_read` and the default's Acquire fence (7),
+// and the default fast path, which returns false for a ref without
+// counters before it looks at the key (8).
 unsafe impl Backend for MiniKernel {
     type PerCpu = PerCpuAlloc;
     type ReadGuard = IrqGuard;
 
     fn alloc_percpu(slots: usize) -> Result<PerCpuAlloc, AllocError> {
-        let mut taken = TAKEN.lock();
-        // First fit: `slots` free words in a row, the same offset on
-        // every CPU.
-        let offset = (0..=PERCPU_WORDS.saturating_sub(slots))
-            .find(|&o| taken[o..o + slots].iter().all(|t| !t))
-            .ok_or(AllocError)?;
-        for t in &mut taken[offset..offset + slots] {
-            *t = true;
-        }
-        // "All zero": a freed allocation may have left counts behind.
-        // Nobody else can reach these words yet.
-        for area in &PERCPU {
-            for w in &area.words[offset..offset + slots] {
-                w.store(0, Relaxed);
-            }
-        }
-        // The lock's release publishes the zeroes to whoever gets the
-        // allocation (they reach it through a handle passed on later).
-        Ok(PerCpuAlloc { offset, len: slots })
+        alloc_words(TAKEN.lock(), slots)
+    }
+
+    fn alloc_percpu_nowait(slots: usize) -> Result<PerCpuAlloc, AllocError> {
+        // A dynamic percpu_ref's get asks for its counters here, maybe
+        // with interrupts off and on a CPU whose interrupted code holds
+        // the lock: try it rather than spin on it; on failure the ref
+        // stays atomic and asks again later.
+        alloc_words(TAKEN.try_lock().ok_or(AllocError)?, slots)
     }
 
     fn this_cpu_add(p: &PerCpuAlloc, slot: usize, delta: usize) {

@@ -91,6 +91,10 @@ pub trait Report: 'static {
 ///    per-CPU mode with no grace period: a get that sees the flag clear,
 ///    and any put of that reference on another CPU, come after the bias
 ///    was added to the shared count.
+/// 8. [`this_cpu_add_unless`](Backend::this_cpu_add_unless) given
+///    [`idle_key`](Backend::idle_key) while its `p` yields `None` returns
+///    false and writes nothing, on every CPU: an idle dynamic percpu_ref
+///    counts on its shared count only.
 ///
 /// # Examples
 ///
@@ -155,6 +159,32 @@ pub unsafe trait Backend: Report {
     /// Allocates `slots` zeroed counters on every possible CPU.
     fn alloc_percpu(slots: usize) -> Result<Self::PerCpu, AllocError>;
 
+    /// As [`alloc_percpu`](Backend::alloc_percpu), from a context that must
+    /// not sleep nor wait long: a get or put of a dynamic percpu_ref that
+    /// decides to go per-CPU (it may run with interrupts off or inside an
+    /// interrupt handler, and inside a read-side section). Fail rather
+    /// than wait: the ref then stays in atomic mode and asks again at its
+    /// next hot batch of gets (the 2013 patch's non-blocking allocation).
+    /// In a kernel: try the allocator's lock instead of spinning on it,
+    /// and do not sleep for memory. The default calls `alloc_percpu`, which
+    /// is right only for a backend whose `alloc_percpu` never sleeps nor
+    /// takes a lock that the interrupted code may hold.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError`] when no memory is at hand now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// let p = Host::alloc_percpu_nowait(2).unwrap();
+    /// assert_eq!(Host::sum(&p, 1), 0);
+    /// ```
+    fn alloc_percpu_nowait(slots: usize) -> Result<Self::PerCpu, AllocError> {
+        Self::alloc_percpu(slots)
+    }
+
     /// Adds `delta` (wrapping) to counter `slot` of the calling CPU.
     /// In a kernel: one `add qword gs:[off], reg`.
     fn this_cpu_add(p: &Self::PerCpu, slot: usize, delta: usize);
@@ -188,6 +218,29 @@ pub unsafe trait Backend: Report {
     /// ```
     #[inline]
     fn key(_p: &Self::PerCpu) -> usize {
+        0
+    }
+
+    /// The key [`this_cpu_add_unless`](Backend::this_cpu_add_unless) is
+    /// given for a percpu_ref that has no per-CPU counters yet (an idle
+    /// dynamic ref): then its `p` yields `None`, and with this key it must
+    /// return false (send the caller to its slow path) without writing
+    /// anything, for `flag_slot` 1 and any non-zero `mask`, on every CPU.
+    /// The default, 0, is for backends that reach the counters through
+    /// `p` (the default `this_cpu_add_unless` returns false on `None`). A
+    /// kernel whose fast path uses `key` alone returns the key of one
+    /// allocation of its own, made at boot, whose slot 1 holds all ones on
+    /// every CPU and is never written again: every idle ref shares it, so
+    /// it costs no per-CPU memory per ref.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// assert_eq!(Host::idle_key(), 0);
+    /// ```
+    #[inline]
+    fn idle_key() -> usize {
         0
     }
 
@@ -249,12 +302,26 @@ pub unsafe trait Backend: Report {
     /// Adds `delta` to counter `slot` of the calling CPU unless the
     /// calling CPU's slot `flag_slot` has a bit of `mask` set, the test and
     /// the add in one read-side section (promise 5); returns whether it
-    /// added. `key` is [`key(p)`](Backend::key). percpu_ref's fast paths
-    /// are this call (the flag slot holds its copy of the mode's ATOMIC
-    /// bit, see [`set_on_every_cpu`](Backend::set_on_every_cpu)). The
-    /// default reads the flag with [`this_cpu_read`](Backend::this_cpu_read)
-    /// (a backend that cannot read sends every call to the caller's slow
-    /// path) and adds with [`this_cpu_add`](Backend::this_cpu_add), inside
+    /// added. percpu_ref's fast paths are this call (the flag slot holds
+    /// its copy of the mode's ATOMIC bit, see
+    /// [`set_on_every_cpu`](Backend::set_on_every_cpu)).
+    ///
+    /// `p` yields the counters, or `None` while the ref has none (an idle
+    /// dynamic ref, whose counters are allocated when it goes per-CPU);
+    /// `key` is [`key`](Backend::key) of those counters, or
+    /// [`idle_key`](Backend::idle_key) while there are none. The two are
+    /// read separately: `key` first, then `p` (only if the backend calls
+    /// it), each an `Acquire` load of a word the ref writes once when it
+    /// allocates (`p`'s before `key`'s). So when `key` is not the idle key,
+    /// `p` yields the counters it names; when `key` is the idle key, `p`
+    /// may yield either. Use one of them, not both: `p` (the default) or
+    /// `key` (a kernel, whose fast path then never loads through the ref's
+    /// shared state).
+    ///
+    /// The default calls `p`, returns false on `None`, reads the flag with
+    /// [`this_cpu_read`](Backend::this_cpu_read) (a backend that cannot
+    /// read sends every call to the caller's slow path) and adds with
+    /// [`this_cpu_add`](Backend::this_cpu_add), inside
     /// [`read_lock_sched`](Backend::read_lock_sched). A kernel whose grace
     /// period can tell that an interrupt landed between the test and the
     /// add (by the interrupted instruction's address, say) may do without
@@ -262,9 +329,11 @@ pub unsafe trait Backend: Report {
     ///
     /// # Safety
     ///
-    /// `key` is [`key(p)`](Backend::key) of this same `p`, and `slot` and
-    /// `flag_slot` are below the slot count `p` was allocated with: an
-    /// implementation may write through `key` without checking it.
+    /// `key` is [`key`](Backend::key) of the counters `p` yields (or, under
+    /// the rule above, [`idle_key`](Backend::idle_key)), which are live for
+    /// the call, and `slot` and `flag_slot` are below the slot count they
+    /// were allocated with (0 and 1 for the idle key): an implementation
+    /// may write through `key` without checking it.
     ///
     /// # Examples
     ///
@@ -273,23 +342,31 @@ pub unsafe trait Backend: Report {
     /// let pc = Host::alloc_percpu(2).unwrap();
     /// let key = Host::key(&pc);
     /// // SAFETY: the key of `pc` itself, and slots 0 and 1 of 2.
-    /// assert!(unsafe { Host::this_cpu_add_unless(&pc, key, 0, 5, 1, 1) });
+    /// assert!(unsafe { Host::this_cpu_add_unless(|| Some(&pc), key, 0, 5, 1, 1) });
     /// Host::set_on_every_cpu(&pc, 1, 1);
     /// // SAFETY: as above.
-    /// assert!(!unsafe { Host::this_cpu_add_unless(&pc, key, 0, 5, 1, 1) });
+    /// assert!(!unsafe { Host::this_cpu_add_unless(|| Some(&pc), key, 0, 5, 1, 1) });
     /// assert_eq!(Host::sum(&pc, 0), 5);
+    /// // SAFETY: no counters, and the idle key.
+    /// assert!(!unsafe { Host::this_cpu_add_unless(|| None, Host::idle_key(), 0, 5, 1, 1) });
     /// ```
     #[inline(always)]
-    unsafe fn this_cpu_add_unless(
-        p: &Self::PerCpu,
+    unsafe fn this_cpu_add_unless<'a>(
+        p: impl FnOnce() -> Option<&'a Self::PerCpu>,
         key: usize,
         slot: usize,
         delta: usize,
         flag_slot: usize,
         mask: usize,
-    ) -> bool {
+    ) -> bool
+    where
+        Self::PerCpu: 'a,
+    {
         let _ = key;
         let _section = Self::read_lock_sched();
+        let Some(p) = p() else {
+            return false;
+        };
         match Self::this_cpu_read(p, flag_slot) {
             Some(flag) if flag & mask == 0 => {
                 // Promise 7: with the Release stores of `set_on_every_cpu`,

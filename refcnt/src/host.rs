@@ -344,6 +344,29 @@ pub fn take_reports() -> Vec<Misuse> {
     REPORTS.with(|r| std::mem::take(&mut *r.borrow_mut()))
 }
 
+std::thread_local! {
+    /// How many of this thread's next `alloc_percpu_nowait` calls fail.
+    static FAIL_NOWAIT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes the calling thread's next `n` [`Backend::alloc_percpu_nowait`]
+/// calls fail, as a kernel's non-blocking allocation may when memory is
+/// short or its allocator is busy (for tests of what a dynamic
+/// percpu_ref does then: stay atomic and try again later). Other threads
+/// are not affected; `n = 0` cancels.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::{fail_nowait_allocs, Host}, Backend};
+/// fail_nowait_allocs(1);
+/// assert!(Host::alloc_percpu_nowait(2).is_err());
+/// assert!(Host::alloc_percpu_nowait(2).is_ok());
+/// ```
+pub fn fail_nowait_allocs(n: usize) {
+    FAIL_NOWAIT.with(|f| f.set(n));
+}
+
 /// The host backend (see the module documentation).
 ///
 /// # Examples
@@ -507,6 +530,20 @@ unsafe impl Backend for Host {
         })
     }
 
+    /// As `alloc_percpu`, unless [`fail_nowait_allocs`] asked the calling
+    /// thread to fail some.
+    fn alloc_percpu_nowait(slots: usize) -> Result<HostPerCpu, AllocError> {
+        let fail = FAIL_NOWAIT.with(|f| {
+            let n = f.get();
+            f.set(n.saturating_sub(1));
+            n > 0
+        });
+        if fail {
+            return Err(AllocError);
+        }
+        Self::alloc_percpu(slots)
+    }
+
     #[inline]
     fn this_cpu_add(p: &HostPerCpu, slot: usize, delta: usize) {
         let c = p.this_cell(slot);
@@ -526,8 +563,8 @@ unsafe impl Backend for Host {
     /// The default's test and add, with the calling thread's row looked up
     /// once when both slots share it (percpu_ref's do).
     #[inline(always)]
-    unsafe fn this_cpu_add_unless(
-        p: &HostPerCpu,
+    unsafe fn this_cpu_add_unless<'a>(
+        p: impl FnOnce() -> Option<&'a HostPerCpu>,
         _key: usize,
         slot: usize,
         delta: usize,
@@ -535,6 +572,9 @@ unsafe impl Backend for Host {
         mask: usize,
     ) -> bool {
         let _section = Self::read_lock_sched();
+        let Some(p) = p() else {
+            return false;
+        };
         let (flag, cell) = if slot / 16 == flag_slot / 16 {
             let row = p.this_row(slot);
             (&row[flag_slot % 16], &row[slot % 16])

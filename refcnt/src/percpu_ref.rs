@@ -103,17 +103,64 @@
 //! to per-CPU. A ref never switches after kill. The low bits hold the
 //! reference count; every test of the count masks the top bits off.
 //!
+//! **A dynamic ref allocates its per-CPU counters only when it first goes
+//! per-CPU**, which is the point of the mode (the 2013 patch's: the many
+//! refs that are never hot, one per AIO context there, should not each pay
+//! per-CPU memory). Until then its handle holds the backend's
+//! [`idle_key`](Backend::idle_key), which every idle ref shares and whose
+//! flag reads "atomic" on every CPU, so its fast path always falls to the
+//! slow path with the same instructions as any atomic ref: the fast path
+//! is not changed by this (no "are there counters?" test). The switch is
+//! decided on a get, which may run with interrupts off or in an interrupt
+//! handler, so it allocates with [`Backend::alloc_percpu_nowait`] (never
+//! waits, may fail) under a lock it only tries; when either fails the ref
+//! stays atomic, counting exactly, and the next hot batch tries again
+//! ([`Stats::alloc_failures`] counts the failures).
+//! [`switch_to_percpu`](PercpuRef::switch_to_percpu) allocates the same
+//! way; without memory it leaves the ref measuring its rate.
+//!
+//! The new counters' flags are set (atomic) before they are published, so
+//! the ref is then an ordinary atomic ref with counters and goes per-CPU
+//! as any other (bias, then the flags cleared with `Release`, promise 7).
+//! They are published to the fast paths before the key: first a pointer in
+//! the shared state (for backends whose fast path uses the counters
+//! themselves), then the key in the handle, both `Release`; a fast path
+//! loads the key `Acquire` (a plain load on x86) and, only if it needs
+//! them, the pointer `Acquire`. A fast path that sees the new key or
+//! pointer therefore sees the set flags and counts atomically until the
+//! bias is in; one that still sees the idle key counts atomically too.
+//! (loom's `dynamic_first_switch_allocates_while_getting` finds the early
+//! release when the flags are set after publishing.) Only a caller that
+//! holds the handle allocates, since the key lives there; a switch that
+//! lands from a grace-period callback and finds no counters goes back to
+//! measuring instead.
+//!
+//! **Freeing**: once allocated, the counters stay until
+//! [`exit`](PercpuRef::exit) or the drop, across switches to atomic and
+//! back, not freed after the grace period that ends a per-CPU period. A
+//! fast path reaches them through the key without a read-side section
+//! count, and the handle cannot be pointed back at the idle key while
+//! another CPU may be between its key load and its add; `exit` can,
+//! because `&mut self` proves that no fast path of this handle runs. A
+//! ref that went hot once is likely to again (a queue frozen and
+//! unfrozen), and keeping the counters makes each later switch free of
+//! allocation; an idle ref that was hot costs its 16 bytes per CPU until
+//! exit, as every non-dynamic ref does from creation.
+//!
 //! # Differences from Linux
 //!
 //! * `get` returns a guard ([`RefGuard`]) that puts on drop;
 //!   [`RefGuard::leak`] or [`PercpuRef::get_many`] give the explicit form.
-//! * The per-CPU counters live as long as the `PercpuRef`: they are freed
-//!   when it is dropped, not at kill (so every ref can be resurrected;
-//!   [`Flags::ALLOW_REINIT`] is accepted for parity) nor at
-//!   [`exit`](PercpuRef::exit). Keeping them lets the fast path use them
-//!   without first checking that they exist (a branch, which under QEMU's
-//!   TCG also ends a translation block); an exited ref costs its 8 bytes
-//!   per CPU until the drop that normally follows.
+//! * The per-CPU counters live until [`exit`](PercpuRef::exit) (as
+//!   Linux's `percpu_ref_exit`) or the drop, not only until kill (so every
+//!   ref can be resurrected; [`Flags::ALLOW_REINIT`] is accepted for
+//!   parity). A ref without counters (dynamic and idle, or exited) gives
+//!   its fast path the backend's shared idle key instead, so the fast path
+//!   never checks whether they exist (a branch, which under QEMU's TCG
+//!   also ends a translation block).
+//! * A dynamic ref allocates its counters when it first goes per-CPU (the
+//!   2013 patch's way); Linux's percpu_ref, which has no dynamic mode,
+//!   allocates them at init.
 //! * A kill confirmation always waits for a grace period that began after
 //!   the kill, even when the ref was already atomic (Linux confirms such a
 //!   ref at once): then no `tryget_live` that was already running can
@@ -129,7 +176,7 @@ use core::ops::BitOr;
 use crate::backend::{AllocError, Backend};
 use crate::misuse::{Misuse, ReportLog};
 use crate::sync::atomic::{
-    fence, AtomicBool, AtomicU64, AtomicUsize,
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 use crate::sync::{Mutex, MutexGuard};
@@ -156,8 +203,9 @@ impl Flags {
     pub const INIT_DEAD: Flags = Flags(2);
     /// Linux's permission to resurrect after kill; always granted here.
     pub const ALLOW_REINIT: Flags = Flags(4);
-    /// Start atomic and switch to per-CPU by itself once gets are frequent
-    /// (see the module documentation).
+    /// Start atomic and switch to per-CPU by itself once gets are frequent;
+    /// the per-CPU counters are allocated then, so an idle dynamic ref
+    /// takes no per-CPU memory (see the module documentation).
     pub const DYNAMIC: Flags = Flags(8);
 
     /// No flags: start alive, in per-CPU mode.
@@ -229,7 +277,7 @@ type Confirm = Box<dyn FnOnce() + Send>;
 type Pending = (Confirm, bool);
 
 /// Slow-path state, under `Inner::ctl`.
-struct Ctl {
+struct Ctl<B: Backend> {
     /// The user asked for atomic mode (INIT_ATOMIC or switch_to_atomic).
     force_atomic: bool,
     /// Resurrection re-enters dynamic mode.
@@ -248,12 +296,24 @@ struct Ctl {
     confirms: Vec<Pending>,
     /// Need a grace period that starts after the flight in progress lands.
     next: Vec<Pending>,
+    /// The per-CPU counters (slot 0: the count, slot 1: the flag), once
+    /// allocated: at creation, or for a dynamic ref when it first goes
+    /// per-CPU. Kept until [`PercpuRef::exit`] or the drop; never
+    /// replaced. `Inner::counters` publishes where they are to the fast
+    /// paths.
+    percpu: Option<Arc<B::PerCpu>>,
 }
 
 struct Inner<B: Backend> {
     mode: AtomicUsize,
     count: AtomicUsize,
-    percpu: B::PerCpu,
+    /// `ctl.percpu`'s counters, or null while there are none: stored once
+    /// (`Release`, under the lock) when they are allocated, read by the
+    /// fast paths of backends that use them (`Acquire`), cleared only
+    /// with `&mut` (exit). The `Arc` in `ctl.percpu` keeps them alive.
+    counters: AtomicPtr<B::PerCpu>,
+    /// Failed non-blocking allocations of the counters (dynamic refs).
+    alloc_failures: AtomicUsize,
     window_start: AtomicU64,
     batch_ns: u64,
     lives: AtomicUsize,
@@ -262,7 +322,7 @@ struct Inner<B: Backend> {
     to_percpu: AtomicUsize,
     to_atomic: AtomicUsize,
     release: Box<dyn Fn() + Send + Sync>,
-    ctl: Mutex<Ctl>,
+    ctl: Mutex<Ctl<B>>,
     /// This ref's misuse reports ([`PercpuRef::take_reports`]).
     log: ReportLog,
 }
@@ -291,9 +351,13 @@ struct Inner<B: Backend> {
 /// ```
 pub struct PercpuRef<B: Backend> {
     inner: Arc<Inner<B>>,
-    /// `B::key(&inner.percpu)`, kept here so that a kernel's fast path
-    /// reaches the per-CPU slots without loading through `inner`.
-    key: usize,
+    /// [`Backend::key`] of the per-CPU counters, or [`Backend::idle_key`]
+    /// while there are none, kept here so that a kernel's fast path
+    /// reaches the per-CPU slots without loading through `inner`. Written
+    /// (`Release`) when the counters are allocated, which only a caller
+    /// holding this handle does, and at exit; read `Acquire` by the fast
+    /// paths (a plain load on x86).
+    key: AtomicUsize,
 }
 
 /// The per-CPU slot of a ref's counter.
@@ -420,6 +484,14 @@ pub struct Stats {
     pub lives: usize,
     /// Releases that have returned.
     pub releases: usize,
+    /// Whether the ref holds per-CPU counters. A dynamic ref has none
+    /// until it first goes per-CPU; every other ref has them from
+    /// creation; an exited ref has given them back.
+    pub percpu: bool,
+    /// Times a dynamic ref could not get its per-CPU counters
+    /// ([`Backend::alloc_percpu_nowait`] failed) and stayed atomic, to try
+    /// again at its next hot batch of gets.
+    pub alloc_failures: usize,
 }
 
 enum Action {
@@ -436,8 +508,34 @@ impl<B: Backend> Inner<B> {
     fn set_mode(&self, old: usize, new: usize) {
         self.mode.store(new, Release);
         if (old ^ new) & ATOMIC != 0 {
-            B::set_on_every_cpu(&self.percpu, FLAG_SLOT, new & ATOMIC);
+            // Without counters the ref is atomic and stays so (the idle
+            // key's flag is set for good): there is no flag to write.
+            if let Some(p) = self.counters() {
+                B::set_on_every_cpu(p, FLAG_SLOT, new & ATOMIC);
+            }
         }
+    }
+
+    /// The per-CPU counters, if allocated.
+    #[inline(always)]
+    #[allow(unsafe_code)] // a pointer to what `ctl.percpu` owns, see SAFETY
+    fn counters(&self) -> Option<&B::PerCpu> {
+        // Acquire: pairs with the Release store in `ensure_counters`, so
+        // the counters' zeroed slots and set flags are visible.
+        let p = self.counters.load(Acquire);
+        // SAFETY: non-null only between `ensure_counters` (or `new`), which
+        // stores `Arc::as_ptr` of the `Arc` it then keeps in `ctl.percpu`,
+        // and `exit`, which clears the pointer before dropping that `Arc`
+        // and has `&mut` to the whole `Inner` (so no reference returned
+        // here is alive then). The `Arc` is never replaced meanwhile, and
+        // it is dropped at the latest with `Inner`, after `&self` ends.
+        // Moving an `Arc` does not move what it points to.
+        unsafe { p.as_ref() }
+    }
+
+    /// The wrapping sum of this ref's per-CPU counters (0 without any).
+    fn percpu_sum(&self) -> usize {
+        self.counters().map_or(0, |p| B::sum(p, COUNTER_SLOT))
     }
 
     /// A get (or, with `put`, a put) of `n` whose fast path found this
@@ -450,10 +548,13 @@ impl<B: Backend> Inner<B> {
     /// fast path never loads the handle's pointer to this shared state
     /// (the compiler would hoist that load above the fast path's branch if
     /// this were inlined); atomic mode pays a call for it.
-    fn slow_path(&self, n: usize, put: bool) {
+    /// Returns whether the dynamic mode asks for a switch to per-CPU,
+    /// which the handle then tries ([`PercpuRef::promote`]).
+    fn slow_path(&self, n: usize, put: bool) -> bool {
         let mode = self.mode();
         if put {
-            self.put_atomic(mode, n)
+            self.put_atomic(mode, n);
+            false
         } else {
             self.get_atomic(mode, n)
         }
@@ -463,7 +564,7 @@ impl<B: Backend> Inner<B> {
     /// live) or a resurrect (`dead` true: it must be dead) and returns it
     /// with the mode. An exited ref reports [`Misuse::GetAfterExit`], one
     /// in the wrong state reports `wrong`; both return `None`, unlocked.
-    fn lock_if(&self, dead: bool, wrong: Misuse) -> Option<(MutexGuard<'_, Ctl>, usize)> {
+    fn lock_if(&self, dead: bool, wrong: Misuse) -> Option<(MutexGuard<'_, Ctl<B>>, usize)> {
         let ctl = self.ctl.lock();
         let mode = self.mode();
         let bad = if mode & EXITED != 0 {
@@ -492,10 +593,12 @@ impl<B: Backend> Inner<B> {
         }
     }
 
+    /// Returns whether the dynamic mode asks for a switch to per-CPU.
     #[inline]
-    fn get_atomic(&self, mode: usize, n: usize) {
+    fn get_atomic(&self, mode: usize, n: usize) -> bool {
         if mode & EXITED != 0 {
-            return self.log.report::<B>(Misuse::GetAfterExit);
+            self.log.report::<B>(Misuse::GetAfterExit);
+            return false;
         }
         // Relaxed: taking a reference publishes nothing; the caller already
         // reaches the object through a reference it holds (as Arc::clone).
@@ -503,25 +606,26 @@ impl<B: Backend> Inner<B> {
         if refs(old) == 0 {
             self.log.report::<B>(Misuse::GetOnZero);
         }
-        if mode & DYN != 0 {
-            self.dyn_tick(old);
-        }
+        mode & DYN != 0 && self.dyn_tick(old)
     }
 
+    /// The increment-unless-zero of the slow paths (and of `live`, unless
+    /// dead): `None` if no reference was taken, else whether the dynamic
+    /// mode asks for a switch to per-CPU.
     #[cold]
-    fn tryget_atomic(&self, mode: usize, n: usize, live: bool) -> bool {
+    fn tryget_atomic(&self, mode: usize, n: usize, live: bool) -> Option<bool> {
         if mode & EXITED != 0 {
             self.log.report::<B>(Misuse::GetAfterExit);
-            return false;
+            return None;
         }
         if live && mode & DEAD != 0 {
-            return false;
+            return None;
         }
         let add = Self::atomic_amount(mode, n);
         let mut cur = self.count.load(Relaxed);
         loop {
             if refs(cur) == 0 {
-                return false;
+                return None;
             }
             // Acquire on success: the caller may now use an object it found
             // through a lookup, so order that use after the increment (as
@@ -534,10 +638,7 @@ impl<B: Backend> Inner<B> {
                 Err(c) => cur = c,
             }
         }
-        if mode & DYN != 0 {
-            self.dyn_tick(cur);
-        }
-        true
+        Some(mode & DYN != 0 && self.dyn_tick(cur))
     }
 
     #[inline]
@@ -581,41 +682,38 @@ impl<B: Backend> Inner<B> {
         }
     }
 
-    fn dyn_tick(&self, old: usize) {
+    /// Counts a get in dynamic mode; every [`DYNAMIC_BATCH`] gets, returns
+    /// whether the batch was fast enough to go per-CPU.
+    fn dyn_tick(&self, old: usize) -> bool {
         let gets = ((old >> REF_BITS) + 1) & GET_MASK;
         if !gets.is_multiple_of(DYNAMIC_BATCH) || self.batch_ns == 0 {
-            return;
+            return false;
         }
         let now = B::now_ns();
         // Relaxed: a heuristic; a stale window only delays the switch.
         let start = self.window_start.swap(now, Relaxed);
-        if now.saturating_sub(start) < self.batch_ns {
-            self.promote();
-        }
-    }
-
-    #[cold]
-    fn promote(&self) {
-        // try_lock: this is a get; it never waits for another switch. A
-        // missed chance is retried after the next batch.
-        let Some(mut ctl) = self.ctl.try_lock() else {
-            return;
-        };
-        let mode = self.mode();
-        if mode & DYN == 0 || mode & DEAD != 0 || ctl.in_flight {
-            return;
-        }
-        ctl.force_atomic = false;
-        self.to_percpu_locked(&mut ctl);
+        now.saturating_sub(start) < self.batch_ns
     }
 
     /// Atomic to per-CPU; needs no grace period (see the module essay).
-    fn to_percpu_locked(&self, ctl: &mut Ctl) -> bool {
+    /// A dynamic ref that has no counters yet (only a caller holding the
+    /// handle can allocate them, see [`PercpuRef::ensure_counters`]) goes
+    /// back to measuring its get rate instead, and allocates at its next
+    /// hot batch.
+    fn to_percpu_locked(&self, ctl: &mut Ctl<B>) -> bool {
         let mode = self.mode();
         if mode & ATOMIC == 0 {
             return true;
         }
         if mode & (DEAD | EXITED) != 0 || ctl.in_flight {
+            return false;
+        }
+        if ctl.percpu.is_none() {
+            if ctl.dynamic && mode & DYN == 0 {
+                // Relaxed: heuristic.
+                self.window_start.store(B::now_ns(), Relaxed);
+                self.set_mode(mode, mode | DYN);
+            }
             return false;
         }
         // Relaxed here; ordered by the flag stores below. The bias must
@@ -652,12 +750,12 @@ impl<B: Backend> Inner<B> {
         // The slow path's increment-unless-zero; without DYN, so the
         // flight's reference is not counted as a get. (Callers have
         // already refused an exited ref.)
-        self.tryget_atomic(mode & !DYN, 1, false)
+        self.tryget_atomic(mode & !DYN, 1, false).is_some()
     }
 
     /// Under the lock: make the ref atomic, adding `set` to the mode word,
     /// and arrange for `confirm` to run once every CPU sees the new word.
-    fn want_atomic(&self, ctl: &mut Ctl, confirm: Option<Pending>, set: usize) -> Action {
+    fn want_atomic(&self, ctl: &mut Ctl<B>, confirm: Option<Pending>, set: usize) -> Action {
         let mode = self.mode();
         let new = (mode | set | ATOMIC) & !DYN;
         if new != mode {
@@ -725,7 +823,7 @@ impl<B: Backend> Inner<B> {
         loop {
             let mut ctl = this.ctl.lock();
             if ctl.fold {
-                let sum = B::sum(&this.percpu, COUNTER_SLOT);
+                let sum = this.percpu_sum();
                 let delta = sum.wrapping_sub(ctl.folded);
                 ctl.folded = sum;
                 let add = delta.wrapping_sub(BIAS);
@@ -791,7 +889,9 @@ impl<B: Backend> PercpuRef<B> {
     ///
     /// # Errors
     ///
-    /// [`AllocError`] if the per-CPU counters cannot be allocated.
+    /// [`AllocError`] if the per-CPU counters cannot be allocated (never
+    /// for [`Flags::DYNAMIC`], which allocates them when it first goes
+    /// per-CPU).
     ///
     /// # Examples
     ///
@@ -830,10 +930,16 @@ impl<B: Backend> PercpuRef<B> {
         flags: Flags,
         gets_per_sec: u64,
     ) -> Result<Self, AllocError> {
-        // Slot 0: the counter; slot 1: the flag (a copy of ATOMIC).
-        let percpu = B::alloc_percpu(2)?;
         let dead = flags.contains(Flags::INIT_DEAD);
         let dynamic = flags.contains(Flags::DYNAMIC);
+        // Slot 0: the counter; slot 1: the flag (a copy of ATOMIC). A
+        // dynamic ref allocates them when it first goes per-CPU (see the
+        // module documentation); until then it uses the idle key.
+        let percpu = if dynamic {
+            None
+        } else {
+            Some(Arc::new(B::alloc_percpu(2)?))
+        };
         let force_atomic = flags.contains(Flags::INIT_ATOMIC);
         let atomic = dead || dynamic || force_atomic;
         let mut mode = 0;
@@ -854,17 +960,21 @@ impl<B: Backend> PercpuRef<B> {
         let batch_ns = (DYNAMIC_BATCH as u64 * 1_000_000_000)
             .checked_div(gets_per_sec)
             .unwrap_or(0);
-        if atomic {
+        if let (true, Some(p)) = (atomic, &percpu) {
             // Before anyone else can see the ref.
-            B::set_on_every_cpu(&percpu, FLAG_SLOT, ATOMIC);
+            B::set_on_every_cpu(p, FLAG_SLOT, ATOMIC);
         }
-        let key = B::key(&percpu);
+        let key = percpu.as_deref().map_or_else(B::idle_key, B::key);
+        let counters = percpu
+            .as_ref()
+            .map_or(core::ptr::null_mut(), |p| Arc::as_ptr(p).cast_mut());
         Ok(Self {
-            key,
+            key: AtomicUsize::new(key),
             inner: Arc::new(Inner {
                 mode: AtomicUsize::new(mode),
                 count: AtomicUsize::new(count),
-                percpu,
+                counters: AtomicPtr::new(counters),
+                alloc_failures: AtomicUsize::new(0),
                 window_start: AtomicU64::new(B::now_ns()),
                 batch_ns,
                 lives: AtomicUsize::new(usize::from(!dead)),
@@ -882,6 +992,7 @@ impl<B: Backend> PercpuRef<B> {
                     folded: 0,
                     confirms: Vec::new(),
                     next: Vec::new(),
+                    percpu,
                 }),
                 log: ReportLog::new(),
             }),
@@ -895,13 +1006,20 @@ impl<B: Backend> PercpuRef<B> {
     #[inline(always)]
     #[allow(unsafe_code)] // the crate's one unsafe call, see the SAFETY note
     fn fast_add(&self, delta: usize) -> bool {
-        // SAFETY: `self.key` was taken from `self.inner.percpu` when the
-        // ref was made, and that allocation lives as long as `inner`,
-        // which `self` holds; it has two slots, COUNTER_SLOT and FLAG_SLOT.
+        // Acquire: pairs with the Release store in `ensure_counters`, so a
+        // fast path that finds the new key also finds the counters it
+        // names, with their flags set (a plain load on x86).
+        let key = self.key.load(Acquire);
+        // SAFETY: `key` is the idle key or the key of the counters that
+        // `ctl.percpu` holds, which were published (`Inner::counters`)
+        // before the key (`ensure_counters`, `new`); they stay until
+        // `exit`, which has `&mut self` and resets the key first, or the
+        // drop of `inner`, which `self` holds. They have two slots,
+        // COUNTER_SLOT and FLAG_SLOT; the idle key is for exactly those.
         unsafe {
             B::this_cpu_add_unless(
-                &self.inner.percpu,
-                self.key,
+                || self.inner.counters(),
+                key,
                 COUNTER_SLOT,
                 delta,
                 FLAG_SLOT,
@@ -914,7 +1032,64 @@ impl<B: Backend> PercpuRef<B> {
     #[cold]
     #[inline(never)]
     fn slow_path(&self, n: usize, put: bool) {
-        self.inner.slow_path(n, put);
+        if self.inner.slow_path(n, put) {
+            self.promote();
+        }
+    }
+
+    /// A dynamic ref's batch of gets was fast: switch to per-CPU,
+    /// allocating the counters first if this is the first time. Runs on
+    /// a get, which may not sleep: the lock is only tried and the
+    /// allocation does not wait ([`Backend::alloc_percpu_nowait`]); a
+    /// missed chance or a failed allocation leaves the ref atomic, and the
+    /// next hot batch tries again.
+    #[cold]
+    #[inline(never)]
+    fn promote(&self) {
+        let Some(mut ctl) = self.inner.ctl.try_lock() else {
+            return;
+        };
+        let mode = self.inner.mode();
+        if mode & DYN == 0 || mode & DEAD != 0 || ctl.in_flight {
+            return;
+        }
+        if !self.ensure_counters(&mut ctl) {
+            return;
+        }
+        ctl.force_atomic = false;
+        self.inner.to_percpu_locked(&mut ctl);
+    }
+
+    /// Under the lock: gives the ref its per-CPU counters if it has none,
+    /// without blocking; false if the allocation failed. The new counters'
+    /// flags are set before anyone can reach them, so the ref is then an
+    /// atomic ref with counters, which [`Inner::to_percpu_locked`] switches
+    /// as any other (bias first, then the flags cleared with `Release`,
+    /// promise 7). They are published to the fast paths before the key:
+    /// the pointer (for backends that use `p`), then the key, both
+    /// `Release`, read `Acquire` in the other order (see
+    /// [`Backend::this_cpu_add_unless`]). Only the handle's owner can do
+    /// this, since the key lives in the handle.
+    fn ensure_counters(&self, ctl: &mut Ctl<B>) -> bool {
+        if ctl.percpu.is_some() {
+            return true;
+        }
+        let Ok(p) = B::alloc_percpu_nowait(2) else {
+            // Relaxed: statistics.
+            self.inner.alloc_failures.fetch_add(1, Relaxed);
+            return false;
+        };
+        let p = Arc::new(p);
+        B::set_on_every_cpu(&p, FLAG_SLOT, ATOMIC);
+        // Release (both): a fast path that reads either also sees the
+        // flags just set and the zeroed counters.
+        self.inner
+            .counters
+            .store(Arc::as_ptr(&p).cast_mut(), Release);
+        self.key.store(B::key(&p), Release);
+        ctl.folded = 0;
+        ctl.percpu = Some(p);
+        true
     }
 
     /// Takes a reference; the guard puts it when dropped. Never fails; on a
@@ -1027,7 +1202,15 @@ impl<B: Backend> PercpuRef<B> {
         // On the shared count, as get and put do (see `Inner::slow_path`):
         // in per-CPU mode its bias keeps it above zero, so this succeeds.
         let inner = &*self.inner;
-        inner.tryget_atomic(inner.mode(), n, false)
+        match inner.tryget_atomic(inner.mode(), n, false) {
+            Some(promote) => {
+                if promote {
+                    self.promote();
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// Takes a reference unless the ref is dead (killed) or zero. Once the
@@ -1065,9 +1248,16 @@ impl<B: Backend> PercpuRef<B> {
     #[cold]
     #[inline(never)]
     fn tryget_live_slow(&self) -> bool {
-        let _section = B::read_lock_sched();
-        let inner = &*self.inner;
-        inner.tryget_atomic(inner.mode(), 1, true)
+        let got = {
+            let _section = B::read_lock_sched();
+            let inner = &*self.inner;
+            inner.tryget_atomic(inner.mode(), 1, true)
+        };
+        // Outside the section: the switch is not part of the tryget.
+        if got == Some(true) {
+            self.promote();
+        }
+        got.is_some()
     }
 
     /// Kills the ref: marks it dead, starts the switch to atomic mode and
@@ -1194,10 +1384,15 @@ impl<B: Backend> PercpuRef<B> {
         let mode = self.inner.mode();
         let exited = mode & EXITED != 0;
         if !exited && mode & DEAD == 0 {
-            // Cleared even if a flight is running: landing then goes per-CPU.
-            if mode & DYN != 0 {
-                self.inner.set_mode(mode, mode & !DYN);
+            if self.ensure_counters(&mut ctl) {
+                // Cleared even if a flight is running: landing then goes
+                // per-CPU.
+                if mode & DYN != 0 {
+                    self.inner.set_mode(mode, mode & !DYN);
+                }
             }
+            // Without counters (a dynamic ref whose allocation failed) this
+            // leaves the ref measuring its get rate, to allocate when hot.
             self.inner.to_percpu_locked(&mut ctl);
         }
         drop(ctl);
@@ -1274,12 +1469,11 @@ impl<B: Backend> PercpuRef<B> {
         self.resurrect()
     }
 
-    /// Retires the ref: folds the per-CPU counters into the count for good;
-    /// the ref stays readable ([`is_zero`](Self::is_zero),
+    /// Retires the ref: folds the per-CPU counters into the count for good
+    /// and frees them; the ref stays readable ([`is_zero`](Self::is_zero),
     /// [`stats`](Self::stats)) but every get, put or switch afterwards
     /// reports [`Misuse::GetAfterExit`]. Waits for a switch still in
-    /// flight. The per-CPU counters themselves are freed when the ref is
-    /// dropped (see the module documentation).
+    /// flight.
     ///
     /// # Examples
     ///
@@ -1304,12 +1498,20 @@ impl<B: Backend> PercpuRef<B> {
         if mode & ATOMIC == 0 {
             // We hold the only handle: no reader can be in a fast path.
             let mut ctl = inner.ctl.lock();
-            let sum = B::sum(&inner.percpu, COUNTER_SLOT);
+            let sum = inner.percpu_sum();
             let delta = sum.wrapping_sub(ctl.folded);
             ctl.folded = sum;
             inner.count.fetch_add(delta.wrapping_sub(BIAS), Relaxed);
         }
         inner.set_mode(mode, (mode | ATOMIC | DEAD | EXITED) & !DYN);
+        // Give the counters back now (Linux frees them here too). With
+        // `&mut self` no fast path of this handle is running, and the
+        // key goes back to the idle one first, so later (misused) gets
+        // take the slow path, which reports them.
+        self.key.store(B::idle_key(), Relaxed);
+        // Relaxed: `&mut` access; no one else can load it now.
+        inner.counters.store(core::ptr::null_mut(), Relaxed);
+        inner.ctl.lock().percpu = None;
     }
 
     /// Whether the count is zero. Always false in per-CPU mode (the sum is
@@ -1501,7 +1703,10 @@ impl<B: Backend> PercpuRef<B> {
     /// ```
     pub fn stats(&self) -> Stats {
         let i = &*self.inner;
-        let switching = i.ctl.lock().in_flight;
+        let (switching, percpu) = {
+            let ctl = i.ctl.lock();
+            (ctl.in_flight, ctl.percpu.is_some())
+        };
         let m = i.mode();
         let mode = if m & EXITED != 0 {
             Mode::Exited
@@ -1520,6 +1725,8 @@ impl<B: Backend> PercpuRef<B> {
             switches_to_atomic: i.to_atomic.load(Relaxed),
             lives: i.lives.load(Relaxed),
             releases: i.releases.load(Relaxed),
+            percpu,
+            alloc_failures: i.alloc_failures.load(Relaxed),
         }
     }
 }

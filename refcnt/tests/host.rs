@@ -109,10 +109,10 @@ fn set_on_every_cpu_reaches_every_thread() {
                 assert_eq!(Host::this_cpu_read(&p, 18), Some(7));
                 let key = Host::key(&p);
                 // SAFETY: the key of `p`, slots 0 and 1 of 20.
-                let added = unsafe { Host::this_cpu_add_unless(&p, key, 0, 1, 1, 1) };
+                let added = unsafe { Host::this_cpu_add_unless(|| Some(&*p), key, 0, 1, 1, 1) };
                 assert!(!added, "the flag is set: no add");
                 // SAFETY: as above; slot 18 holds 7, which has no bit 8.
-                let added = unsafe { Host::this_cpu_add_unless(&p, key, 0, 1, 18, 8) };
+                let added = unsafe { Host::this_cpu_add_unless(|| Some(&*p), key, 0, 1, 18, 8) };
                 assert!(added, "bit 8 of slot 18 is clear: the add happens");
             })
         })

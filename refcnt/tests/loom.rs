@@ -263,3 +263,32 @@ fn switch_by_call_sched_vs_get_put_is_exact() {
 fn switch_by_call_sched_without_report_fence_is_found() {
     switch_by_call_sched_vs_get_put(false);
 }
+
+/// A dynamic ref's first switch to per-CPU allocates its counters while
+/// another CPU gets and puts through the idle key: the new counters are
+/// published with their flags already set, so a get that finds them
+/// counts atomically until the bias is in; no put can take the shared
+/// count to zero under a held reference. (Publishing the counters before
+/// setting their flags lets the get count per-CPU with no bias and its
+/// put count atomically: loom then finds the early release.)
+#[test]
+fn dynamic_first_switch_allocates_while_getting() {
+    model(|| {
+        let (r, released) = counting_ref(Flags::DYNAMIC);
+        assert!(!r.stats().percpu);
+        let r1 = r.clone();
+        let t = thread::spawn(move || drop(r1.get()));
+        r.switch_to_percpu();
+        t.join().unwrap();
+        assert!(r.stats().percpu);
+        assert_eq!(
+            released.load(SeqCst),
+            0,
+            "released under the initial reference"
+        );
+        r.kill();
+        run_pending();
+        assert_eq!(released.load(SeqCst), 1);
+        assert_eq!(reports(), 0);
+    });
+}

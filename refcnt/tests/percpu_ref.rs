@@ -368,6 +368,146 @@ fn dynamic_hot_goes_percpu() {
     no_reports();
 }
 
+/// A dynamic ref (rate 1 get/s: every batch of 128 gets is "hot").
+fn dynamic_counting() -> (PercpuRef<Host>, Arc<AtomicUsize>) {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let r = PercpuRef::<Host>::new_with_rate(
+        move || {
+            n2.fetch_add(1, SeqCst);
+        },
+        Flags::DYNAMIC,
+        1,
+    )
+    .unwrap();
+    take_reports();
+    (r, n)
+}
+
+/// The seed's reason for the dynamic mode: an idle dynamic ref holds no
+/// per-CPU counters (every other kind does from creation); it gets them
+/// when it first goes per-CPU, keeps them across switches, and gives them
+/// back at exit.
+#[test]
+fn dynamic_ref_allocates_percpu_counters_only_when_it_goes_percpu() {
+    let (r, n) = dynamic_counting();
+    for f in [Flags::empty(), Flags::INIT_ATOMIC, Flags::INIT_DEAD] {
+        assert!(
+            counting(f).0.stats().percpu,
+            "{f:?}: counters from creation"
+        );
+    }
+    let s = r.stats();
+    assert_eq!((s.mode, s.percpu), (Mode::DynamicAtomic, false));
+    // The dynamic mode counts calls (a get_many is one).
+    for _ in 0..127 {
+        r.get_many(1); // one short of a batch: still idle
+    }
+    let s = r.stats();
+    assert_eq!(
+        (s.mode, s.percpu, r.count_atomic()),
+        (Mode::DynamicAtomic, false, 128)
+    );
+    r.get_many(1); // the 128th get ends a hot batch: allocate and switch
+    let s = r.stats();
+    assert_eq!(
+        (s.mode, s.percpu, s.switches_to_percpu),
+        (Mode::PerCpu, true, 1)
+    );
+    // The references taken atomically are put through the per-CPU path.
+    r.put_many(128);
+    r.switch_to_atomic_sync();
+    assert_eq!((r.stats().percpu, r.count_atomic()), (true, 1));
+    r.switch_to_percpu();
+    assert_eq!(r.stats().mode, Mode::PerCpu);
+    let g = r.get();
+    r.kill();
+    assert_eq!(n.load(SeqCst), 0, "released while a reference is held");
+    drop(g);
+    r.wait_for_release();
+    assert_eq!(n.load(SeqCst), 1);
+    let mut r = r;
+    r.exit();
+    assert!(!r.stats().percpu, "exit gives the counters back");
+    assert_eq!(r.stats().mode, Mode::Exited);
+    no_reports();
+}
+
+/// The allocation on the get path may fail (it must not sleep): the ref
+/// then keeps counting atomically, exactly, and tries again at its next
+/// hot batch, which succeeds.
+#[test]
+fn dynamic_ref_failed_allocation_stays_atomic_and_retries() {
+    let (r, n) = dynamic_counting();
+    refcnt::host::fail_nowait_allocs(2);
+    for _ in 0..128 {
+        r.get_many(1); // a hot batch: the allocation fails
+    }
+    let s = r.stats();
+    assert_eq!(
+        (s.mode, s.percpu, s.alloc_failures),
+        (Mode::DynamicAtomic, false, 1)
+    );
+    assert_eq!(r.count_atomic(), 129, "counted on the shared count");
+    for _ in 0..128 {
+        assert!(r.tryget_many(1)); // the tryget slow path asks too: fails again
+    }
+    assert_eq!(r.stats().alloc_failures, 2);
+    r.put_many(256);
+    assert_eq!(r.count_atomic(), 1);
+    // switch_to_percpu allocates as well; with a failure it leaves the ref
+    // measuring (dynamic), not stuck atomic.
+    refcnt::host::fail_nowait_allocs(1);
+    r.switch_to_percpu();
+    let s = r.stats();
+    assert_eq!(
+        (s.mode, s.percpu, s.alloc_failures),
+        (Mode::DynamicAtomic, false, 3)
+    );
+    // The next hot batch succeeds.
+    for _ in 0..128 {
+        drop(r.get());
+    }
+    let s = r.stats();
+    assert_eq!(
+        (s.mode, s.percpu, s.switches_to_percpu),
+        (Mode::PerCpu, true, 1)
+    );
+    r.kill();
+    r.wait_for_release();
+    assert_eq!(n.load(SeqCst), 1);
+    no_reports();
+}
+
+/// A ref whose counters are allocated by one thread while others get and
+/// put through the idle key: no count is lost, release runs once.
+#[test]
+fn dynamic_ref_goes_percpu_under_concurrent_gets() {
+    let (r, n) = dynamic_counting();
+    let r = Arc::new(r);
+    let rounds = if cfg!(miri) { 300 } else { 20_000 };
+    let ts: Vec<_> = (0..3)
+        .map(|_| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    r.get_many(2);
+                    r.put();
+                    r.put();
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().unwrap();
+    }
+    assert!(r.stats().percpu && r.stats().mode == Mode::PerCpu);
+    r.kill();
+    r.wait_for_release();
+    assert_eq!(n.load(SeqCst), 1);
+    no_reports();
+}
+
 #[test]
 fn dynamic_never_switches_after_kill() {
     let (r, _) = counting(Flags::DYNAMIC);

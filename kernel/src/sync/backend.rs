@@ -108,7 +108,9 @@ impl Report for Kernel {
 // after its report, which loads the grace-period number with `Acquire`;
 // (7) `set_on_every_cpu` stores with `Release` and the fast path's test
 // is a plain load in an asm block without `nomem` (x86 loads are Acquire,
-// and the asm keeps later accesses after it).
+// and the asm keeps later accesses after it); (8) the idle key's flag slot
+// holds all ones on every CPU, stored at boot before any ref exists and
+// never written again, so the fast path's test always branches away.
 unsafe impl Backend for Kernel {
     type PerCpu = KernelPerCpu;
     type ReadGuard = SchedGuard;
@@ -118,6 +120,23 @@ unsafe impl Backend for Kernel {
         percpu::alloc_percpu(bytes)
             .map(|alloc| KernelPerCpu { alloc, slots })
             .map_err(|_| AllocError)
+    }
+
+    /// Tries the allocator's lock instead of waiting for it (another CPU
+    /// allocating); nothing in the allocator sleeps (it may grow the
+    /// region by a chunk, with interrupts off).
+    fn alloc_percpu_nowait(slots: usize) -> Result<Self::PerCpu, AllocError> {
+        let bytes = slots.checked_mul(8).ok_or(AllocError)?;
+        percpu::try_alloc_percpu(bytes)
+            .map(|alloc| KernelPerCpu { alloc, slots })
+            .map_err(|_| AllocError)
+    }
+
+    /// The boot-time allocation whose slot 1 is all ones on every CPU
+    /// ([`percpu::idle_key`]): one for every idle ref.
+    #[inline(always)]
+    fn idle_key() -> usize {
+        percpu::idle_key()
     }
 
     /// One `add gs:[off]` after the slot check (a compare and a branch).
@@ -134,8 +153,8 @@ unsafe impl Backend for Kernel {
     /// address ([`percpu::gs_add_unless`]). Reaches the slots through
     /// `key` alone (the offset), so the caller's `p` is never loaded.
     #[inline(always)]
-    unsafe fn this_cpu_add_unless(
-        _p: &Self::PerCpu,
+    unsafe fn this_cpu_add_unless<'a>(
+        _p: impl FnOnce() -> Option<&'a Self::PerCpu>,
         key: usize,
         slot: usize,
         delta: usize,
@@ -143,7 +162,9 @@ unsafe impl Backend for Kernel {
         mask: usize,
     ) -> bool {
         // SAFETY: the caller passes `key(p)`, the offset of a live
-        // allocation, and slots within it (this method's contract).
+        // allocation, and slots within it, or the idle key with slots 0
+        // and 1, whose slot 1 has every bit set for good, so the add is
+        // never reached (this method's contract, promise 8).
         unsafe { percpu::gs_add_unless(key + flag_slot * 8, mask, key + slot * 8, delta as u64) }
     }
 
@@ -363,7 +384,7 @@ mod tests {
             }
             #[allow(unsafe_code)]
             // SAFETY: the key of `p`, slots 0 and 1 of 2; `p` outlives it.
-            let add = || unsafe { Kernel::this_cpu_add_unless(&p, key, 0, 5, 1, 1) };
+            let add = || unsafe { Kernel::this_cpu_add_unless(|| Some(&p), key, 0, 5, 1, 1) };
             assert!(!add(), "the flag is set on this CPU: no add");
             Kernel::set_on_every_cpu(&p, 1, 0);
             assert!(add());
@@ -423,6 +444,66 @@ mod tests {
             assert_eq!(idle.stats().mode, Mode::DynamicAtomic, "an idle ref stays atomic");
             assert_eq!(hot.stats().mode, Mode::PerCpu, "a hot ref goes per-CPU");
             assert!(hot.stats().switches_to_percpu >= 1);
+        }
+    }
+
+    crate::ktest! {
+        /// Scale (issue 21): 10^5 live per-CPU refs fit (the per-CPU
+        /// region grows by chunks), each with counters of its own that
+        /// count exactly; 10^5 idle dynamic refs take no per-CPU memory at
+        /// all, and one of them that gets hot allocates its counters (16
+        /// bytes per CPU) on the get path and goes per-CPU; dropping the
+        /// refs gives everything back.
+        #[smp(8)]
+        #[timeout(60)]
+        fn hundred_thousand_refs_fit_and_idle_dynamic_refs_take_no_percpu_memory() {
+            use crate::arch::percpu;
+            const N: usize = 100_000;
+            let before = percpu::usage();
+            let t0 = crate::arch::time::now_ns();
+            let refs: Vec<PercpuRef<Kernel>> = (0..N)
+                .map(|i| PercpuRef::new(|| {}, Flags::empty()).unwrap_or_else(|e| panic!("ref {i}: {e}")))
+                .collect();
+            let t1 = crate::arch::time::now_ns();
+            let grown = percpu::usage();
+            assert!(grown.used - before.used >= N * 16, "{before:?} -> {grown:?}");
+            assert!(grown.size > before.size, "the region grew: {before:?} -> {grown:?}");
+            for (i, r) in refs.iter().enumerate().step_by(4999) {
+                r.get_many(i % 7 + 1);
+                assert_eq!(r.stats().mode, Mode::PerCpu);
+                r.switch_to_atomic_sync();
+                assert_eq!(r.count_atomic(), i % 7 + 2, "ref {i} counted exactly");
+                r.put_many(i % 7 + 1);
+            }
+            drop(refs);
+            let t2 = crate::arch::time::now_ns();
+            assert_eq!(percpu::usage().used, before.used, "every ref gave its counters back");
+            let idle: Vec<PercpuRef<Kernel>> =
+                (0..N).map(|_| PercpuRef::new(|| {}, Flags::DYNAMIC).unwrap()).collect();
+            let idle_usage = percpu::usage();
+            assert!(
+                idle_usage.used - before.used < 1024,
+                "10^5 idle dynamic refs took per-CPU memory: {before:?} -> {idle_usage:?}"
+            );
+            assert!(idle.iter().all(|r| !r.stats().percpu));
+            let hot = &idle[N / 2];
+            for _ in 0..100_000 {
+                drop(hot.get());
+                if hot.stats().mode == Mode::PerCpu {
+                    break;
+                }
+            }
+            assert_eq!((hot.stats().mode, hot.stats().percpu), (Mode::PerCpu, true));
+            assert_eq!(percpu::usage().used, idle_usage.used + 16, "one ref's counters");
+            drop(idle);
+            assert_eq!(percpu::usage().used, before.used);
+            crate::println!(
+                "10^5 per-CPU refs: created in {} ms, dropped in {} ms; per-CPU region {} -> {} KiB per CPU",
+                (t1 - t0) / 1_000_000,
+                (t2 - t1) / 1_000_000,
+                before.size / 1024,
+                grown.size / 1024
+            );
         }
     }
 

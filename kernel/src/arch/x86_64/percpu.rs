@@ -8,6 +8,17 @@
 //! gs:dynamic_start()    dynamic region (alloc_percpu: one offset, valid on every CPU)
 //! ```
 //!
+//! The areas lie in a 512 GiB range of virtual space of their own, one
+//! [`STRIDE`] (1 GiB) apart, so each has room to grow: the dynamic region
+//! starts with one [`CHUNK_SIZE`] chunk (64 KiB per CPU) and grows by
+//! chunks when an allocation does not fit, as Linux's per-CPU allocator
+//! does. A chunk is backed by heap memory (one block per CPU), mapped at
+//! the same offset in every area; the first-fit allocator of offsets then
+//! extends over it. Chunks are never given back. Growth fails, with a
+//! [`PercpuExhausted`] error, when the heap cannot back a chunk on every
+//! CPU or an area would pass its stride: so the total is bounded by the
+//! heap, which the kernel sizes from the machine's memory.
+//!
 //! Because every area has the same layout, one offset names a variable on
 //! every CPU, and the access is one `gs:`-relative instruction
 //! (`mov`, `add`, `inc` on `gs:[off]`). A single instruction cannot be split
@@ -63,8 +74,12 @@ pub const HEADER_SIZE: usize = size_of::<Header>();
 const _: () = assert!(SELF_PTR_OFFSET == 0 && CPU_INDEX_OFFSET == 8 && APIC_ID_OFFSET == 16);
 const _: () = assert!(RS_DEPTH_OFFSET == 24 && RS_WANTED_OFFSET == 32 && size_of::<Header>() == 64);
 
-/// Bytes of each area given to `alloc_percpu`.
-pub const DYNAMIC_SIZE: usize = 64 * 1024;
+/// Bytes per CPU by which the dynamic region grows (and starts).
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+/// Virtual distance between two CPUs' areas: the most an area (header,
+/// statics and dynamic region) may grow to.
+pub const STRIDE: usize = 1 << 30;
 
 /// The most CPUs the kernel handles.
 pub const MAX_CPUS: usize = 256;
@@ -119,8 +134,10 @@ fn dynamic_start() -> usize {
     (HEADER_SIZE + section().1).next_multiple_of(64)
 }
 
+/// Bytes of each area mapped at boot: header, statics and the first
+/// chunk of the dynamic region.
 fn area_size() -> usize {
-    (dynamic_start() + DYNAMIC_SIZE).next_multiple_of(4096)
+    (dynamic_start() + CHUNK_SIZE).next_multiple_of(4096)
 }
 
 impl<T> PerCpu<T> {
@@ -478,25 +495,35 @@ pub fn apic_id_of(cpu: usize) -> u32 {
 
 /// Allocates one area per CPU (`apic_ids[i]` is CPU `i`'s APIC ID), copies
 /// the static section into each, and moves the boot CPU (index 0) onto its
-/// area.
+/// area. Each area is mapped at `region + i * STRIDE` (a range of virtual
+/// space of its own, see the module documentation), backed by heap memory.
 pub fn init(apic_ids: &[u32]) {
     assert!(
         !apic_ids.is_empty() && apic_ids.len() <= MAX_CPUS,
         "1..={MAX_CPUS} CPUs supported"
     );
+    const _: () = assert!(
+        MAX_CPUS * STRIDE <= 1 << 39,
+        "the areas fit one level-4 entry"
+    );
+    let region = super::paging::reserve_unused_region() as usize;
     let size = area_size();
     let (start, len) = section();
     let bases = apic_ids
         .iter()
         .enumerate()
         .map(|(i, &apic_id)| {
-            let layout = core::alloc::Layout::from_size_align(size, 4096).unwrap();
-            // SAFETY: the layout has a non-zero size.
-            let base = unsafe { alloc::alloc::alloc_zeroed(layout) };
-            assert!(!base.is_null(), "no memory for the per-CPU area of CPU {i}");
-            // SAFETY: `base` is a fresh allocation of `size` bytes, enough
-            // for the header plus `len` bytes of section copy; the section
-            // is readable kernel data.
+            let base = region + i * STRIDE;
+            let backing = alloc_backing(size)
+                .unwrap_or_else(|| panic!("no memory for the per-CPU area of CPU {i}"));
+            // SAFETY: `base` starts this CPU's stride of the range that
+            // `reserve_unused_region` gave us, of which nothing is mapped
+            // yet; `backing` is a fresh zeroed heap block of `size` bytes.
+            unsafe { map_backing(base, backing, size) };
+            let base = base as *mut u8;
+            // SAFETY: `base` now maps `size` bytes, enough for the header
+            // plus `len` bytes of section copy; the section is readable
+            // kernel data.
             unsafe {
                 base.cast::<Header>().write(Header {
                     self_ptr: base as u64,
@@ -514,11 +541,35 @@ pub fn init(apic_ids: &[u32]) {
     // The dynamic allocator hands out ranges of the boot CPU's dynamic
     // region; the same offsets are then valid in every area.
     let dyn_base = areas.bases[0] + dynamic_start();
-    // SAFETY: the range is the boot CPU's dynamic region, owned by the
-    // allocator from now on (its free list lives in unallocated parts).
-    unsafe { DYNAMIC.lock().init(dyn_base as *mut u8, DYNAMIC_SIZE) };
+    let dyn_size = size - dynamic_start();
+    let mut dynamic = DYNAMIC.lock();
+    // SAFETY: the range is the boot CPU's dynamic region, mapped above and
+    // owned by the allocator from now on (its free list lives in
+    // unallocated parts).
+    unsafe { dynamic.heap.init(dyn_base as *mut u8, dyn_size) };
+    dynamic.size = dyn_size;
+    drop(dynamic);
     enter_area(0);
+    // The idle key's allocation: slot 1 all ones on every CPU, for good.
+    let idle = alloc_percpu(16).expect("room for the idle key");
+    for cpu in 0..possible_cpus() {
+        // SAFETY: slot 1 of `idle`, which is leaked just below (live for
+        // the rest of the run) and never written again.
+        unsafe { store_remote(cpu, idle.offset() + 8, u64::MAX) };
+    }
+    IDLE.call_once(|| idle.offset());
+    core::mem::forget(idle);
 }
+
+/// The offset of a two-word allocation made at boot whose second word is
+/// all ones on every CPU and is never written again (the first is never
+/// written at all): what a percpu_ref without per-CPU counters of its
+/// own hands its fast path, which then always takes the slow path.
+pub fn idle_key() -> usize {
+    *IDLE.get().expect("per-CPU areas are set up")
+}
+
+static IDLE: Once<usize> = Once::new();
 
 /// Points this CPU's GS base at area `cpu`. Called once per CPU, by the
 /// CPU itself, before it uses per-CPU data.
@@ -526,7 +577,111 @@ pub fn enter_area(cpu: usize) {
     GsBase::write(VirtAddr::new(area_base(cpu) as u64));
 }
 
-static DYNAMIC: Mutex<Heap> = Mutex::new(Heap::empty());
+/// The offsets allocator and how much of every area it covers.
+struct Dynamic {
+    /// First-fit allocator over the boot CPU's dynamic region; an
+    /// allocation's offset from the boot CPU's area base is its offset in
+    /// every area.
+    heap: Heap,
+    /// Bytes of the dynamic region mapped in every area.
+    size: usize,
+}
+
+static DYNAMIC: Mutex<Dynamic> = Mutex::new(Dynamic {
+    heap: Heap::empty(),
+    size: 0,
+});
+
+/// A zeroed, page-aligned heap block of `size` bytes that backs part of an
+/// area (never freed: chunks stay), or `None` if the heap has no room.
+fn alloc_backing(size: usize) -> Option<usize> {
+    let layout = core::alloc::Layout::from_size_align(size, 4096).ok()?;
+    // SAFETY: the layout has a non-zero size (callers pass whole pages).
+    let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    (!p.is_null()).then_some(p as usize)
+}
+
+/// Gives back a block of [`alloc_backing`] that was never mapped.
+fn free_backing(block: usize, size: usize) {
+    let layout = core::alloc::Layout::from_size_align(size, 4096).unwrap();
+    // SAFETY: `block` came from `alloc_backing(size)` and is unused.
+    unsafe { alloc::alloc::dealloc(block as *mut u8, layout) };
+}
+
+/// Maps the `size` bytes (whole pages) at virtual `virt` to the frames of
+/// the heap block `backing`.
+///
+/// # Safety
+///
+/// `virt..virt + size` lies in the areas' reserved range and is not mapped
+/// yet; `backing` is a heap block of `size` bytes, page-aligned, that is
+/// used for nothing else from now on (it is reached only through `virt`).
+unsafe fn map_backing(virt: usize, backing: usize, size: usize) {
+    use ::x86_64::structures::paging::PageTableFlags as F;
+    for page in (0..size).step_by(4096) {
+        let phys = super::paging::translate((backing + page) as u64).expect("the heap is mapped");
+        // SAFETY: the page is ours and unmapped, and the frame is RAM that
+        // only this mapping uses from now on (the caller's contract); the
+        // heap's own mapping of it is never used again.
+        unsafe { super::paging::map((virt + page) as u64, phys, F::PRESENT | F::WRITABLE) };
+    }
+}
+
+/// Grows every area's dynamic region by at least `bytes` (whole chunks),
+/// so that the allocator can fit an allocation of that size. New pages
+/// go from not present to present: no other CPU can hold a stale
+/// translation of them, so no TLB shootdown is needed.
+fn grow(dynamic: &mut Dynamic, bytes: usize) -> Result<(), ()> {
+    // A hole's bookkeeping and alignment may take a little of the chunk.
+    let add = (bytes + 64).next_multiple_of(CHUNK_SIZE);
+    let end = dynamic_start() + dynamic.size;
+    if end + add > STRIDE {
+        return Err(());
+    }
+    let mut blocks = Vec::with_capacity(possible_cpus());
+    for _ in 0..possible_cpus() {
+        match alloc_backing(add) {
+            Some(b) => blocks.push(b),
+            None => {
+                for b in blocks {
+                    free_backing(b, add);
+                }
+                return Err(());
+            }
+        }
+    }
+    for (cpu, b) in blocks.into_iter().enumerate() {
+        // SAFETY: past the mapped end of `cpu`'s area and inside its
+        // stride (checked above), unmapped so far; `b` is a fresh block.
+        unsafe { map_backing(area_base(cpu) + end, b, add) };
+    }
+    // SAFETY: the boot CPU's area is now mapped up to `end + add`, and the
+    // allocator's range ends at `end` (the region has grown only here).
+    unsafe { dynamic.heap.extend(add) };
+    dynamic.size += add;
+    Ok(())
+}
+
+/// Bytes of the dynamic region in use and mapped, per CPU (every CPU's
+/// area has the same layout), for measurements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PercpuUsage {
+    /// Bytes allocated (the allocator's count, which rounds each
+    /// allocation up to 16 bytes), per CPU.
+    pub used: usize,
+    /// Bytes mapped, per CPU (grows by [`CHUNK_SIZE`]).
+    pub size: usize,
+}
+
+/// How much of the dynamic region is used and mapped.
+pub fn usage() -> PercpuUsage {
+    let _irq = IrqGuard::new();
+    let d = DYNAMIC.lock();
+    PercpuUsage {
+        used: d.heap.used(),
+        size: d.size,
+    }
+}
 
 /// One dynamic per-CPU allocation: the same offset in every CPU's area.
 /// Freed when dropped.
@@ -536,29 +691,71 @@ pub struct PercpuAlloc {
     layout: core::alloc::Layout,
 }
 
-/// The dynamic per-CPU region is full.
+/// The dynamic per-CPU region is full and cannot grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PercpuExhausted {
     /// Bytes asked for.
     pub requested: usize,
+    /// Bytes of the dynamic region mapped per CPU when it failed; 0 when
+    /// [`try_alloc_percpu`] found the allocator busy.
+    pub size: usize,
 }
 
 impl core::fmt::Display for PercpuExhausted {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.size == 0 {
+            return write!(
+                f,
+                "the per-CPU allocator was busy (another CPU holds it) and this caller cannot wait: {} bytes not allocated; try again later",
+                self.requested
+            );
+        }
         write!(
             f,
-            "the per-CPU region ({DYNAMIC_SIZE} bytes per CPU) has no room for {} more bytes; free per-CPU objects or raise DYNAMIC_SIZE",
-            self.requested
+            "the per-CPU region ({} bytes per CPU) has no room for {} more bytes and cannot grow: the heap cannot back another chunk on every CPU, or an area would pass its {STRIDE}-byte stride; free per-CPU objects or give the machine more memory",
+            self.size, self.requested
         )
     }
 }
 
 /// Allocates `size` zeroed bytes (8-byte aligned) at one offset valid on
-/// every CPU.
+/// every CPU, growing the region by chunks if needed.
 pub fn alloc_percpu(size: usize) -> Result<PercpuAlloc, PercpuExhausted> {
-    let layout = core::alloc::Layout::from_size_align(size.max(8), 8).unwrap();
-    let ptr = IrqGuard::new().run(|| DYNAMIC.lock().allocate_first_fit(layout));
-    let ptr = ptr.map_err(|()| PercpuExhausted { requested: size })?;
+    alloc_inner(size, true)
+}
+
+/// As [`alloc_percpu`], but fails at once instead of waiting when another
+/// CPU holds the allocator: for callers that must not wait (a get path
+/// that runs with interrupts off or in an interrupt handler). Nothing here
+/// sleeps either way; growing by a chunk (heap allocation, zeroing and
+/// mapping 64 KiB per CPU, with interrupts off) is allowed.
+pub fn try_alloc_percpu(size: usize) -> Result<PercpuAlloc, PercpuExhausted> {
+    alloc_inner(size, false)
+}
+
+fn alloc_inner(size: usize, wait: bool) -> Result<PercpuAlloc, PercpuExhausted> {
+    let layout =
+        core::alloc::Layout::from_size_align(size.max(8), 8).map_err(|_| PercpuExhausted {
+            requested: size,
+            size: 0,
+        })?;
+    let ptr = IrqGuard::new().run(|| {
+        let mut dynamic = if wait {
+            DYNAMIC.lock()
+        } else {
+            DYNAMIC.try_lock().ok_or(0usize)?
+        };
+        if let Ok(p) = dynamic.heap.allocate_first_fit(layout) {
+            return Ok(p);
+        }
+        let fail = dynamic.size;
+        grow(&mut dynamic, layout.size()).map_err(|()| fail)?;
+        dynamic.heap.allocate_first_fit(layout).map_err(|()| fail)
+    });
+    let ptr = ptr.map_err(|s| PercpuExhausted {
+        requested: size,
+        size: s,
+    })?;
     let offset = ptr.as_ptr() as usize - area_base(0);
     for cpu in 0..possible_cpus() {
         // SAFETY: the range was just allocated, so no one else uses it on
@@ -585,7 +782,7 @@ impl Drop for PercpuAlloc {
         let ptr = NonNull::new((area_base(0) + self.offset) as *mut u8).unwrap();
         // SAFETY: the block came from this allocator with this layout and is
         // given back once (we are its only owner).
-        IrqGuard::new().run(|| unsafe { DYNAMIC.lock().deallocate(ptr, self.layout) });
+        IrqGuard::new().run(|| unsafe { DYNAMIC.lock().heap.deallocate(ptr, self.layout) });
     }
 }
 
@@ -904,9 +1101,12 @@ crate::ktest! {
 }
 
 crate::ktest! {
-    /// The dynamic allocator zeroes, reuses freed space, and refuses what
-    /// does not fit instead of overlapping.
-    fn percpu_allocator_reuses_and_refuses() {
+    /// The dynamic allocator zeroes, reuses freed space, grows by chunks
+    /// (an allocation past the mapped region lands in a new chunk, mapped
+    /// and zeroed on every CPU, at an offset that works through GS on
+    /// this CPU), never overlaps, and refuses what cannot fit with an
+    /// error that says so.
+    fn percpu_allocator_reuses_grows_and_refuses() {
         let a = alloc_percpu(64).unwrap();
         // SAFETY: the first word of `a`, which is live.
         unsafe { gs_store(a.offset(), 0xdead) };
@@ -916,17 +1116,35 @@ crate::ktest! {
         assert_eq!(b.offset(), offset, "freed space is reused first");
         // SAFETY: the first word of `b`, which is live.
         assert_eq!(unsafe { gs_load(b.offset()) }, 0, "allocations are zeroed");
-        let err = alloc_percpu(DYNAMIC_SIZE).unwrap_err();
-        assert_eq!(err.requested, DYNAMIC_SIZE);
-        let mut many = alloc::vec::Vec::new();
-        while let Ok(x) = alloc_percpu(1024) {
-            many.push(x);
-        }
-        assert!(many.len() >= DYNAMIC_SIZE / 1024 - 2, "{} blocks fit", many.len());
+        let before = usage();
+        // All the free room (earlier tests of this boot may have grown the
+        // region) and two chunks more, in 1 KiB blocks: the region grows.
+        let blocks = (before.size - before.used) / 1024 + 2 * CHUNK_SIZE / 1024;
+        let many: alloc::vec::Vec<PercpuAlloc> =
+            (0..blocks).map(|_| alloc_percpu(1024).expect("the region grows")).collect();
+        let after = usage();
+        assert!(after.size >= before.size + 2 * CHUNK_SIZE, "{before:?} -> {after:?}");
+        assert!(after.used >= before.used + blocks * 1024);
         let mut offsets: alloc::vec::Vec<usize> = many.iter().map(PercpuAlloc::offset).collect();
         offsets.sort_unstable();
         assert!(offsets.windows(2).all(|w| w[1] - w[0] >= 1024), "no two blocks overlap");
+        let last = *offsets.last().unwrap();
+        assert!(last + 1024 <= dynamic_start() + after.size, "inside the mapped region");
+        // The newest chunk is mapped on every CPU and works through GS.
+        // SAFETY: the last word of the last block, which is live.
+        unsafe { gs_add(last + 1016, 5) };
+        // SAFETY: as above; every CPU's area maps it.
+        let sum: u64 = (0..possible_cpus()).map(|c| unsafe { load_remote(c, last + 1016) }).sum();
+        assert_eq!(sum, 5);
         drop(many);
-        alloc_percpu(32 * 1024).expect("all space is back after freeing");
+        assert_eq!(usage().used, before.used, "all space is back after freeing");
+        let err = alloc_percpu(STRIDE).unwrap_err();
+        assert_eq!(err.requested, STRIDE);
+        let text = alloc::format!("{err}");
+        assert!(text.contains("cannot grow") && text.contains("more memory"), "{text}");
+        // Within the stride, but more than the heap can back on every CPU.
+        let err = alloc_percpu(STRIDE / 2).unwrap_err();
+        assert_eq!(err.size, usage().size, "{err}");
+        alloc_percpu(32 * 1024).expect("a failed growth leaves the allocator working");
     }
 }
