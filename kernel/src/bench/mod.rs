@@ -12,6 +12,11 @@
 //! and confirmed), SRCU `synchronize` and `synchronize_expedited`, idle and
 //! with readers hammering on every other CPU.
 //!
+//! Then the cost of many refs (issue 21): bytes per ref (shared heap and
+//! per-CPU, by kind) and the time to create and destroy one as the number
+//! of live refs grows, on lines of their own (`refmem:` and
+//! `refalloc:`, each with a `-table:` form).
+//!
 //! Every loop body goes through `black_box`, and the `floor` row (a per-CPU
 //! inc+dec through GS) is checked to be above zero by the bench test, so an
 //! optimised-away loop would show.
@@ -450,7 +455,105 @@ pub fn run(config: Config) -> Vec<Row> {
     }
     print_table(&rows, &counts);
     latencies(config.runs * 40);
+    ref_memory();
+    ref_alloc_cost();
     rows
+}
+
+/// The kinds of ref measured by [`ref_memory`] and [`ref_alloc_cost`].
+const KINDS: [(&str, Flags); 3] = [
+    ("per-CPU", Flags::empty()),
+    ("atomic (INIT_ATOMIC)", Flags::INIT_ATOMIC),
+    ("idle DYNAMIC", Flags::DYNAMIC),
+];
+
+/// Bytes per ref of each kind: 1000 refs are made and the kernel heap's
+/// and the per-CPU region's usage read before and after (the handles sit
+/// in a vector reserved beforehand, so their own bytes are added from
+/// their size). The heap's figure leaves out per-CPU chunks backed during
+/// the measurement. Per-CPU bytes are per CPU; the total multiplies by
+/// the CPUs that have an area.
+pub fn ref_memory() {
+    const M: usize = 1000;
+    let cpus = percpu::possible_cpus();
+    let handle = size_of::<PercpuRef<Kernel>>();
+    println!("refmem-table: | ref kind ({cpus} CPUs) | shared bytes (heap + handle) | per-CPU bytes, each CPU | per-CPU bytes, all CPUs | total bytes per ref |");
+    println!("refmem-table: |---|---:|---:|---:|---:|");
+    for (name, flags) in KINDS {
+        let mut refs: Vec<PercpuRef<Kernel>> = Vec::with_capacity(M);
+        let (heap0, _) = crate::mem::heap::usage();
+        let pc0 = percpu::usage();
+        for _ in 0..M {
+            refs.push(PercpuRef::new(|| {}, flags).expect("per-CPU memory"));
+        }
+        let (heap1, _) = crate::mem::heap::usage();
+        let pc1 = percpu::usage();
+        let chunks = (pc1.size - pc0.size) * cpus;
+        let shared = (heap1 - heap0 - chunks) as f64 / M as f64 + handle as f64;
+        let each = (pc1.used - pc0.used) as f64 / M as f64;
+        let all = each * cpus as f64;
+        println!(
+            "refmem: {name} | cpus={cpus} | shared={shared:.1} | percpu_each={each:.1} | percpu_all={all:.1} | total={:.1}",
+            shared + all
+        );
+        println!(
+            "refmem-table: | {name} | {shared:.0} | {each:.0} | {all:.0} | {:.0} |",
+            shared + all
+        );
+        drop(refs);
+    }
+}
+
+/// Create + destroy of one ref (ns, p50 and mean of 2000) with 10, 10^3,
+/// 10^4 and 10^5 refs of the same kind alive: the per-CPU allocator's cost
+/// must not grow with the number of refs. The live refs are made in one
+/// go (so the allocators' free lists hold no holes between them); the
+/// `fragmented` column is the same after every other live ref is dropped,
+/// which leaves a hole per dropped ref in both allocators (first-fit over
+/// an address-ordered hole list).
+pub fn ref_alloc_cost() {
+    const SAMPLES: usize = 2000;
+    let kinds = [KINDS[0], KINDS[2]];
+    println!("refalloc-table: | live refs | per-CPU ref p50 (ns) | mean | fragmented p50 | mean | idle DYNAMIC ref p50 | mean | fragmented p50 | mean |");
+    println!("refalloc-table: |---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for live in [10usize, 1_000, 10_000, 100_000] {
+        let mut cells = alloc::format!("| {live} |");
+        for (name, flags) in kinds {
+            let mut refs: Vec<PercpuRef<Kernel>> = (0..live)
+                .map(|_| PercpuRef::new(|| {}, flags).expect("per-CPU memory"))
+                .collect();
+            let one = || {
+                drop(black_box(
+                    PercpuRef::<Kernel>::new(|| {}, flags).expect("per-CPU memory"),
+                ))
+            };
+            // Warm up (a first growth of the region is not what we time).
+            (0..100).for_each(|_| one());
+            let mut cols = Vec::new();
+            for fragmented in [false, true] {
+                if fragmented {
+                    let mut i = 0;
+                    refs.retain(|_| {
+                        i += 1;
+                        i % 2 == 0
+                    });
+                }
+                let t = time_each(SAMPLES, one);
+                let mean = t.iter().sum::<u64>() as f64 / t.len() as f64;
+                let (p50, _, _) = percentiles(t);
+                println!(
+                    "refalloc: {name} create+destroy | live={} | fragmented={fragmented} | p50={p50} | mean={mean:.0}",
+                    refs.len()
+                );
+                cols.push((p50, mean));
+            }
+            for (p50, mean) in cols {
+                let _ = write!(cells, " {p50} | {mean:.0} |");
+            }
+            drop(refs);
+        }
+        println!("refalloc-table: {cells}");
+    }
 }
 
 fn print_table(rows: &[Row], counts: &[usize]) {
