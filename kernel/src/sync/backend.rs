@@ -123,13 +123,21 @@ unsafe impl Backend for Kernel {
     }
 
     /// Tries the allocator's lock instead of waiting for it (another CPU
-    /// allocating); nothing in the allocator sleeps (it may grow the
-    /// region by a chunk, with interrupts off).
+    /// allocating), and never grows the region here: when it is full, the
+    /// growth is handed to the unbound work pool (one at a time), and the
+    /// dynamic ref that asked stays atomic until its next hot batch finds
+    /// the room (see [`percpu::try_alloc_percpu`]).
     fn alloc_percpu_nowait(slots: usize) -> Result<Self::PerCpu, AllocError> {
         let bytes = slots.checked_mul(8).ok_or(AllocError)?;
-        percpu::try_alloc_percpu(bytes)
-            .map(|alloc| KernelPerCpu { alloc, slots })
-            .map_err(|_| AllocError)
+        match percpu::try_alloc_percpu(bytes) {
+            Ok(alloc) => Ok(KernelPerCpu { alloc, slots }),
+            Err(e) => {
+                if e.size != 0 {
+                    grow_later(bytes);
+                }
+                Err(AllocError)
+            }
+        }
     }
 
     /// The boot-time allocation whose slot 1 is all ones on every CPU
@@ -263,6 +271,28 @@ unsafe impl Backend for Kernel {
             super::rcu::call_sched(f);
         }
     }
+}
+
+/// Whether a growth of the per-CPU region is queued or running.
+static GROWING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Has the per-CPU region grown (if it has no room for `bytes`) by a pool
+/// thread, which may wait: an allocation that grows, given back at once.
+/// At most one is queued at a time; before the pool starts, nothing is.
+fn grow_later(bytes: usize) {
+    use core::sync::atomic::Ordering::{AcqRel, Release};
+    // AcqRel: the flag only keeps growths from piling up; the allocator's
+    // lock orders the growth itself.
+    if !workqueue::started() || GROWING.swap(true, AcqRel) {
+        return;
+    }
+    workqueue::queue_work_unbound(move || {
+        if let Err(e) = percpu::alloc_percpu(bytes) {
+            crate::println!("percpu: a dynamic ref's counters: {e}");
+        }
+        // Release: pairs with the swap above.
+        GROWING.store(false, Release);
+    });
 }
 
 /// How long refcnt's waits spin before they sleep: SRCU readers' sections
@@ -504,6 +534,41 @@ mod tests {
                 before.size / 1024,
                 grown.size / 1024
             );
+        }
+    }
+
+    crate::ktest! {
+        /// A dynamic ref that gets hot while the per-CPU region is full:
+        /// its get may not wait, so it does not grow the region; the
+        /// allocation fails, the ref keeps counting atomically, and a pool
+        /// thread grows the region, after which the next hot batch gets
+        /// the counters and goes per-CPU.
+        #[smp(2)]
+        fn dynamic_ref_hot_while_the_region_is_full_gets_counters_later() {
+            use crate::arch::percpu;
+            let r = PercpuRef::<Kernel>::new_with_rate(|| {}, Flags::DYNAMIC, 1).unwrap();
+            let mut fill = Vec::new();
+            loop {
+                match percpu::try_alloc_percpu(16) {
+                    Ok(a) => fill.push(a),
+                    Err(e) if e.size != 0 => break,
+                    Err(_) => {} // busy: try again
+                }
+            }
+            let full = percpu::usage().size;
+            for _ in 0..128 {
+                drop(r.get()); // the 128th ends a hot batch
+            }
+            let s = r.stats();
+            assert_eq!((s.mode, s.percpu, s.alloc_failures), (Mode::DynamicAtomic, false, 1));
+            assert_eq!(r.count_atomic(), 1, "counted exactly on the shared count");
+            assert!(smp::wait_for(2000, || percpu::usage().size > full), "the region was never grown");
+            for _ in 0..128 {
+                drop(r.get());
+            }
+            let s = r.stats();
+            assert_eq!((s.mode, s.percpu, s.alloc_failures), (Mode::PerCpu, true, 1));
+            drop(fill);
         }
     }
 
