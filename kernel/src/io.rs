@@ -22,13 +22,13 @@ use core::time::Duration;
 
 use refcnt::srcu::{Srcu, SrcuPtr};
 
+use crate::arch::lock::IrqSpinLock;
 use crate::arch::{smp, time};
 use crate::block::{self, Bio, BioDone, BlkError, Disk, Op, UsageMode};
 use crate::drivers::null_blk::{self, NullBlkConfig};
 use crate::println;
 use crate::sched::{self, WaitQueue};
 use crate::sync::backend::Kernel;
-use crate::sync::SpinLock;
 
 /// The I/O pattern (fio's `rw`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,7 +320,9 @@ struct Job {
     index: usize,
     cpu: usize,
     stats: JobStats,
-    done: SpinLock<Vec<Done>>,
+    /// Completions not yet looked at. Interrupts-off: `end_io` pushes here
+    /// from the device-completion interrupt (irqmode softirq).
+    done: IrqSpinLock<Vec<Done>>,
     wake: WaitQueue,
 }
 
@@ -679,7 +681,7 @@ fn run_once(config: &IoConfig) -> Option<u64> {
                     index: i,
                     cpu,
                     stats: JobStats::new(),
-                    done: SpinLock::new(Vec::new()),
+                    done: IrqSpinLock::new(Vec::new()),
                     wake: WaitQueue::new(),
                 })
             })
@@ -819,6 +821,7 @@ fn drive(shared: &Shared) -> bool {
     let mut next = [cfg.freeze_ms, cfg.quiesce_ms, cfg.limits_ms, cfg.switch_ms];
     let mut last_second = 0;
     let mut prev = snapshot(shared);
+    let mut prev_remote = block::complete::remote_stats();
     let mut generation = 0;
     let mut removed_entered: Option<(Arc<Disk>, u64)> = None;
     let mut drains = Vec::new();
@@ -933,8 +936,12 @@ fn drive(shared: &Shared) -> bool {
             drop(all);
             let drain = drains.iter().copied().max().unwrap_or(0) / 1000;
             let quiesce = quiesce_ns.iter().copied().max().unwrap_or(0) / 1000;
+            // Remote completions this second and the IPIs that did them.
+            let remote = block::complete::remote_stats();
+            let (ipis, remote_done) = (remote.0 - prev_remote.0, remote.1 - prev_remote.1);
+            prev_remote = remote;
             println!(
-                "io: t={second}s iops={total} per_cpu=[{}] MB/s={} lat_us p50={} p99={} max={} inflight={inflight} usage={mode} freezes={freezes} drain_max_us={drain} quiesce_max_us={quiesce} limits_gen={generation} srcu_gps={} dispatch_srcu_gps={srcu_gps}",
+                "io: t={second}s iops={total} per_cpu=[{}] MB/s={} lat_us p50={} p99={} max={} inflight={inflight} usage={mode} freezes={freezes} drain_max_us={drain} quiesce_max_us={quiesce} limits_gen={generation} srcu_gps={} dispatch_srcu_gps={srcu_gps} remote_cpl={remote_done} ipis={ipis}",
                 per_cpu.join(" "),
                 (s.bytes - prev.bytes) / 1_000_000,
                 percentile(&lat, 500) / 1000,

@@ -12,6 +12,8 @@
 //!   the scheduler (due timers, the end of the time slice), both before the
 //!   EOI; on the way out, after the EOI, the scheduler's preemption;
 //! - the grace-period IPI: rcu-sched's quiescent-state request;
+//! - the device-completion IPI: the block layer's remote completions
+//!   queued for this CPU (`block::complete`);
 //! - the end of an outermost section that owed a report: the scheduler's
 //!   preemption point (a switch the tick had to put off).
 //!
@@ -21,7 +23,7 @@
 #![deny(unsafe_code)]
 
 use crate::arch::{idt, percpu};
-use crate::{sched, sync};
+use crate::{block, sched, sync};
 
 /// Registers the interrupt hooks. Boot CPU, once, after `sched::init` and
 /// before `arch::start_cpus` enables interrupts.
@@ -31,6 +33,7 @@ pub fn init() {
         exit: sched::preempt_irq_exit,
     });
     idt::set_gp_hook(sync::rcu::gp_ipi);
+    idt::set_device_hook(block::complete::device_ipi);
     percpu::set_section_end_hook(sched::preempt_point);
 }
 

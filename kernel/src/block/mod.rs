@@ -17,7 +17,8 @@
 //!    driver) or an rcu-sched section: unless the queue is quiesced, the
 //!    driver's `queue_rq` starts the request; a quiesced queue keeps it on
 //!    the hardware queue's dispatch list until unquiesce runs the queue.
-//! 5. *Completion* (inline, or later on another CPU): the request goes from
+//! 5. *Completion* (inline, or later in a device-completion interrupt on
+//!    the CPU the driver picks, [`complete`]): the request goes from
 //!    in flight to complete exactly once, its bio's `end_io` runs, and the
 //!    last reference to the request frees the tag and leaves the queue (a
 //!    put on the usage counter).
@@ -36,6 +37,7 @@
 //! period of the registry's SRCU, so that no lookup still holds it.
 #![deny(unsafe_code)]
 
+pub mod complete;
 mod disk;
 mod queue;
 mod request;
@@ -131,9 +133,13 @@ pub struct BioDone {
     pub id: u64,
 }
 
-/// Called once when a bio completes, from whatever context completes it
-/// (never inside the submitter's own call frame for a deferred
-/// completion; possibly inside it for an inline one). Must not sleep.
+/// Called once when a bio completes, from whatever context completes it:
+/// inline in the submitter's call (a driver that completes in `queue_rq`),
+/// or in a device-completion interrupt on the completion CPU, with
+/// interrupts off, on top of whatever thread that CPU was running (the
+/// submitter's own, possibly). Must not sleep; a lock it shares with
+/// thread code must be taken with interrupts off there too (an
+/// `IrqSpinLock`), or the interrupt can spin on a lock its own CPU holds.
 pub type EndIo = alloc::boxed::Box<dyn FnOnce(BioDone) + Send>;
 
 /// A block I/O: a direction, a place, a buffer and a completion.

@@ -13,6 +13,7 @@ use refcnt::srcu::{Srcu, SrcuReadGuard};
 use super::request::Request;
 use super::tags::Tags;
 use super::{BlkError, EndIo, Op};
+use crate::arch::lock::IrqSpinLock;
 use crate::arch::percpu::{cpu_id, possible_cpus, sched_read_lock, SchedGuard};
 use crate::arch::time;
 use crate::sched::{SleepMutex, WaitQueue};
@@ -29,8 +30,10 @@ pub trait Driver: Send + Sync + 'static {
 }
 
 /// A request's slot in its hardware queue, by tag: what the in-flight
-/// iterator walks.
-type Slots = Vec<SpinLock<Option<Arc<Request>>>>;
+/// iterator walks. Interrupts-off locks: the last put of a request, which
+/// empties its slot, may run in a device-completion interrupt on a CPU
+/// whose thread holds the same slot's lock in the iterator.
+type Slots = Vec<IrqSpinLock<Option<Arc<Request>>>>;
 
 /// Hardware queues' tags and requests, shared by every queue built on
 /// them (`shared_tags`), and the SRCU domain that dispatch runs under when
@@ -48,7 +51,7 @@ impl TagSet {
         Arc::new(TagSet {
             tags: (0..hw_queues).map(|_| Arc::new(Tags::new(depth))).collect(),
             slots: (0..hw_queues)
-                .map(|_| Arc::new((0..depth).map(|_| SpinLock::new(None)).collect()))
+                .map(|_| Arc::new((0..depth).map(|_| IrqSpinLock::new(None)).collect()))
                 .collect(),
             srcu: blocking
                 .then(|| Arc::new(Srcu::new().expect("per-CPU memory for the tag set's SRCU"))),

@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::queue::RequestQueue;
 use super::{BioDone, BlkError, EndIo, Op};
-use crate::sync::SpinLock;
+use crate::arch::lock::IrqSpinLock;
 
 /// Where a request is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,9 +51,11 @@ pub struct Request {
     pub submit_cpu: usize,
     state: AtomicU8,
     refs: AtomicU32,
-    /// The bio's buffer (the driver copies to or from it).
-    pub(crate) data: SpinLock<Vec<u8>>,
-    end_io: SpinLock<Option<EndIo>>,
+    /// The bio's buffer (the driver copies to or from it). Interrupts-off
+    /// locks, as `end_io`'s: a remote completion takes them in the
+    /// device-completion interrupt (see `complete`).
+    pub(crate) data: IrqSpinLock<Vec<u8>>,
+    end_io: IrqSpinLock<Option<EndIo>>,
     pub(crate) queue: Arc<RequestQueue>,
 }
 
@@ -83,8 +85,8 @@ impl Request {
             submit_cpu: crate::arch::cpu_id(),
             state: AtomicU8::new(IDLE),
             refs: AtomicU32::new(1),
-            data: SpinLock::new(data),
-            end_io: SpinLock::new(Some(end_io)),
+            data: IrqSpinLock::new(data),
+            end_io: IrqSpinLock::new(Some(end_io)),
             queue,
         }
     }
@@ -137,7 +139,9 @@ impl Request {
     /// Completes the request: in flight -> complete exactly once, then its
     /// end_io, then the submission's reference goes. A second completion
     /// is refused: counted in the queue's statistics and reported, never
-    /// run. Returns whether this call completed it.
+    /// run. Returns whether this call completed it. Callable from any
+    /// context, interrupt handlers included (see the `complete` module);
+    /// `end_io` runs in the caller's context.
     pub fn complete(self: &Arc<Self>, result: Result<(), BlkError>) -> bool {
         if self
             .state

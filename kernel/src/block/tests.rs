@@ -356,3 +356,116 @@ crate::ktest! {
         assert!(crate::io::run(cfg));
     }
 }
+
+crate::ktest! {
+    /// Remote completion: each request completes on the CPU it was sent
+    /// to, inside that CPU's device-completion interrupt with interrupts
+    /// off, and its end_io runs while the request still holds its tag (the
+    /// tag is freed and the queue left only after end_io); requests queued
+    /// for a CPU whose interrupt has not run yet share one IPI.
+    #[smp(4)]
+    fn remote_completion_runs_on_the_chosen_cpu_in_its_interrupt() {
+        use super::complete::{complete_on, remote_stats};
+        use crate::arch::idt::in_interrupt;
+        use crate::arch::lock::IrqSpinLock;
+        use crate::arch::percpu::{cpu_id, IrqGuard};
+        use ::x86_64::instructions::interrupts::are_enabled;
+
+        let drv = Arc::new(Parking::default());
+        let disk = parking_disk("t-remote", drv.clone(), false, 16);
+        // (request id, cpu, in the interrupt, interrupts on, tags in use)
+        let seen = Arc::new(IrqSpinLock::new(Vec::new()));
+        let submit = |n: u64| {
+            for i in 0..n {
+                let (s, q) = (seen.clone(), disk.queue().clone());
+                let end_io = Box::new(move |b: BioDone| {
+                    assert!(b.result.is_ok());
+                    s.lock().push((b.id, cpu_id(), in_interrupt(), are_enabled(), q.in_flight()));
+                });
+                disk.submit(Bio { op: Op::Read, offset: i * 4096, data: vec![0; 4096], nowait: false, end_io })
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+            }
+            core::mem::take(&mut *drv.parked.lock())
+        };
+
+        let cpus: Vec<usize> = smp::online().collect();
+        let parked = submit(8);
+        let mut sent = Vec::new();
+        for (i, rq) in parked.into_iter().enumerate() {
+            let cpu = cpus[i % cpus.len()];
+            sent.push((rq.id, cpu));
+            complete_on(cpu, rq, Ok(()));
+        }
+        assert!(smp::wait_for(5000, || seen.lock().len() == 8), "{} of 8 completed", seen.lock().len());
+        for (id, cpu) in sent {
+            let s = seen.lock();
+            let &(_, ran_on, irq, ints_on, in_use) = s.iter().find(|r| r.0 == id).expect("completed");
+            assert_eq!(ran_on, cpu, "request {id} completed on cpu {ran_on}, sent to {cpu}");
+            assert!(irq && !ints_on, "request {id}: end_io outside the interrupt, or with interrupts on");
+            assert!(in_use >= 1, "request {id}: its tag was freed before its end_io ran");
+        }
+        assert!(smp::wait_for(2000, || disk.queue().in_flight() == 0), "tags not freed after completion");
+
+        // Eight completions for this CPU while its interrupts are off: one
+        // IPI, taken when they come back on, completes all eight.
+        seen.lock().clear();
+        let parked = submit(8);
+        let (ipis, done) = remote_stats();
+        {
+            let _irq = IrqGuard::new();
+            let me = cpu_id();
+            for rq in parked {
+                complete_on(me, rq, Ok(()));
+            }
+            assert!(seen.lock().is_empty(), "completed with this CPU's interrupts off");
+        }
+        assert!(smp::wait_for(5000, || seen.lock().len() == 8), "{} of 8 completed", seen.lock().len());
+        let (ipis2, done2) = remote_stats();
+        assert_eq!((ipis2 - ipis, done2 - done), (1, 8), "eight queued completions took other than one IPI");
+        assert!(disk.remove());
+    }
+}
+
+crate::ktest! {
+    /// null_blk with irqmode softirq and round-robin completion: requests
+    /// submitted on one CPU complete on every CPU (the usage counter's gets
+    /// and puts land on different CPUs), every one exactly once, and the
+    /// queue drains.
+    #[smp(4)]
+    fn null_blk_round_robin_completes_on_every_cpu() {
+        use crate::arch::percpu::cpu_id;
+        use crate::drivers::null_blk::CompletionCpu;
+        let cfg = NullBlkConfig {
+            irqmode: IrqMode::Softirq,
+            completion_cpu: CompletionCpu::RoundRobin,
+            size_mib: 1,
+            ..NullBlkConfig::default()
+        };
+        let disk = null_blk::create(11, &cfg, None).unwrap();
+        let per_cpu: Arc<Vec<AtomicUsize>> = Arc::new(smp::online().map(|_| AtomicUsize::new(0)).collect());
+        let n = 200;
+        let (d, p) = (disk.clone(), per_cpu.clone());
+        sched::spawn_on(0, move || {
+            for i in 0..n {
+                let p = p.clone();
+                let end_io = Box::new(move |b: BioDone| {
+                    assert!(b.result.is_ok());
+                    p[cpu_id()].fetch_add(1, SeqCst);
+                });
+                d.submit(Bio { op: Op::Write, offset: (i % 64) * 4096, data: vec![1; 4096], nowait: false, end_io })
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+            }
+        })
+        .join();
+        let total = || per_cpu.iter().map(|c| c.load(SeqCst)).sum::<usize>();
+        assert!(smp::wait_for(5000, || total() == n as usize), "{} of {n} completed", total());
+        for (cpu, c) in per_cpu.iter().enumerate() {
+            assert!(c.load(SeqCst) > 0, "no completion ran on cpu {cpu}");
+        }
+        assert!(smp::wait_for(2000, || disk.queue().in_flight() == 0));
+        assert_eq!(disk.queue().stats.double_completions.load(SeqCst), 0);
+        assert!(disk.remove());
+    }
+}

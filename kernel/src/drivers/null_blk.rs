@@ -5,7 +5,7 @@
 //! (Documentation/block/null_blk.rst): `submit_queues` (hardware queues,
 //! default one per CPU), `hw_queue_depth` (tags per queue, 64),
 //! `irqmode` (`none`: complete inline in dispatch; `softirq`: complete on
-//! the completion CPU, handed over to it), `blocking` (dispatch may sleep,
+//! the completion CPU, in an IPI sent to it), `blocking` (dispatch may sleep,
 //! so it runs under the tag set's SRCU), `memory_backed` with `bs` and
 //! `size` (data really copied, so reads can be verified), `shared_tags`
 //! (one tag set for every device) and the completion CPU policy.
@@ -15,10 +15,11 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::block::{Disk, DiskConfig, Driver, Op, Request, RequestQueue, TagSet, UsageMode};
-use crate::sched::workqueue;
+use crate::block::{
+    complete, Disk, DiskConfig, Driver, Op, Request, RequestQueue, TagSet, UsageMode,
+};
 use crate::sync::SpinLock;
 
 /// How a request is completed.
@@ -26,8 +27,9 @@ use crate::sync::SpinLock;
 pub enum IrqMode {
     /// In `queue_rq` itself.
     None,
-    /// On the completion CPU, by its worker (Linux: a softirq raised by
-    /// an IPI), in batches.
+    /// On the completion CPU, in its device-completion interrupt (an IPI;
+    /// Linux raises a softirq from it), one interrupt for every request
+    /// queued there before it runs (see `block::complete`).
     Softirq,
 }
 
@@ -88,19 +90,11 @@ impl Default for NullBlkConfig {
 /// Bytes per lock of the memory store.
 const CHUNK: usize = 64 << 10;
 
-/// Per CPU: requests waiting to be completed there.
-struct CompletionList {
-    list: SpinLock<Vec<Arc<Request>>>,
-    /// A drain is queued on the CPU's worker.
-    scheduled: AtomicBool,
-}
-
 /// The device (the driver of its queue).
 pub struct NullBlk {
     config: NullBlkConfig,
     store: Option<Vec<SpinLock<Box<[u8]>>>>,
     next_cpu: AtomicUsize,
-    lists: Vec<CompletionList>,
     cpus: Vec<usize>,
 }
 
@@ -134,25 +128,6 @@ impl NullBlk {
             }
         }
     }
-
-    fn drain(self: &Arc<Self>, cpu: usize) {
-        let l = &self.lists[cpu];
-        loop {
-            // SeqCst: with the producer's push then swap: either we see
-            // its request, or it sees `scheduled` false and queues a drain.
-            l.scheduled.store(false, Ordering::SeqCst);
-            let batch = core::mem::take(&mut *l.list.lock());
-            if batch.is_empty() {
-                return;
-            }
-            for rq in batch {
-                rq.complete(Ok(()));
-            }
-            if l.scheduled.swap(true, Ordering::SeqCst) {
-                return;
-            }
-        }
-    }
 }
 
 /// The driver face of the device, which its queue holds.
@@ -167,13 +142,7 @@ impl Driver for NullBlkDriver {
                 rq.complete(Ok(()));
             }
             IrqMode::Softirq => {
-                let cpu = dev.completion_cpu(rq);
-                let l = &dev.lists[cpu];
-                l.list.lock().push(rq.clone());
-                if !l.scheduled.swap(true, Ordering::SeqCst) {
-                    let d = dev.clone();
-                    workqueue::queue_work_on(cpu, move || d.drain(cpu));
-                }
+                complete::complete_on(dev.completion_cpu(rq), rq.clone(), Ok(()));
             }
         }
     }
@@ -245,12 +214,6 @@ pub fn create(
         config: config.clone(),
         store,
         next_cpu: AtomicUsize::new(0),
-        lists: (0..crate::arch::percpu::possible_cpus())
-            .map(|_| CompletionList {
-                list: SpinLock::new(Vec::new()),
-                scheduled: AtomicBool::new(false),
-            })
-            .collect(),
         cpus,
     });
     let name = format!("nullb{index}");

@@ -6,8 +6,8 @@
 //! counted and execution resumes after it.
 //!
 //! Vectors 32..=255 are device and inter-processor interrupts: the timer
-//! tick, the function-call and kick IPIs (see [`super::smp`]), and the
-//! APIC's spurious vector. Any other vector is unexpected: it is counted
+//! tick, the function-call, kick, grace-period and device-completion IPIs
+//! (see [`super::smp`]), and the APIC's spurious vector. Any other vector is unexpected: it is counted
 //! and reported on the console, not fatal.
 //!
 //! The timer tick and the grace-period IPI serve the layers above (the
@@ -15,7 +15,8 @@
 //! handlers do the arch part (count, acknowledge, tell whether the
 //! interrupted code is a per-CPU fast path) and call the [`TimerHooks`] and
 //! the grace-period hook registered at init ([`set_timer_hooks`],
-//! [`set_gp_hook`]). One that arrives before its hook is set is
+//! [`set_gp_hook`]); the device-completion IPI runs the hook of the layer
+//! that completes I/O ([`set_device_hook`]). One that arrives before its hook is set is
 //! acknowledged and counted as unexpected.
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -179,6 +180,7 @@ static IDT: LazyLock<InterruptDescriptorTable> = LazyLock::new(|| {
     idt[smp::CALL_VECTOR].set_handler_fn(call_ipi);
     idt[smp::KICK_VECTOR].set_handler_fn(kick_ipi);
     idt[smp::GP_VECTOR].set_handler_fn(gp_ipi);
+    idt[smp::DEVICE_VECTOR].set_handler_fn(device_ipi);
     idt[apic::SPURIOUS_VECTOR].set_handler_fn(spurious);
     idt
 });
@@ -188,6 +190,8 @@ crate::percpu! {
     pub static TICKS: PerCpu<u64> = 0;
     /// Kick IPIs taken by this CPU.
     pub static KICKS: PerCpu<u64> = 0;
+    /// Device-completion IPIs taken by this CPU.
+    pub static DEVICE_IPIS: PerCpu<u64> = 0;
     /// 1 while this CPU runs a device or IPI handler (they do not nest:
     /// interrupt gates keep interrupts off).
     static IN_IRQ: PerCpu<u64> = 0;
@@ -233,6 +237,7 @@ pub struct TimerHooks {
 
 static TIMER_HOOKS: Hook<TimerHooks> = Hook::new("timer tick");
 static GP_HOOK: Hook<fn()> = Hook::new("grace-period IPI");
+static DEVICE_HOOK: Hook<fn()> = Hook::new("device-completion IPI");
 
 /// Registers what every CPU's timer tick runs. Once, before interrupts are
 /// enabled (a tick before it is acknowledged and counted as unexpected).
@@ -245,6 +250,13 @@ pub fn set_timer_hooks(hooks: TimerHooks) {
 /// period asks again). Once, before interrupts are enabled.
 pub fn set_gp_hook(hook: fn()) {
     GP_HOOK.set(hook);
+}
+
+/// Registers what the device-completion IPI ([`smp::DEVICE_VECTOR`])
+/// runs, in the handler (interrupts off, before the EOI). Once, before the
+/// first such IPI can be sent.
+pub fn set_device_hook(hook: fn()) {
+    DEVICE_HOOK.set(hook);
 }
 
 extern "x86-interrupt" fn timer_tick(frame: InterruptStackFrame) {
@@ -288,6 +300,17 @@ extern "x86-interrupt" fn gp_ipi(frame: InterruptStackFrame) {
         }
         None => unhooked(smp::GP_VECTOR),
     }
+    apic::eoi();
+}
+
+extern "x86-interrupt" fn device_ipi(_frame: InterruptStackFrame) {
+    IN_IRQ.set(1);
+    DEVICE_IPIS.add(1);
+    match DEVICE_HOOK.get() {
+        Some(hook) => hook(),
+        None => unhooked(smp::DEVICE_VECTOR),
+    }
+    IN_IRQ.set(0);
     apic::eoi();
 }
 

@@ -44,6 +44,11 @@ pub const CALL_VECTOR: u8 = 0xf0;
 pub const KICK_VECTOR: u8 = 0xf1;
 /// Vector of the grace-period IPI (asks for a quiescent state).
 pub const GP_VECTOR: u8 = 0xf2;
+/// Vector of the device-completion IPI: a device's completions handed to
+/// another CPU (or to this one, later), as a block layer's remote
+/// completion is. What its handler runs is registered above arch
+/// (`idt::set_device_hook`).
+pub const DEVICE_VECTOR: u8 = 0xf3;
 /// Bytes of each application processor's boot stack.
 const AP_STACK_SIZE: usize = 64 * 1024;
 
@@ -403,6 +408,13 @@ fn load_owed(cpu: usize) -> u64 {
 /// Sends a kick IPI to `cpu` (counted in its `KICKS`).
 pub fn kick(cpu: usize) {
     apic::send_ipi(Dest::Apic(apic_id_of(cpu)), Delivery::Fixed(KICK_VECTOR));
+}
+
+/// Sends the device-completion IPI ([`DEVICE_VECTOR`]) to `cpu`, which
+/// may be this CPU: then it is taken as soon as this CPU's interrupts are
+/// on, after the caller's current interrupts-off stretch.
+pub fn send_device_ipi(cpu: usize) {
+    apic::send_ipi(Dest::Apic(apic_id_of(cpu)), Delivery::Fixed(DEVICE_VECTOR));
 }
 
 /// Sends a kick IPI to every other CPU, or to all.
