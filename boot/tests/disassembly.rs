@@ -94,3 +94,55 @@ fn percpu_ref_fast_path_is_a_gs_test_a_branch_and_a_gs_add() {
     );
     assert!(insns.len() <= 8, "{insns:#?}");
 }
+
+/// The mangled name of the kernel's function whose symbol contains `part`
+/// (for probes that are not `no_mangle`).
+fn symbol_containing(part: &str) -> String {
+    let out = Command::new(objdump())
+        .arg("-t")
+        .arg(boot::KERNEL_ELF)
+        .output()
+        .expect("llvm-objdump runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| s.contains(part))
+        .collect();
+    assert_eq!(found.len(), 1, "one symbol containing {part}: {found:#?}");
+    found[0].to_string()
+}
+
+/// Issue 21: an SRCU-fast read section (lock and unlock) of a domain whose
+/// type fixes the flavour, in the kernel as built for `scripts/run` and
+/// `scripts/bench` (refcnt without the feature `checks`), is two
+/// `add gs:[...]` and nothing around them that costs: no interrupts-off
+/// window, no call (but to the slot check's panic), no fence or locked
+/// instruction, no test of the flavour.
+#[test]
+fn srcu_fast_read_section_is_two_gs_adds_without_checks() {
+    let insns = disassemble(&symbol_containing("srcu_probe_fast_read_section"));
+    let gs: Vec<&String> = insns.iter().filter(|i| i.contains("gs:")).collect();
+    assert_eq!(gs.len(), 2, "the lock's add and the unlock's: {insns:#?}");
+    assert!(
+        gs.iter().all(|i| i.starts_with("add qword ptr gs:[")),
+        "{insns:#?}"
+    );
+    for bad in ["cli", "sti", "pushf", "popf", "lock", "mfence", "xchg"] {
+        assert!(
+            !insns.iter().any(|i| i.starts_with(bad)),
+            "`{bad}` in the read section: {insns:#?}"
+        );
+    }
+    assert!(
+        insns
+            .iter()
+            .filter(|i| i.starts_with("call") || i.starts_with("jmp"))
+            .all(|i| !i.contains('<') || i.contains("panic") || i.contains("srcu_probe")),
+        "no call or jump out of the read section but to a panic: {insns:#?}"
+    );
+    assert!(
+        !insns.iter().any(|i| i.starts_with("cmp byte ptr")),
+        "the flavour is tested at run time: {insns:#?}"
+    );
+}

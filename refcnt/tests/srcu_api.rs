@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use refcnt::host::{take_reports, Host};
 use refcnt::misuse::misuse_count;
-use refcnt::srcu::{Flavour, Srcu, SrcuError, SrcuPtr, MAX_NESTING};
-use refcnt::Misuse;
+use refcnt::srcu::{
+    Checked, Fast, Flavour, Kind, Normal, Srcu, SrcuError, SrcuPtr, CHECKS, MAX_NESTING,
+};
+use refcnt::{Backend, Misuse};
 
 const FLAVOURS: [Flavour; 2] = [Flavour::Normal, Flavour::Fast];
 
@@ -89,6 +91,8 @@ fn down_read_up_read_hand_a_section_to_another_thread() {
     }
 }
 
+// Needs the checking configuration (a default feature).
+#[cfg(feature = "checks")]
 #[test]
 fn raw_unlock_on_another_thread_is_reported_but_leaves() {
     let s = domain(Flavour::Normal);
@@ -113,6 +117,8 @@ fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static)
         .unwrap_or_else(|_| panic!("{what}: still waiting after 20 s"))
 }
 
+// Needs the checking configuration (a default feature).
+#[cfg(feature = "checks")]
 #[test]
 fn own_section_is_refused_after_leaving_another_threads() {
     // A thread that left another thread's section, then enters its own
@@ -351,6 +357,8 @@ fn concurrent_synchronize_share_grace_periods() {
     assert_eq!(s.completed(), 2, "four callers, two grace periods");
 }
 
+// Needs the checking configuration (a default feature).
+#[cfg(feature = "checks")]
 #[test]
 fn misuse_synchronize_in_read_section() {
     for fl in FLAVOURS {
@@ -528,6 +536,8 @@ fn misuse_cleanup_busy() {
     s.cleanup().unwrap();
 }
 
+// Needs the checking configuration (a default feature).
+#[cfg(feature = "checks")]
 #[test]
 #[cfg_attr(miri, ignore = "a million sections is too slow under Miri")]
 fn misuse_nesting_overflow() {
@@ -620,6 +630,8 @@ fn ptr_replace_deferred_drops_after_grace_period() {
     assert_eq!(drops.load(SeqCst), 2);
 }
 
+// Needs the checking configuration (a default feature).
+#[cfg(feature = "checks")]
 #[test]
 fn ptr_replace_in_read_section_defers() {
     let s = domain(Flavour::Normal);
@@ -657,4 +669,80 @@ fn ptr_outlives_domain_handle() {
     // The pointer keeps the shared state; replacing still waits properly.
     assert_eq!(p.replace_deferred(8), ());
     assert_eq!(p.into_inner(), 8);
+}
+
+/// Issue 21: a domain whose type fixes the flavour (`Srcu<Host, Fast>`,
+/// `Normal`, and a checked one) has that flavour, and `synchronize` and
+/// an `SrcuPtr`'s `replace` wait for a reader that was inside (and sleeps
+/// there) when they started, as with the flavour read from the domain.
+fn static_kind_waits_for_existing_reader<K: Kind>(flavour: Flavour) {
+    let s = Arc::new(Srcu::<Host, K>::new().unwrap());
+    assert_eq!(s.flavour(), flavour);
+    let p = Arc::new(SrcuPtr::new(&*s, 1u32));
+    let done = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let (s2, p2, d2) = (s.clone(), p.clone(), done.clone());
+    let t = thread::spawn(move || {
+        let g = s2.read_lock();
+        assert_eq!(*p2.read(&g), 1);
+        tx.send(()).unwrap();
+        pause();
+        d2.store(true, SeqCst);
+        drop(g);
+    });
+    rx.recv().unwrap();
+    assert_eq!(p.replace(2).unwrap(), 1);
+    assert!(
+        done.load(SeqCst),
+        "{flavour:?}: replace returned under a reader"
+    );
+    t.join().unwrap();
+    let before = s.completed();
+    s.synchronize().unwrap();
+    assert!(s.completed() > before);
+    assert_eq!(s.readers(), 0);
+}
+
+#[test]
+fn flavour_in_the_type_waits_for_existing_readers() {
+    static_kind_waits_for_existing_reader::<Normal>(Flavour::Normal);
+    static_kind_waits_for_existing_reader::<Fast>(Flavour::Fast);
+    static_kind_waits_for_existing_reader::<Checked<Fast>>(Flavour::Fast);
+    static_kind_waits_for_existing_reader::<Checked<Normal>>(Flavour::Normal);
+}
+
+/// Issue 21, the checking configuration: a `Checked<_>` domain records
+/// its sections in the task's record and refuses a wait inside its own
+/// section in every build; any other domain records only with the
+/// feature `checks` (these tests run with it, a default feature; without
+/// it, waiting inside `plain`'s section would never end, so it is only
+/// tried with it).
+#[test]
+fn checked_domains_record_their_sections() {
+    let depth = || Host::with_task_sections(|t| t.depth()).unwrap();
+    let plain = Srcu::<Host, Fast>::new().unwrap();
+    let checked = Srcu::<Host, Checked<Fast>>::new().unwrap();
+    let recorded = usize::from(CHECKS);
+    let g = plain.read_lock();
+    assert_eq!(depth(), recorded);
+    if CHECKS {
+        assert_eq!(
+            plain.synchronize(),
+            Err(SrcuError::SyncInReadSection { domain: plain.id() })
+        );
+    }
+    let c = checked.read_lock();
+    assert_eq!(depth(), recorded + 1);
+    assert_eq!(
+        checked.synchronize(),
+        Err(SrcuError::SyncInReadSection {
+            domain: checked.id()
+        })
+    );
+    drop(c);
+    drop(g);
+    assert_eq!(depth(), 0);
+    take_reports();
+    checked.synchronize().unwrap();
+    plain.synchronize().unwrap();
 }

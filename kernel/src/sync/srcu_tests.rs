@@ -7,7 +7,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::SeqCst};
 use core::time::Duration;
 
-use refcnt::srcu::{Flavour, Srcu, SrcuError, SrcuPtr};
+use refcnt::srcu::{Checked, Fast, Flavour, Kind, Normal, Srcu, SrcuError, SrcuPtr};
+use refcnt::Backend;
 
 use super::backend::Kernel;
 use crate::arch::{smp, time};
@@ -125,10 +126,11 @@ crate::ktest! {
 crate::ktest! {
     /// Callbacks all run exactly once, after a grace period; barrier waits
     /// for every callback queued before it; synchronize inside a read
-    /// section is refused with an error instead of deadlocking.
+    /// section of a checked domain is refused with an error instead of
+    /// deadlocking.
     #[smp(1, 8)]
     fn srcu_call_barrier_and_misuse() {
-        let srcu = Srcu::<Kernel>::new().unwrap();
+        let srcu = Srcu::<Kernel, Checked<Normal>>::new().unwrap();
         let runs = Arc::new(AtomicUsize::new(0));
         for _ in 0..100 {
             let runs = runs.clone();
@@ -153,8 +155,8 @@ crate::ktest! {
 /// Starts a thread on `cpu` that enters a read section of `srcu`, sleeps
 /// 30 ms in it, then leaves; returns once it is inside. Its state: 1 in
 /// the section, 2 woken and about to unlock.
-fn sleeping_reader(
-    srcu: &Arc<Srcu<Kernel>>,
+fn sleeping_reader<K: Kind>(
+    srcu: &Arc<Srcu<Kernel, K>>,
     cpu: usize,
 ) -> (crate::sched::JoinHandle<()>, Arc<AtomicU8>) {
     let state = Arc::new(AtomicU8::new(0));
@@ -196,7 +198,7 @@ crate::ktest! {
     #[smp(1, 2)]
     fn srcu_updater_sleeps_beside_a_sleeping_reader_of_its_cpu() {
         let cpu = smp::online().last().unwrap();
-        let srcu = Arc::new(Srcu::<Kernel>::new().unwrap());
+        let srcu = Arc::new(Srcu::<Kernel, Checked<Normal>>::new().unwrap());
         let (reader, state) = sleeping_reader(&srcu, cpu);
         let (s, st) = (srcu.clone(), state.clone());
         let updater = crate::sched::spawn_on(cpu, move || {
@@ -226,8 +228,8 @@ crate::ktest! {
     #[smp(1, 2)]
     fn srcu_wait_inside_another_domain_beside_a_reader_of_its_cpu() {
         let cpu = smp::online().last().unwrap();
-        let d = Arc::new(Srcu::<Kernel>::new().unwrap());
-        let e = Arc::new(Srcu::<Kernel>::new().unwrap());
+        let d = Arc::new(Srcu::<Kernel, Checked<Normal>>::new().unwrap());
+        let e = Arc::new(Srcu::<Kernel, Checked<Fast>>::new().unwrap());
         let (reader, state) = sleeping_reader(&d, cpu);
         let (d2, e2, st) = (d.clone(), e.clone(), state.clone());
         let waiter = crate::sched::spawn_on(cpu, move || {
@@ -307,3 +309,53 @@ crate::ktest! {
         );
     }
 }
+
+crate::ktest! {
+    /// The checking configuration (issue 21): this kernel builds `refcnt`
+    /// without the feature `checks`, so a domain not typed `Checked<_>`
+    /// leaves the task's record of SRCU sections alone (its reader touches
+    /// only its counters: the bench's SRCU rows), while a `Checked<_>`
+    /// one records every section and refuses a wait inside it. Whatever the
+    /// configuration, the flavour in the type is the domain's.
+    #[smp(1)]
+    fn srcu_checks_only_where_configured() {
+        let depth = || Kernel::with_task_sections(|t| t.depth()).unwrap();
+        let plain = Srcu::<Kernel, Fast>::new().unwrap();
+        let dynamic = Srcu::<Kernel>::new_fast().unwrap();
+        let checked = Srcu::<Kernel, Checked<Fast>>::new().unwrap();
+        assert_eq!(plain.flavour(), Flavour::Fast);
+        assert_eq!(dynamic.flavour(), Flavour::Fast);
+        assert_eq!(checked.flavour(), Flavour::Fast);
+        let before = depth();
+        {
+            let _p = plain.read_lock();
+            let _d = dynamic.read_lock();
+            let unchecked = if refcnt::srcu::CHECKS { 2 } else { 0 };
+            assert_eq!(depth(), before + unchecked, "an unchecked domain recorded its section");
+            let _c = checked.read_lock();
+            assert_eq!(depth(), before + unchecked + 1, "a checked domain did not record its section");
+            assert_eq!(
+                checked.synchronize(),
+                Err(SrcuError::SyncInReadSection { domain: checked.id() })
+            );
+            assert_eq!(plain.readers(), 1);
+        }
+        assert_eq!(depth(), before);
+        assert_eq!(plain.readers(), 0);
+        plain.synchronize().unwrap();
+        checked.synchronize().unwrap();
+    }
+}
+
+/// An SRCU-fast read section with the flavour in the type, entered and
+/// left, out of line for `boot/tests/disassembly.rs`: without the feature
+/// `checks` it is two `add gs:[...]` and no interrupts-off window or call
+/// (issue 21).
+#[inline(never)]
+fn srcu_probe_fast_read_section(srcu: &Srcu<Kernel, Fast>) {
+    drop(core::hint::black_box(srcu.read_lock()));
+}
+
+/// Keeps the probe in the image (nothing else calls it).
+#[used]
+static SRCU_PROBES: [fn(&Srcu<Kernel, Fast>); 1] = [srcu_probe_fast_read_section];

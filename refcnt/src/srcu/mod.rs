@@ -103,7 +103,11 @@
 //!   per-CPU increment and decrement do, and `synchronize` costs at least
 //!   two rcu-sched grace periods.
 //!
-//! A domain has one flavour for its whole life, chosen at construction.
+//! A domain has one flavour for its whole life, chosen at construction:
+//! by the constructor for `Srcu<B>` (its type parameter is [`Dynamic`]:
+//! each lock and unlock loads and tests the flavour), or by the type,
+//! `Srcu<B, Normal>` or `Srcu<B, Fast>` (the test compiles away; see
+//! [`Kind`]).
 //!
 //! # Sharing grace periods
 //!
@@ -140,6 +144,18 @@
 //! * [`Srcu::read_unlock`] of a section another task entered
 //!   ([`Misuse::SrcuUnlockOtherTask`]; the section is left all the same).
 //!
+//! The first, fourth and fifth need every section recorded as it is
+//! entered, which costs the readers (in this workspace's kernel, 5x the
+//! rest of an SRCU-fast lock+unlock), so they are a *checking
+//! configuration*, as Linux keeps them in lockdep: they run in every
+//! domain when the crate is built with the feature `checks` (a default
+//! feature: the host tests, loom and Miri run with it), and otherwise only
+//! in domains of type `Srcu<B, Checked<_>>`. An unchecked domain's reader
+//! touches only its counters; a wait inside its own section then waits
+//! forever (on a backend without per-task records the per-CPU fallback
+//! below still refuses it), as Linux's does without lockdep. [`Kind`]
+//! lists what is and is not checked.
+//!
 //! The read-section check asks the calling task's record of its open
 //! sections ([`TaskSections`], through [`Backend::with_task_sections`]):
 //! it refuses only a wait for a domain whose section the caller itself
@@ -167,9 +183,11 @@
 //! `Result`; the guard type unlocks on drop; `cleanup` consumes the domain
 //! and gives it back on failure; callbacks are boxed closures.
 
+mod kind;
 mod ptr;
 mod task;
 
+pub use kind::{Checked, Dynamic, Fast, Kind, Normal, CHECKS};
 pub use ptr::SrcuPtr;
 pub use task::{TaskSections, TASK_SECTIONS};
 
@@ -205,7 +223,7 @@ const SLOTS: usize = 4;
 /// How many read sections one task may hold open at once (all domains;
 /// for a backend without per-task records, one domain's on one CPU) before
 /// [`Misuse::SrcuNestingOverflow`] is reported (once, when the depth
-/// reaches it). Deeper nesting keeps working (counters are a machine word);
+/// reaches it; checked domains only, see [`Kind`]). Deeper nesting keeps working (counters are a machine word);
 /// the report says that a guard or a raw index was probably leaked.
 ///
 /// # Examples
@@ -385,11 +403,12 @@ struct Inner<B: Backend> {
 /// srcu.synchronize().unwrap();
 /// srcu.cleanup().map_err(|e| e.error).unwrap();
 /// ```
-pub struct Srcu<B: Backend> {
+pub struct Srcu<B: Backend, K: Kind = Dynamic> {
     inner: Arc<Inner<B>>,
+    _kind: PhantomData<K>,
 }
 
-impl<B: Backend> fmt::Debug for Srcu<B> {
+impl<B: Backend, K: Kind> fmt::Debug for Srcu<B, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Srcu")
             .field("id", &self.inner.id)
@@ -414,13 +433,13 @@ impl<B: Backend> fmt::Debug for Srcu<B> {
 /// drop(outer);
 /// ```
 #[must_use = "dropping the guard leaves the read section at once"]
-pub struct SrcuReadGuard<'a, B: Backend> {
-    srcu: &'a Srcu<B>,
+pub struct SrcuReadGuard<'a, B: Backend, K: Kind = Dynamic> {
+    srcu: &'a Srcu<B, K>,
     idx: usize,
     _not_send: PhantomData<*const ()>,
 }
 
-impl<B: Backend> SrcuReadGuard<'_, B> {
+impl<B: Backend, K: Kind> SrcuReadGuard<'_, B, K> {
     /// The index this section counted itself on (0 or 1), as Linux's
     /// `srcu_read_lock` returns it.
     ///
@@ -444,20 +463,20 @@ impl<B: Backend> SrcuReadGuard<'_, B> {
     /// let srcu = Srcu::<Host>::new().unwrap();
     /// assert_eq!(srcu.read_lock().srcu().id(), srcu.id());
     /// ```
-    pub fn srcu(&self) -> &Srcu<B> {
+    pub fn srcu(&self) -> &Srcu<B, K> {
         self.srcu
     }
 }
 
-impl<B: Backend> Drop for SrcuReadGuard<'_, B> {
+impl<B: Backend, K: Kind> Drop for SrcuReadGuard<'_, B, K> {
     #[inline]
     fn drop(&mut self) {
         // The guard is not `Send`: the task that entered leaves.
-        self.srcu.inner.unlock(self.idx, true);
+        self.srcu.inner.unlock::<K>(self.idx, true);
     }
 }
 
-impl<B: Backend> fmt::Debug for SrcuReadGuard<'_, B> {
+impl<B: Backend, K: Kind> fmt::Debug for SrcuReadGuard<'_, B, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SrcuReadGuard")
             .field("domain", &self.srcu.inner.id)
@@ -480,14 +499,14 @@ impl<B: Backend> fmt::Debug for SrcuReadGuard<'_, B> {
 /// srcu.read_unlock(idx).unwrap();
 /// srcu.cleanup().map_err(|e| e.error).unwrap();
 /// ```
-pub struct CleanupError<B: Backend> {
+pub struct CleanupError<B: Backend, K: Kind = Dynamic> {
     /// The domain, unchanged.
-    pub srcu: Srcu<B>,
+    pub srcu: Srcu<B, K>,
     /// Why cleanup was refused.
     pub error: SrcuError,
 }
 
-impl<B: Backend> fmt::Debug for CleanupError<B> {
+impl<B: Backend, K: Kind> fmt::Debug for CleanupError<B, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CleanupError")
             .field("error", &self.error)
@@ -495,7 +514,7 @@ impl<B: Backend> fmt::Debug for CleanupError<B> {
     }
 }
 
-impl<B: Backend> fmt::Display for CleanupError<B> {
+impl<B: Backend, K: Kind> fmt::Display for CleanupError<B, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.error.fmt(f)
     }
@@ -524,14 +543,16 @@ impl<B: Backend> Inner<B> {
 
     // ---- readers ---------------------------------------------------------
 
-    /// Enters a section; `task` records it as the calling task's (not for
-    /// sections handed between tasks, [`Srcu::down_read`]).
+    /// Enters a section; in a checked domain (`K`), `task` records it as
+    /// the calling task's (not for sections handed between tasks,
+    /// [`Srcu::down_read`]).
     #[inline]
-    fn lock(&self, task: bool) -> usize {
+    fn lock<K: Kind>(&self, task: bool) -> usize {
         // Relaxed: a stale index is allowed; scan 1 of the next grace
         // period exists to catch it (module docs, "two scans").
         let idx = self.idx.load(Ordering::Relaxed) & 1;
-        match self.flavour {
+        // A constant unless `K` is `Dynamic`: then one load of the field.
+        match K::FLAVOUR.unwrap_or(self.flavour) {
             Flavour::Normal => {
                 B::this_cpu_add(&self.percpu, lock_slot(idx), 1);
                 // Reader fence B. Closes the race "the scan misses this
@@ -552,18 +573,20 @@ impl<B: Backend> Inner<B> {
                 compiler_fence(Ordering::SeqCst);
             }
         }
-        if task {
+        // A constant: an unchecked domain's reader ends here.
+        if K::CHECKED && task {
             self.record_enter(idx);
         }
         idx
     }
 
-    /// Leaves a section; with `task`, also forgets it in the calling
-    /// task's record and returns false if the task held no section of this
-    /// domain there (another task entered it).
+    /// Leaves a section; in a checked domain (`K`) with `task`, also
+    /// forgets it in the calling task's record and returns false if the
+    /// task held no section of this domain there (another task entered
+    /// it). An unchecked domain always returns true.
     #[inline]
-    fn unlock(&self, idx: usize, task: bool) -> bool {
-        match self.flavour {
+    fn unlock<K: Kind>(&self, idx: usize, task: bool) -> bool {
+        match K::FLAVOUR.unwrap_or(self.flavour) {
             Flavour::Normal => {
                 // Reader fence C. Closes the race "the scan counts this
                 // unlock while the section's accesses are still in flight":
@@ -584,7 +607,7 @@ impl<B: Backend> Inner<B> {
             }
         }
         // A backend without per-task records cannot tell: not reported.
-        !task || B::with_task_sections(|t| t.exit(self.id)).unwrap_or(true)
+        !(K::CHECKED && task) || B::with_task_sections(|t| t.exit(self.id)).unwrap_or(true)
     }
 
     /// Records the new section as the calling task's (if the backend keeps
@@ -814,27 +837,11 @@ impl<B: Backend> Inner<B> {
     }
 }
 
-impl<B: Backend> Srcu<B> {
-    /// A new domain of the normal flavour (readers fence; see the
-    /// [module documentation](self)), like Linux's `init_srcu_struct`.
-    ///
-    /// # Errors
-    ///
-    /// [`AllocError`] if the per-CPU counters cannot be allocated.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use refcnt::{host::Host, srcu::{Flavour, Srcu}};
-    /// let srcu = Srcu::<Host>::new().unwrap();
-    /// assert_eq!(srcu.flavour(), Flavour::Normal);
-    /// ```
-    pub fn new() -> Result<Self, AllocError> {
-        Self::with_flavour(Flavour::Normal)
-    }
-
+impl<B: Backend> Srcu<B, Dynamic> {
     /// A new domain of the fast flavour (readers do not fence; updaters pay
-    /// with rcu-sched grace periods), like Linux's SRCU-fast.
+    /// with rcu-sched grace periods), like Linux's SRCU-fast. The flavour
+    /// is read by each lock and unlock; [`Srcu<B, Fast>`](Fast) fixes it
+    /// in the type instead.
     ///
     /// # Errors
     ///
@@ -866,8 +873,35 @@ impl<B: Backend> Srcu<B> {
     /// assert_eq!(srcu.flavour(), Flavour::Fast);
     /// ```
     pub fn with_flavour(flavour: Flavour) -> Result<Self, AllocError> {
+        Self::make(flavour)
+    }
+}
+
+impl<B: Backend, K: Kind> Srcu<B, K> {
+    /// A new domain, like Linux's `init_srcu_struct`: of `K`'s flavour,
+    /// or of the normal one (readers fence; see the
+    /// [module documentation](self)) when `K` is [`Dynamic`].
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError`] if the per-CPU counters cannot be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, srcu::{Fast, Flavour, Srcu}};
+    /// let srcu = Srcu::<Host>::new().unwrap();
+    /// assert_eq!(srcu.flavour(), Flavour::Normal);
+    /// assert_eq!(Srcu::<Host, Fast>::new().unwrap().flavour(), Flavour::Fast);
+    /// ```
+    pub fn new() -> Result<Self, AllocError> {
+        Self::make(K::FLAVOUR.unwrap_or(Flavour::Normal))
+    }
+
+    fn make(flavour: Flavour) -> Result<Self, AllocError> {
         Ok(Srcu {
             inner: Arc::new(Inner::new(flavour)?),
+            _kind: PhantomData,
         })
     }
 
@@ -911,9 +945,9 @@ impl<B: Backend> Srcu<B> {
     /// drop(g);
     /// ```
     #[inline]
-    pub fn read_lock(&self) -> SrcuReadGuard<'_, B> {
+    pub fn read_lock(&self) -> SrcuReadGuard<'_, B, K> {
         SrcuReadGuard {
-            idx: self.inner.lock(true),
+            idx: self.inner.lock::<K>(true),
             srcu: self,
             _not_send: PhantomData,
         }
@@ -941,7 +975,7 @@ impl<B: Backend> Srcu<B> {
     /// ```
     #[inline]
     pub fn read_lock_raw(&self) -> usize {
-        self.inner.lock(true)
+        self.inner.lock::<K>(true)
     }
 
     /// Leaves a read section entered with [`read_lock_raw`] by the calling
@@ -975,7 +1009,7 @@ impl<B: Backend> Srcu<B> {
     /// ```
     pub fn read_unlock(&self, idx: usize) -> Result<(), SrcuError> {
         self.check_unlock(idx)?;
-        if !self.inner.unlock(idx, true) {
+        if !self.inner.unlock::<K>(idx, true) {
             self.inner.log.report::<B>(Misuse::SrcuUnlockOtherTask);
         }
         Ok(())
@@ -1001,7 +1035,7 @@ impl<B: Backend> Srcu<B> {
     /// ```
     #[inline]
     pub fn down_read(&self) -> usize {
-        self.inner.lock(false)
+        self.inner.lock::<K>(false)
     }
 
     /// Leaves a section entered with [`down_read`](Srcu::down_read), on
@@ -1023,7 +1057,7 @@ impl<B: Backend> Srcu<B> {
     /// ```
     pub fn up_read(&self, idx: usize) -> Result<(), SrcuError> {
         self.check_unlock(idx)?;
-        self.inner.unlock(idx, false);
+        self.inner.unlock::<K>(idx, false);
         Ok(())
     }
 
@@ -1031,7 +1065,7 @@ impl<B: Backend> Srcu<B> {
     fn check_unlock(&self, idx: usize) -> Result<(), SrcuError> {
         let inner = &*self.inner;
         let bad = idx > 1
-            || (inner.flavour == Flavour::Normal && {
+            || (K::FLAVOUR.unwrap_or(inner.flavour) == Flavour::Normal && {
                 let unlocks = B::sum(&inner.percpu, unlock_slot(idx));
                 // Same pairing as scan fence A: every unlock counted above
                 // has its lock counted below, and the caller's own lock
@@ -1294,7 +1328,7 @@ impl<B: Backend> Srcu<B> {
     /// let srcu = Srcu::<Host>::new().unwrap();
     /// srcu.cleanup().map_err(|e| e.error).unwrap();
     /// ```
-    pub fn cleanup(self) -> Result<(), CleanupError<B>> {
+    pub fn cleanup(self) -> Result<(), CleanupError<B, K>> {
         let inner = &*self.inner;
         let readers = inner.readers();
         let error = if readers != 0 {

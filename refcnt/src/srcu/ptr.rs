@@ -24,7 +24,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
-use super::{Inner, Srcu, SrcuError, SrcuReadGuard};
+use super::{Inner, Kind, Srcu, SrcuError, SrcuReadGuard};
 use crate::backend::Backend;
 use crate::sync::atomic::{AtomicPtr, Ordering};
 
@@ -78,7 +78,7 @@ impl<T, B: Backend> SrcuPtr<T, B> {
     /// let p = SrcuPtr::new(&srcu, 5u32);
     /// assert_eq!(*p.read(&srcu.read_lock()), 5);
     /// ```
-    pub fn new(srcu: &Srcu<B>, value: T) -> Self {
+    pub fn new<K: Kind>(srcu: &Srcu<B, K>, value: T) -> Self {
         // INVARIANT: a fresh box, owned by the new pointer.
         SrcuPtr {
             ptr: AtomicPtr::new(Box::into_raw(Box::new(value))),
@@ -105,7 +105,7 @@ impl<T, B: Backend> SrcuPtr<T, B> {
     /// let v = p.read(&g);
     /// assert_eq!(v[1], 2);
     /// ```
-    pub fn read<'a>(&'a self, guard: &'a SrcuReadGuard<'_, B>) -> &'a T {
+    pub fn read<'a, K: Kind>(&'a self, guard: &'a SrcuReadGuard<'_, B, K>) -> &'a T {
         assert!(
             Arc::ptr_eq(&guard.srcu.inner, &self.domain),
             "SrcuPtr::read: guard of srcu domain {} used for a pointer of domain {}",
