@@ -17,7 +17,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
 use core::time::Duration;
 
 use refcnt::srcu::{Srcu, SrcuPtr};
@@ -324,7 +324,33 @@ struct Job {
     /// from the device-completion interrupt (irqmode softirq).
     done: IrqSpinLock<Vec<Done>>,
     wake: WaitQueue,
+    /// What the job is doing (`JOB_PHASES`), and its I/Os in flight: for
+    /// the watchdog's report.
+    phase: AtomicU8,
+    inflight: AtomicU64,
 }
+
+/// A job's phases, by `Job::phase`.
+const JOB_PHASES: [&str; 5] = [
+    "running",
+    "in submit",
+    "waiting for completions",
+    "waiting for the device",
+    "exited",
+];
+/// The scenario driver's phases, by `Shared::phase`.
+const DRIVE_PHASES: [&str; 10] = [
+    "sleeping",
+    "freeze",
+    "unfreeze",
+    "quiesce",
+    "unquiesce",
+    "usage switch",
+    "limits update",
+    "remove",
+    "re-create",
+    "finish",
+];
 
 struct Shared {
     config: IoConfig,
@@ -340,6 +366,10 @@ struct Shared {
     /// The hot-removed disk was released exactly once when its last
     /// holder let go.
     remove_released_once: AtomicBool,
+    /// What the scenario driver is doing (`DRIVE_PHASES`).
+    phase: AtomicU8,
+    /// The run is over (the watchdog stops).
+    over: AtomicBool,
 }
 
 fn dev_name(i: usize) -> String {
@@ -490,7 +520,10 @@ fn job_loop(shared: Arc<Shared>, job: Arc<Job>) {
                     j.wake.wake_one();
                 }),
             };
-            match d.submit(bio) {
+            job.phase.store(1, Relaxed);
+            let submitted = d.submit(bio);
+            job.phase.store(0, Relaxed);
+            match submitted {
                 Ok(()) => {
                     busy[block] = true;
                     inflight += 1;
@@ -516,12 +549,17 @@ fn job_loop(shared: Arc<Shared>, job: Arc<Job>) {
             }
             // Removed: written data went with the device.
             written.iter_mut().for_each(|w| *w = 0);
+            job.phase.store(3, Relaxed);
             sched::sleep(Duration::from_millis(4));
+            job.phase.store(0, Relaxed);
             disk = current_disk(&shared, dev);
             continue;
         }
+        job.inflight.store(inflight as u64, Relaxed);
+        job.phase.store(2, Relaxed);
         job.wake
             .wait_until_timeout(|| !job.done.lock().is_empty(), Duration::from_millis(20));
+        job.phase.store(0, Relaxed);
         let batch = core::mem::take(&mut *job.done.lock());
         let now = time::now_ns();
         for d in batch {
@@ -683,6 +721,8 @@ fn run_once(config: &IoConfig) -> Option<u64> {
                     stats: JobStats::new(),
                     done: IrqSpinLock::new(Vec::new()),
                     wake: WaitQueue::new(),
+                    phase: AtomicU8::new(0),
+                    inflight: AtomicU64::new(0),
                 })
             })
             .collect(),
@@ -694,6 +734,8 @@ fn run_once(config: &IoConfig) -> Option<u64> {
         entered_after_remove: AtomicU64::new(0),
         tagset,
         remove_released_once: AtomicBool::new(true),
+        phase: AtomicU8::new(0),
+        over: AtomicBool::new(false),
     });
     if !config.quiet {
         println!(
@@ -721,15 +763,26 @@ fn run_once(config: &IoConfig) -> Option<u64> {
         .iter()
         .map(|j| {
             let (s, j) = (shared.clone(), j.clone());
-            sched::spawn_on(j.cpu, move || job_loop(s, j))
+            sched::spawn_on(j.cpu, move || {
+                job_loop(s, j.clone());
+                j.phase.store(4, SeqCst);
+            })
         })
         .collect();
+    let watchdog = {
+        let s = shared.clone();
+        let cpu = smp::online().last().unwrap_or(0);
+        sched::spawn_on(cpu, move || watchdog(&s))
+    };
     let ok = drive(&shared);
     shared.stop.store(true, SeqCst);
     for h in handles {
         h.join();
     }
+    shared.phase.store(9, SeqCst);
     let (checked, iops) = finish(&shared);
+    shared.over.store(true, SeqCst);
+    watchdog.join();
     (ok & checked).then_some(iops)
 }
 
@@ -813,6 +866,45 @@ fn compare(config: &IoConfig) -> bool {
     true
 }
 
+/// Reports where a run that overran its time by 15 s is stuck, every 10 s
+/// until it ends: the driver's phase, each job's phase and I/Os in flight,
+/// each queue's state. A hang then says which wait never ended.
+fn watchdog(shared: &Shared) {
+    let cfg = &shared.config;
+    let run_ms = cfg.run_ms.unwrap_or(cfg.runtime * 1000);
+    let t0 = time::now_ns();
+    let mut next_ms = run_ms + 15_000;
+    while !shared.over.load(SeqCst) {
+        sched::sleep(Duration::from_millis(50));
+        let ms = (time::now_ns() - t0) / 1_000_000;
+        if ms < next_ms {
+            continue;
+        }
+        next_ms += 10_000;
+        println!(
+            "io: watchdog: {ms} ms into a {run_ms} ms run; driver: {}",
+            DRIVE_PHASES[usize::from(shared.phase.load(SeqCst))]
+        );
+        for j in &shared.jobs {
+            println!(
+                "io: watchdog:   job {} on cpu {}: {}, {} in flight, {} done",
+                j.index,
+                j.cpu,
+                JOB_PHASES[usize::from(j.phase.load(SeqCst))],
+                j.inflight.load(SeqCst),
+                j.stats.ios.load(SeqCst)
+            );
+        }
+        for d in devices(shared) {
+            println!("io: watchdog:   {}", d.queue().debug_state());
+        }
+        println!(
+            "io: watchdog:   remote completions pending: {}",
+            block::complete::remote_pending()
+        );
+    }
+}
+
 /// The boot CPU's part: scenario events and the once-a-second line.
 fn drive(shared: &Shared) -> bool {
     let cfg = &shared.config;
@@ -846,24 +938,31 @@ fn drive(shared: &Shared) -> bool {
         if switch {
             percpu = !percpu;
         }
+        let phase = |p: u8| shared.phase.store(p, SeqCst);
         for d in &all {
             let q = d.queue();
             if freeze {
+                phase(1);
                 drains.push(q.freeze());
                 // With shared tags, other devices' requests hold tags too.
                 if shared.tagset.is_none() {
                     assert_eq!(q.in_flight(), 0, "freeze returned with requests in flight");
                 }
+                phase(2);
                 q.unfreeze();
             }
             if quiesce {
+                phase(3);
                 quiesce_ns.push(q.quiesce());
+                phase(4);
                 q.unquiesce();
             }
             if switch {
+                phase(5);
                 q.switch_usage(percpu);
             }
         }
+        phase(0);
         drop(all);
         for (hit, n, every) in [
             (freeze, 0, cfg.freeze_ms),
@@ -875,6 +974,7 @@ fn drive(shared: &Shared) -> bool {
             }
         }
         if cfg.limits_ms > 0 && elapsed >= next[2] && !end {
+            phase(6);
             generation += 1;
             let old = shared
                 .limits
@@ -890,6 +990,7 @@ fn drive(shared: &Shared) -> bool {
         if remove_at > 0 && elapsed >= remove_at * 1000 && removed_entered.is_none() && !end {
             if let Some(d) = disk.clone() {
                 let t = time::now_ns();
+                phase(7);
                 d.remove();
                 let entered = d.queue().stats.entered.load(SeqCst);
                 println!(
@@ -898,6 +999,7 @@ fn drive(shared: &Shared) -> bool {
                 );
                 removed_entered = Some((d, entered));
                 sched::sleep(Duration::from_millis(100));
+                phase(8);
                 match null_blk::create(0, &cfg.dev, shared.tagset.clone()) {
                     Ok(_) => println!("io: nullb0 re-created"),
                     Err(e) => {
@@ -908,6 +1010,7 @@ fn drive(shared: &Shared) -> bool {
                 shared.disk_gen.fetch_add(1, SeqCst);
             }
         }
+        phase(0);
         drop(disk);
         let second = elapsed / 1000;
         if second > last_second && !cfg.quiet {

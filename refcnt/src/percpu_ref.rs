@@ -646,6 +646,16 @@ impl<B: Backend> Inner<B> {
         if mode & EXITED != 0 {
             return self.log.report::<B>(Misuse::GetAfterExit);
         }
+        // The count may reach zero here. From that decrement until the
+        // release callback has returned and `releases` says so, this thread
+        // must not be preempted: `resurrect` waits for a release in
+        // progress with its lock held (preemption off, in a kernel), and a
+        // releaser switched out on the same CPU would never get to finish,
+        // so both would hang. A read-side section keeps the put, release
+        // included, on its CPU and running (Linux's put also runs inside
+        // an RCU read-side section). So the release callback runs inside
+        // one too: it must not sleep.
+        let _running = B::read_lock_sched();
         // Release: everything this holder did with the object happens
         // before the release callback; pairs with the Acquire fence below,
         // run by whoever takes the count to zero.
@@ -885,7 +895,11 @@ impl<B: Backend> Inner<B> {
 impl<B: Backend> PercpuRef<B> {
     /// Creates a ref holding one reference (the initial one, dropped by
     /// [`kill`](Self::kill)), unless [`Flags::INIT_DEAD`]. `release` runs
-    /// once per life, when the count reaches zero after kill.
+    /// once per life, when the count reaches zero after kill, in the
+    /// context of the last put (any context, an interrupt handler
+    /// included) and inside an rcu-sched read-side section: like Linux's,
+    /// it must not sleep or wait for a grace period (hand such work to a
+    /// worker, e.g. with `call_sched`).
     ///
     /// # Errors
     ///
@@ -1428,7 +1442,8 @@ impl<B: Backend> PercpuRef<B> {
             // The last put of the old life may still be releasing: let it
             // finish, so it does not claim the life we are starting. A
             // short spin (not `wait_until`): `ctl` is held, and the release
-            // callback is already running.
+            // callback is already running, inside a read-side section
+            // (`put_atomic`), so its thread cannot be switched out for us.
             // Acquire: pairs with the Release store after release returns.
             while inner.releases.load(Acquire) < inner.lives.load(Relaxed) {
                 B::relax();

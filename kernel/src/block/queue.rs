@@ -567,6 +567,36 @@ impl RequestQueue {
         }
     }
 
+    /// One line of the queue's state, for a watchdog's report: dying,
+    /// freeze and quiesce depths, tags in use and waiters per hardware
+    /// queue, requests parked for dispatch, the usage counter's mode, and
+    /// entered / freed counts.
+    pub fn debug_state(&self) -> String {
+        use core::fmt::Write;
+        let mut s = alloc::format!(
+            "{}: dying={} frozen={} quiesced={} usage={:?} zero={} entered={} freed={} hctx(in use/waiters/parked)=[",
+            self.name,
+            self.is_dying(),
+            self.freeze_depth(),
+            self.quiesced.load(Ordering::SeqCst),
+            self.usage.stats().mode,
+            self.usage_mode != UsageMode::Absent && self.usage.is_zero(),
+            self.stats.entered.load(Ordering::Relaxed),
+            self.stats.freed.load(Ordering::Relaxed),
+        );
+        for h in &self.hctxs {
+            let _ = write!(
+                s,
+                " {}/{}/{}",
+                h.tags.in_use(),
+                h.tags.wait.len(),
+                h.dispatch.lock().len()
+            );
+        }
+        s.push_str(" ]");
+        s
+    }
+
     /// Whether the usage counter is zero (meaningful once frozen; with no
     /// counter, whether no tag is in use).
     pub fn usage_is_zero(&self) -> bool {

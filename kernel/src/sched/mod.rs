@@ -615,6 +615,17 @@ impl WaitQueue {
         self.waiters.lock().retain(|t| !Arc::ptr_eq(t, me));
     }
 
+    /// Threads waiting now (racy; for reports).
+    pub fn len(&self) -> usize {
+        let _irq = IrqGuard::new();
+        self.waiters.lock().len()
+    }
+
+    /// Whether no thread waits now (racy).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Wakes the longest waiter, if any. Callable from interrupt handlers.
     pub fn wake_one(&self) {
         let first = {

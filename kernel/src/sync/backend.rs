@@ -458,6 +458,57 @@ mod tests {
     }
 
     crate::ktest! {
+        /// A resurrect on the CPU where the last put is still running a
+        /// slow release callback (20 ms, five ticks) waits for that release
+        /// to end and then starts the new life, also when it is called in
+        /// atomic context (a spin lock held): neither thread hangs. (Before
+        /// the put ran inside a read-side section, the tick switched the
+        /// releasing thread out for the resurrecting one, which then spun
+        /// for ever with preemption off: the hang of the io mode's
+        /// unfreeze, which resurrects under the freeze-depth lock.)
+        #[smp(1)]
+        #[timeout(30)]
+        fn resurrect_beside_a_slow_release_on_the_same_cpu() {
+            static STARTED: AtomicBool = AtomicBool::new(false);
+            static RELEASES: AtomicUsize = AtomicUsize::new(0);
+            let r = Arc::new(
+                PercpuRef::<Kernel>::new(
+                    || {
+                        STARTED.store(true, SeqCst);
+                        crate::arch::time::delay_us(20_000);
+                        RELEASES.fetch_add(1, SeqCst);
+                    },
+                    Flags::INIT_ATOMIC,
+                )
+                .unwrap(),
+            );
+            let held = r.get_owned();
+            assert!(r.kill());
+            // Let the kill's grace period end, so `held` is the last one.
+            crate::sched::sleep(core::time::Duration::from_millis(50));
+            assert_eq!(RELEASES.load(SeqCst), 0, "released with a reference held");
+            let r2 = r.clone();
+            let resurrecter = crate::sched::spawn_on(0, move || {
+                while !STARTED.load(SeqCst) {
+                    core::hint::spin_loop();
+                }
+                // Under a spin lock, as the block layer's unfreeze calls
+                // it (resurrect may be called in atomic context).
+                let lock = crate::sync::SpinLock::new(());
+                let _held = lock.lock();
+                assert!(r2.resurrect(), "resurrect of a dead ref refused");
+            });
+            let putter = crate::sched::spawn_on(0, move || drop(held));
+            putter.join();
+            resurrecter.join();
+            assert_eq!(RELEASES.load(SeqCst), 1, "not released exactly once");
+            let g = r.tryget_live().expect("the new life takes live references");
+            drop(g);
+            assert!(r.kill());
+        }
+    }
+
+    crate::ktest! {
         /// The seed's dynamic mode in the kernel: an idle ref stays atomic,
         /// a hot one switches itself to per-CPU counting.
         #[smp(1, 8)]
