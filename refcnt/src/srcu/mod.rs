@@ -980,9 +980,10 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
 
     /// Leaves a read section entered with [`read_lock_raw`] by the calling
     /// task (Linux's `srcu_read_unlock`). Leaving a section another task
-    /// entered still leaves it (no grace period is held up), but is
-    /// reported as [`Misuse::SrcuUnlockOtherTask`]: the task that entered
-    /// still counts as inside for the misuse check (use
+    /// entered still leaves it (no grace period is held up), but, in a
+    /// checked domain ([`Kind`]), is reported as
+    /// [`Misuse::SrcuUnlockOtherTask`]: the task that entered still counts
+    /// as inside for the misuse check (use
     /// [`down_read`](Srcu::down_read) and [`up_read`](Srcu::up_read) for
     /// sections that change hands).
     ///
@@ -1094,7 +1095,9 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     ///
     /// [`SrcuError::SyncInReadSection`] (and
     /// [`Misuse::SrcuSyncInReadSection`]) if the caller is inside a read
-    /// section of this domain: the wait would never end.
+    /// section of this domain: the wait would never end. Detected in a
+    /// checked domain (the feature `checks`, or `Srcu<B, Checked<_>>`),
+    /// and on a backend without per-task records; see [`Kind`].
     ///
     /// # Examples
     ///
@@ -1165,7 +1168,8 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// # Errors
     ///
     /// [`SrcuError::SyncInReadSection`] inside a read section of this
-    /// domain (the callbacks wait for that section).
+    /// domain (the callbacks wait for that section), where detected, as
+    /// for [`synchronize`](Srcu::synchronize).
     ///
     /// # Examples
     ///

@@ -169,7 +169,8 @@ impl<T, B: Backend> SrcuPtr<T, B> {
     /// # Errors
     ///
     /// [`SrcuError::SyncInReadSection`] if called inside a read section of
-    /// the pointer's domain. The new value is published anyway; the old one
+    /// the pointer's domain, where detected (as for
+    /// [`Srcu::synchronize`]). The new value is published anyway; the old one
     /// is dropped by a callback after a grace period
     /// ([`replace_deferred`](SrcuPtr::replace_deferred)).
     ///

@@ -30,8 +30,9 @@ const VACANT: usize = usize::MAX;
 /// The SRCU read sections one task is inside, by domain
 /// ([`Srcu::id`](super::Srcu::id)), most recent last.
 ///
-/// A backend only stores it (one per task) and lends it out; SRCU's
-/// sections record themselves in it. Sections left in any order are
+/// A backend only stores it (one per task) and lends it out; the
+/// sections of checked SRCU domains record themselves in it (see
+/// [`Kind`](super::Kind)). Sections left in any order are
 /// found. Sections handed between tasks
 /// ([`Srcu::down_read`](super::Srcu::down_read)) are not recorded.
 ///
