@@ -41,7 +41,7 @@ impl ExitCode {
 
 /// The io mode's option keys, as both command lines spell them (the
 /// runner's `--io key=value`, the kernel's `key=value` words).
-pub const IO_KEYS: [&str; 22] = [
+pub const IO_KEYS: [&str; 23] = [
     "rw",
     "bs",
     "iodepth",
@@ -49,6 +49,7 @@ pub const IO_KEYS: [&str; 22] = [
     "submit_queues",
     "hw_queue_depth",
     "irqmode",
+    "completion_nsec",
     "completion_cpu",
     "blocking",
     "memory_backed",

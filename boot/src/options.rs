@@ -146,8 +146,9 @@ Options:
   --io K=V,K=V      with --mode io: device and job options (fio's and
                      null_blk's names): rw=read|write|randread|randwrite|
                      randrw, bs=BYTES, iodepth=N, verify=0|1, submit_queues=N,
-                     hw_queue_depth=N, irqmode=none|softirq,
-                     completion_cpu=submitter|home|rr, blocking=0|1,
+                     hw_queue_depth=N, irqmode=none|softirq|timer,
+                     completion_nsec=NS (timer), completion_cpu=submitter|
+                     home|rr, blocking=0|1,
                      memory_backed=0|1, dev_bs=512|4096, size=MIB,
                      freeze_ms=MS, quiesce_ms=MS, limits_ms=MS, switch_ms=MS,
                      remove_at=SECOND, usage=percpu|atomic|absent,

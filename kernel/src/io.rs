@@ -135,7 +135,7 @@ impl Default for IoConfig {
 impl IoConfig {
     /// The command-line keys [`set`](Self::set) knows (shared with the
     /// runner).
-    pub const KEYS: [&'static str; 22] = crate::abi::IO_KEYS;
+    pub const KEYS: [&'static str; 23] = crate::abi::IO_KEYS;
 
     /// Sets option `key` from its command-line word: `None` for a key that
     /// is not an io option, `Some(Err(what it accepts))` for a bad value.
@@ -167,10 +167,14 @@ impl IoConfig {
             "irqmode" => match value {
                 "none" | "0" => Some(null_blk::IrqMode::None),
                 "softirq" | "1" => Some(null_blk::IrqMode::Softirq),
+                "timer" | "2" => Some(null_blk::IrqMode::Timer),
                 _ => None,
             }
             .map(|m| self.dev.irqmode = m)
-            .ok_or("none or softirq"),
+            .ok_or("none, softirq or timer (or 0, 1, 2)"),
+            "completion_nsec" => num(0, 1_000_000_000)
+                .map(|n| self.dev.completion_nsec = n)
+                .ok_or("0..=1000000000 (ns; irqmode=timer)"),
             "completion_cpu" => match value {
                 "submitter" => Some(null_blk::CompletionCpu::Submitter),
                 "home" => Some(null_blk::CompletionCpu::Home),

@@ -14,6 +14,8 @@
 //! - the grace-period IPI: rcu-sched's quiescent-state request;
 //! - the device-completion IPI: the block layer's remote completions
 //!   queued for this CPU (`block::complete`);
+//! - the timer interrupt at a high-resolution deadline: the scheduler's
+//!   high-resolution timers due on this CPU (`sched::hrtimer`);
 //! - the end of an outermost section that owed a report: the scheduler's
 //!   preemption point (a switch the tick had to put off).
 //!
@@ -34,6 +36,7 @@ pub fn init() {
     });
     idt::set_gp_hook(sync::rcu::gp_ipi);
     idt::set_device_hook(block::complete::device_ipi);
+    idt::set_hrtimer_hook(sched::hrtimer::expire);
     percpu::set_section_end_hook(sched::preempt_point);
 }
 

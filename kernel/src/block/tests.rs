@@ -477,3 +477,46 @@ crate::ktest! {
         assert!(disk.remove());
     }
 }
+
+crate::ktest! {
+    /// null_blk irqmode=timer: every request completes no sooner than
+    /// completion_nsec after it was submitted, on the submitting CPU, in
+    /// its timer interrupt; an io run in timer mode passes every check.
+    #[smp(2)]
+    fn null_blk_timer_mode_completes_after_completion_nsec() {
+        use crate::arch::idt::in_interrupt;
+        use crate::arch::lock::IrqSpinLock;
+        use crate::arch::percpu::cpu_id;
+        use crate::arch::time::now_ns;
+        let cfg = NullBlkConfig { irqmode: IrqMode::Timer, completion_nsec: 300_000, size_mib: 1, ..NullBlkConfig::default() };
+        let disk = null_blk::create(12, &cfg, None).unwrap();
+        let seen = Arc::new(IrqSpinLock::new(Vec::new()));
+        let (d, s) = (disk.clone(), seen.clone());
+        sched::spawn_on(1, move || {
+            for i in 0..20u64 {
+                let (s, t0) = (s.clone(), now_ns());
+                let end_io = Box::new(move |b: BioDone| {
+                    assert!(b.result.is_ok());
+                    s.lock().push((now_ns() - t0, cpu_id(), in_interrupt()));
+                });
+                d.submit(Bio { op: Op::Read, offset: i * 4096, data: vec![0; 4096], nowait: false, end_io })
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+            }
+        })
+        .join();
+        assert!(smp::wait_for(5000, || seen.lock().len() == 20), "{} of 20 completed", seen.lock().len());
+        for &(after, cpu, irq) in seen.lock().iter() {
+            assert!(after >= 300_000, "completed {after} ns after submission, before completion_nsec");
+            assert_eq!(cpu, 1, "completed on cpu {cpu}, submitted on 1");
+            assert!(irq, "completed outside the timer interrupt");
+        }
+        assert!(smp::wait_for(2000, || disk.queue().in_flight() == 0));
+        assert!(disk.remove());
+
+        let mut io = crate::io::IoConfig { run_ms: Some(500), quiet: true, freeze_ms: 100, quiesce_ms: 100, remove_at: Some(0), ..crate::io::IoConfig::default() };
+        io.dev.irqmode = IrqMode::Timer;
+        io.dev.size_mib = 4;
+        assert!(crate::io::run(io), "an io run with irqmode=timer failed its checks");
+    }
+}

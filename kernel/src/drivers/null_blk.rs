@@ -5,7 +5,9 @@
 //! (Documentation/block/null_blk.rst): `submit_queues` (hardware queues,
 //! default one per CPU), `hw_queue_depth` (tags per queue, 64),
 //! `irqmode` (`none`: complete inline in dispatch; `softirq`: complete on
-//! the completion CPU, in an IPI sent to it), `blocking` (dispatch may sleep,
+//! the completion CPU, in an IPI sent to it; `timer`: complete
+//! `completion_nsec` (10 us) after dispatch, in the submitting CPU's timer
+//! interrupt), `blocking` (dispatch may sleep,
 //! so it runs under the tag set's SRCU), `memory_backed` with `bs` and
 //! `size` (data really copied, so reads can be verified), `shared_tags`
 //! (one tag set for every device) and the completion CPU policy.
@@ -20,6 +22,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use crate::block::{
     complete, Disk, DiskConfig, Driver, Op, Request, RequestQueue, TagSet, UsageMode,
 };
+use crate::sched::hrtimer;
 use crate::sync::SpinLock;
 
 /// How a request is completed.
@@ -31,6 +34,9 @@ pub enum IrqMode {
     /// Linux raises a softirq from it), one interrupt for every request
     /// queued there before it runs (see `block::complete`).
     Softirq,
+    /// `completion_nsec` after dispatch, in the submitting CPU's timer
+    /// interrupt (a high-resolution timer per request, `sched::hrtimer`).
+    Timer,
 }
 
 /// Which CPU completes a request (irqmode softirq).
@@ -56,6 +62,8 @@ pub struct NullBlkConfig {
     pub irqmode: IrqMode,
     /// Which CPU completes (softirq).
     pub completion_cpu: CompletionCpu,
+    /// How long after dispatch a request completes (timer), ns.
+    pub completion_nsec: u64,
     /// Dispatch may sleep (runs under SRCU).
     pub blocking: bool,
     /// Keep the data.
@@ -77,6 +85,7 @@ impl Default for NullBlkConfig {
             hw_queue_depth: 64,
             irqmode: IrqMode::None,
             completion_cpu: CompletionCpu::Submitter,
+            completion_nsec: 10_000,
             blocking: false,
             memory_backed: false,
             bs: 4096,
@@ -143,6 +152,12 @@ impl Driver for NullBlkDriver {
             }
             IrqMode::Softirq => {
                 complete::complete_on(dev.completion_cpu(rq), rq.clone(), Ok(()));
+            }
+            IrqMode::Timer => {
+                let rq = rq.clone();
+                hrtimer::start(dev.config.completion_nsec, move || {
+                    rq.complete(Ok(()));
+                });
             }
         }
     }

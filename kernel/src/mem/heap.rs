@@ -67,22 +67,33 @@ unsafe impl GlobalAlloc for KernelHeap {
 crate::ktest! {
     fn heap_boxes_and_vectors() {
         use alloc::{boxed::Box, vec::Vec};
-        let (used_before, _) = usage();
-        let boxed = Box::new(0x1234_5678_u64);
-        assert_eq!(*boxed, 0x1234_5678);
-        let v: Vec<u64> = (0..100_000).collect();
-        assert_eq!(v.iter().sum::<u64>(), 99_999 * 100_000 / 2);
-        let used_with_vec = usage().0;
-        assert!(used_with_vec >= used_before + 800_000, "the vector's memory is counted");
-        drop(v);
-        drop(boxed);
-        // Other CPUs may allocate or free a little meanwhile (idle threads,
-        // timers), so compare with a margin far below the vector's 800 KB.
-        let used_after = usage().0;
-        assert!(
-            used_after + 790_000 <= used_with_vec && used_after <= used_before + 10_000,
-            "the vector's memory is given back: {used_before} before, {used_with_vec} with it, {used_after} after"
-        );
+        // Other CPUs allocate and free meanwhile: a little (idle threads,
+        // timers), sometimes a lot (an earlier test's device, released
+        // after a grace period). So the margins are far below the
+        // vector's 800 KB, and a measurement that another CPU's big free
+        // spoiled is taken again (at most five times).
+        let mut last = (0, 0, 0);
+        for _ in 0..5 {
+            let (used_before, _) = usage();
+            let boxed = Box::new(0x1234_5678_u64);
+            assert_eq!(*boxed, 0x1234_5678);
+            let v: Vec<u64> = (0..100_000).collect();
+            assert_eq!(v.iter().sum::<u64>(), 99_999 * 100_000 / 2);
+            let used_with_vec = usage().0;
+            drop(v);
+            drop(boxed);
+            let used_after = usage().0;
+            last = (used_before, used_with_vec, used_after);
+            if used_with_vec >= used_before + 800_000
+                && used_after + 790_000 <= used_with_vec
+                && used_after <= used_before + 10_000
+            {
+                return;
+            }
+            crate::sched::sleep(core::time::Duration::from_millis(50));
+        }
+        let (before, with, after) = last;
+        panic!("the vector's memory is not counted and given back: {before} before, {with} with it, {after} after");
     }
 }
 

@@ -65,6 +65,7 @@
 //! CPU and the caller's place otherwise ("scheduling while atomic").
 #![deny(unsafe_code)]
 
+pub mod hrtimer;
 mod mutex;
 pub mod workqueue;
 use alloc::boxed::Box;

@@ -15,8 +15,8 @@ static XAPIC_BASE: AtomicU64 = AtomicU64::new(0);
 /// Set once the boot CPU's APIC works; the fatal path checks it before
 /// sending NMIs.
 static READY: AtomicBool = AtomicBool::new(false);
-/// Timer counts per tick, measured on the boot CPU.
-static TIMER_INITIAL_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Timer counts per microsecond, scaled by 2^16, measured on the boot CPU.
+static TIMER_PER_US_X65536: AtomicU64 = AtomicU64::new(0);
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
@@ -201,8 +201,8 @@ pub fn nmi_others() {
     }
 }
 
-/// Measures the APIC timer against the TSC on the boot CPU, then starts
-/// this CPU's periodic tick.
+/// Measures the APIC timer against the TSC on the boot CPU; returns its
+/// counts per millisecond, for the banner.
 pub fn calibrate_timer() -> u64 {
     write(reg::TIMER_DIVIDE, 0b0011); // divide by 16
     write(reg::LVT_TIMER, 1 << 16); // masked, one-shot
@@ -210,17 +210,27 @@ pub fn calibrate_timer() -> u64 {
     super::time::delay_us(10_000);
     let elapsed = u64::from(u32::MAX) - read(reg::TIMER_CURRENT);
     write(reg::TIMER_INITIAL, 0);
-    let per_tick = (elapsed * 100 / HZ).max(1);
-    TIMER_INITIAL_COUNT.store(per_tick, Ordering::Relaxed);
-    per_tick * HZ / 1000 // counts per ms, for the banner
+    // Relaxed: written once before any other CPU starts (see
+    // `time::calibrate`).
+    TIMER_PER_US_X65536.store(((elapsed << 16) / 10_000).max(1), Ordering::Relaxed);
+    elapsed / 10
 }
 
-/// Starts this CPU's periodic timer tick at [`HZ`].
+/// Sets this CPU's timer up in one-shot mode at [`TIMER_VECTOR`], unarmed;
+/// [`arm_timer_in`] arms it (the tick and high-resolution deadlines are
+/// kept by `idt`, which re-arms it in every timer interrupt).
 pub fn start_timer() {
     write(reg::TIMER_DIVIDE, 0b0011);
-    write(reg::LVT_TIMER, (1 << 17) | u64::from(TIMER_VECTOR)); // periodic
-    write(
-        reg::TIMER_INITIAL,
-        TIMER_INITIAL_COUNT.load(Ordering::Relaxed),
-    );
+    write(reg::LVT_TIMER, u64::from(TIMER_VECTOR)); // one-shot, unmasked
+}
+
+/// Arms this CPU's one-shot timer to fire in `ns` nanoseconds (at least
+/// one count; at most the counter's range, about a minute, and the
+/// interrupt then re-arms it). Interrupts must be off: a timer interrupt
+/// between the computation and the write would be overwritten.
+pub fn arm_timer_in(ns: u64) {
+    let per_us = TIMER_PER_US_X65536.load(Ordering::Relaxed);
+    let counts =
+        (u128::from(ns) * u128::from(per_us) / (1000 << 16)).clamp(1, u128::from(u32::MAX));
+    write(reg::TIMER_INITIAL, counts as u64);
 }

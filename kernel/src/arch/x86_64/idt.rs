@@ -192,6 +192,13 @@ crate::percpu! {
     pub static KICKS: PerCpu<u64> = 0;
     /// Device-completion IPIs taken by this CPU.
     pub static DEVICE_IPIS: PerCpu<u64> = 0;
+    /// Timer interrupts that ran the high-resolution hook on this CPU.
+    pub static HRTIMER_IRQS: PerCpu<u64> = 0;
+    /// When this CPU's next tick is due (ns).
+    static NEXT_TICK_NS: PerCpu<u64> = 0;
+    /// When this CPU's high-resolution hook is due (ns; `u64::MAX`: not
+    /// asked for).
+    static HR_DEADLINE_NS: PerCpu<u64> = u64::MAX;
     /// 1 while this CPU runs a device or IPI handler (they do not nest:
     /// interrupt gates keep interrupts off).
     static IN_IRQ: PerCpu<u64> = 0;
@@ -238,6 +245,7 @@ pub struct TimerHooks {
 static TIMER_HOOKS: Hook<TimerHooks> = Hook::new("timer tick");
 static GP_HOOK: Hook<fn()> = Hook::new("grace-period IPI");
 static DEVICE_HOOK: Hook<fn()> = Hook::new("device-completion IPI");
+static HRTIMER_HOOK: Hook<fn()> = Hook::new("high-resolution timer");
 
 /// Registers what every CPU's timer tick runs. Once, before interrupts are
 /// enabled (a tick before it is acknowledged and counted as unexpected).
@@ -259,24 +267,90 @@ pub fn set_device_hook(hook: fn()) {
     DEVICE_HOOK.set(hook);
 }
 
+/// Nanoseconds between two timer ticks.
+const TICK_NS: u64 = 1_000_000_000 / apic::HZ;
+
+/// Starts this CPU's timer: the first tick one period from now. Each CPU
+/// once, interrupts off, after its APIC is enabled.
+pub fn start_tick() {
+    apic::start_timer();
+    let now = super::time::now_ns();
+    NEXT_TICK_NS.set(now + TICK_NS);
+    HR_DEADLINE_NS.set(u64::MAX);
+    rearm(now);
+}
+
+/// Registers what the timer interrupt runs when this CPU's high-resolution
+/// deadline ([`arm_hrtimer`]) has passed: the upper layer's expiry of its
+/// timer list, in the handler, before the EOI. Once, before interrupts are
+/// enabled.
+pub fn set_hrtimer_hook(hook: fn()) {
+    HRTIMER_HOOK.set(hook);
+}
+
+/// Asks for this CPU's timer interrupt at `deadline` (ns, [`time::now_ns`]
+/// clock) or earlier, to run the high-resolution hook; a deadline later
+/// than one already asked for changes nothing (the hook re-asks for its
+/// next one when it runs). A deadline already past fires as soon as
+/// interrupts are on.
+///
+/// [`time::now_ns`]: super::time::now_ns
+pub fn arm_hrtimer(deadline: u64) {
+    let _irq = super::percpu::IrqGuard::new();
+    if deadline < HR_DEADLINE_NS.get() {
+        HR_DEADLINE_NS.set(deadline);
+        if deadline < NEXT_TICK_NS.get() {
+            rearm(super::time::now_ns());
+        }
+    }
+}
+
+/// Arms the one-shot APIC timer for the earlier of the next tick and the
+/// high-resolution deadline. Interrupts off.
+fn rearm(now: u64) {
+    let next = NEXT_TICK_NS.get().min(HR_DEADLINE_NS.get());
+    apic::arm_timer_in(next.saturating_sub(now));
+}
+
+/// The timer interrupt. The APIC timer runs one-shot: each interrupt is a
+/// tick when the tick is due (every `TICK_NS`), runs the high-resolution
+/// hook when its deadline has passed, and re-arms the timer for whichever
+/// comes next.
 extern "x86-interrupt" fn timer_tick(frame: InterruptStackFrame) {
     IN_IRQ.set(1);
-    TICKS.add(1);
+    let now = super::time::now_ns();
+    let tick = now >= NEXT_TICK_NS.get();
     // Interrupted between the test and the add of a per-CPU fast path
     // (`percpu::gs_add_unless`): that is a read-side section, so no
     // quiescent state and no preemption this time.
     let in_section = super::percpu::in_fast_path(frame.instruction_pointer.as_u64());
     let hooks = TIMER_HOOKS.get();
-    match hooks {
-        Some(hooks) => (hooks.tick)(in_section),
-        None => unhooked(apic::TIMER_VECTOR),
+    if tick {
+        TICKS.add(1);
+        // One period after the tick that was due; after a stall (a vCPU
+        // the host did not run) one period from now, not a burst.
+        let next = NEXT_TICK_NS.get() + TICK_NS;
+        NEXT_TICK_NS.set(if next > now { next } else { now + TICK_NS });
+        match hooks {
+            Some(hooks) => (hooks.tick)(in_section),
+            None => unhooked(apic::TIMER_VECTOR),
+        }
     }
+    if HR_DEADLINE_NS.get() <= now {
+        HR_DEADLINE_NS.set(u64::MAX);
+        HRTIMER_IRQS.add(1);
+        match HRTIMER_HOOK.get() {
+            Some(hook) => hook(),
+            None => unhooked(apic::TIMER_VECTOR),
+        }
+    }
+    rearm(super::time::now_ns());
     IN_IRQ.set(0);
     apic::eoi();
     // Last: a preemption switches threads on this stack and comes back
     // here only when the interrupted thread runs again.
     if let Some(hooks) = hooks {
-        if !in_section {
+        if tick && !in_section {
             (hooks.exit)();
         }
     }

@@ -163,7 +163,7 @@ pub fn start_cpus(cpus: CpuSet, ap_entry: fn() -> !) -> usize {
         mode,
     } = cpus;
     let lapic_per_ms = apic::calibrate_timer();
-    apic::start_timer();
+    idt::start_tick();
     crate::println!(
         "clock: tsc {}.{:03} MHz (calibrated against the PIT), local apic timer {} counts/ms, {} Hz tick",
         tsc_khz / 1000,

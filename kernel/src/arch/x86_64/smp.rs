@@ -263,7 +263,7 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     gdt::init_ap();
     idt::load();
     apic::enable_this_cpu();
-    apic::start_timer();
+    super::idt::start_tick();
     mark_online(cpu);
     // Release: see `online_cpus`.
     ONLINE_COUNT.fetch_add(1, Ordering::Release);
