@@ -1063,7 +1063,19 @@ fn drive(shared: &Shared) -> bool {
         if end {
             break;
         }
-        sched::sleep(Duration::from_millis(4));
+        // Until the next scenario event (sleeps end at their deadline, not
+        // at a tick), at most 4 ms, so the second's line stays on time.
+        let elapsed = ms(time::now_ns());
+        let due = [cfg.freeze_ms, cfg.quiesce_ms, cfg.limits_ms, cfg.switch_ms]
+            .iter()
+            .zip(next)
+            .filter(|(every, _)| **every > 0)
+            .map(|(_, at)| at)
+            .min()
+            .unwrap_or(u64::MAX);
+        sched::sleep(Duration::from_millis(
+            due.saturating_sub(elapsed).clamp(1, 4),
+        ));
     }
     if let Some((d, entered)) = removed_entered {
         let now = d.queue().stats.entered.load(SeqCst);

@@ -15,7 +15,8 @@
 //! - the device-completion IPI: the block layer's remote completions
 //!   queued for this CPU (`block::complete`);
 //! - the timer interrupt at a high-resolution deadline: the scheduler's
-//!   high-resolution timers due on this CPU (`sched::hrtimer`);
+//!   high-resolution timers (`sched::hrtimer`), sleepers and timed calls
+//!   due on this CPU;
 //! - the end of an outermost section that owed a report: the scheduler's
 //!   preemption point (a switch the tick had to put off).
 //!
@@ -36,8 +37,15 @@ pub fn init() {
     });
     idt::set_gp_hook(sync::rcu::gp_ipi);
     idt::set_device_hook(block::complete::device_ipi);
-    idt::set_hrtimer_hook(sched::hrtimer::expire);
+    idt::set_hrtimer_hook(hrtimer);
     percpu::set_section_end_hook(sched::preempt_point);
+}
+
+/// The timer interrupt at a high-resolution deadline: the high-resolution
+/// timers, then the scheduler's sleepers and timed calls, that are due.
+fn hrtimer() {
+    sched::hrtimer::expire();
+    sched::run_timers();
 }
 
 /// Every CPU's timer tick, in the handler, before its EOI.

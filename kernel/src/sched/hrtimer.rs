@@ -71,8 +71,9 @@ fn lists() -> &'static [IrqSpinLock<BinaryHeap<Entry>>] {
 
 /// Runs `f` in this CPU's timer interrupt once `delay_ns` nanoseconds have
 /// passed (not before; later by the interrupt's latency). Callable from
-/// any context, interrupt handlers included.
-pub fn start(delay_ns: u64, f: impl FnOnce() + Send + 'static) {
+/// any context, interrupt handlers included. Returns the deadline (ns,
+/// `time::now_ns`'s clock).
+pub fn start(delay_ns: u64, f: impl FnOnce() + Send + 'static) -> u64 {
     let deadline = time::now_ns().saturating_add(delay_ns);
     // Relaxed: only uniqueness and order among this CPU's entries matter,
     // and those are armed in program order.
@@ -86,6 +87,7 @@ pub fn start(delay_ns: u64, f: impl FnOnce() + Send + 'static) {
     // Under the lock, interrupts off: the head cannot expire between the
     // push and the request.
     idt::arm_hrtimer(list.peek().map_or(deadline, |e| e.deadline));
+    deadline
 }
 
 /// The timer interrupt's hook: runs every entry of this CPU that is due,
@@ -140,18 +142,20 @@ crate::ktest! {
             // (index, deadline, fired at, cpu, in the interrupt, interrupts on)
             let log = Arc::new(IrqSpinLock::new(Vec::new()));
             let l = log.clone();
+            let deadlines = Arc::new(IrqSpinLock::new(Vec::new()));
             crate::sched::spawn_on(cpu, move || {
                 // Armed with interrupts off, so none fires before all are
                 // armed and the deadlines are what the arming order says.
                 let _irq = crate::arch::percpu::IrqGuard::new();
                 let t0 = time::now_ns();
                 for (i, delay) in [300_000u64, 20_000, 150_000, 20_000, 60_000].into_iter().enumerate() {
-                    let l = l.clone();
-                    let deadline = time::now_ns() + delay;
-                    start(delay, move || {
+                    let (l, d) = (l.clone(), deadlines.clone());
+                    let deadline = start(delay, move || {
                         let at = time::now_ns();
+                        let deadline = d.lock()[i];
                         l.lock().push((i, deadline, at, at - t0, cpu_id(), crate::arch::idt::in_interrupt(), are_enabled()));
                     });
+                    deadlines.lock().push(deadline);
                 }
             })
             .join();

@@ -738,7 +738,13 @@ fn add_timer(deadline: u64, timer: Timer) -> TimerKey {
     // Relaxed: only uniqueness matters.
     let key = (deadline, TIMER_SEQ.fetch_add(1, Ordering::Relaxed));
     let _irq = IrqGuard::new();
-    cpus()[cpu_id()].timers.lock().insert(key, timer);
+    let mut timers = cpus()[cpu_id()].timers.lock();
+    timers.insert(key, timer);
+    // The timer interrupt comes at the earliest deadline, not at the next
+    // tick only (see `run_timers`).
+    if let Some((&(first, _), _)) = timers.first_key_value() {
+        idt::arm_hrtimer(first);
+    }
     key
 }
 
@@ -770,7 +776,8 @@ fn cancel_timer(armed: Option<TimerKey>) {
 }
 
 /// Sleeps for at least `duration` on the TSC clock (woken by the timer
-/// tick, so rounded up to the next tick).
+/// interrupt at the deadline; the thread runs then if its CPU is idle,
+/// else when the running thread's time slice ends).
 #[track_caller]
 pub fn sleep(duration: Duration) {
     might_sleep("sleep");
@@ -791,7 +798,7 @@ pub fn sleep(duration: Duration) {
     }
 }
 
-/// Runs `f` from this CPU's timer tick (an interrupt handler) once
+/// Runs `f` from this CPU's timer interrupt once
 /// `delay` has passed. `f` must not sleep; it may wake threads and
 /// complete completions.
 pub fn call_after(delay: Duration, f: impl FnOnce() + Send + 'static) {
@@ -799,9 +806,12 @@ pub fn call_after(delay: Duration, f: impl FnOnce() + Send + 'static) {
     add_timer(deadline, Timer::Call(Box::new(f)));
 }
 
-/// The timer tick's part: wakes the sleepers and runs the timed calls that
-/// are due on this CPU. Interrupt handler.
-pub fn tick() {
+/// Wakes the sleepers and runs the timed calls that are due on this CPU,
+/// then asks for the timer interrupt at the next deadline, so that a
+/// sleep or timed call ends at its deadline (plus the interrupt's
+/// latency), not at the next tick. Runs in the timer interrupt: at each
+/// tick and at high-resolution deadlines (registered by `irq.rs`).
+pub fn run_timers() {
     let Some(cpus) = CPUS.get() else { return };
     let now = time::now_ns();
     let mut due = Vec::new();
@@ -809,6 +819,7 @@ pub fn tick() {
         let mut timers = cpus[cpu_id()].timers.lock();
         while let Some(entry) = timers.first_entry() {
             if entry.key().0 > now {
+                idt::arm_hrtimer(entry.key().0);
                 break;
             }
             due.push(entry.remove());
@@ -822,6 +833,12 @@ pub fn tick() {
             Timer::Call(f) => f(),
         }
     }
+}
+
+/// The timer tick's part: the timers that are due (`run_timers`), and the
+/// end of the time slice. Interrupt handler.
+pub fn tick() {
+    run_timers();
     // The time slice of the current thread ends if another one is ready.
     let slice_over = with_rq(cpu_id(), |rq| {
         !rq.ready.is_empty() && rq.current.as_ref().is_some_and(|c| !c.idle)
