@@ -8,7 +8,7 @@
 //! its way out, after the EOI, unless preemption is disabled. Preemption is
 //! disabled inside an rcu-sched read-side section: a
 //! [`SchedGuard`](crate::arch::percpu::SchedGuard), which every
-//! [`SpinLock`](crate::sync::SpinLock) holds while locked, or with
+//! [`SpinLock`](crate::arch::lock::SpinLock) holds while locked, or with
 //! interrupts off. A switch the tick could not do is done when the
 //! outermost section ends (the tick also marks the section's exit as owing
 //! a quiescent state, so the exit takes its cold path, which calls
@@ -82,9 +82,9 @@ use refcnt::srcu::TaskSections;
 use spin::{Mutex, Once};
 
 use crate::arch::context::{self, Context};
+use crate::arch::lock::SpinLock;
 use crate::arch::percpu::{cpu_id, possible_cpus, sched_depth, IrqGuard};
 use crate::arch::{idt, smp, time};
-use crate::sync::SpinLock;
 
 mod tests;
 

@@ -9,8 +9,8 @@ use super::{
     call_after, context_switches, sleep, spawn, spawn_job, spawn_on, yield_now, Completion,
     WaitQueue, PREEMPTIONS,
 };
+use crate::arch::lock::SpinLock;
 use crate::arch::{idt, smp, time};
-use crate::sync::SpinLock;
 
 /// p50 and p99 of `samples` (nanoseconds; sorted in place), in tenths of
 /// a microsecond.

@@ -1,15 +1,16 @@
 //! Synchronisation services built on the arch layer: the rcu-sched grace
-//! period ([`rcu`]), the preemption-disabling [`SpinLock`] and the
-//! kernel's backend for the `refcnt` crate ([`backend`]). No unsafe code here: everything unsafe is in `arch`.
+//! period ([`rcu`]), the preemption-disabling [`SpinLock`] (defined at the
+//! bottom, in `arch::lock`, so the scheduler can take it too; re-exported
+//! here) and the kernel's backend for the `refcnt` crate ([`backend`]). No
+//! unsafe code here: everything unsafe is in `arch`.
 #![deny(unsafe_code)]
 
 pub mod backend;
 pub mod rcu;
-mod spinlock;
 mod srcu_tests;
 pub mod wait;
 
-pub use spinlock::{SpinLock, SpinLockGuard};
+pub use crate::arch::lock::{SpinLock, SpinLockGuard};
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
