@@ -4,10 +4,12 @@
 //! kernel, a host test process, a loom model) owns the per-CPU memory, the
 //! read-side sections and the grace periods, and hands them over through the
 //! [`Backend`] trait. That split keeps this crate free of architecture code
-//! and of `unsafe` but for one call: everything that needs either lives in
-//! a backend. (The one call hands the backend's percpu_ref fast path a key
-//! to the per-CPU slots that the ref took from the same allocation, so that
-//! a kernel need not check it: see [`Backend::this_cpu_add_unless`].) The
+//! and of `unsafe` but for two small places: everything else that needs
+//! either lives in a backend. (One hands the backend's percpu_ref fast path
+//! a key to the per-CPU slots that the ref took from the same allocation,
+//! so that a kernel need not check it: see
+//! [`Backend::this_cpu_add_unless`]; the other reads a dynamic ref's
+//! counters through the pointer it published when it allocated them.) The
 //! alternative, a crate that reads GS itself, would tie the algorithms to
 //! x86 and make them impossible to model-check.
 //!
