@@ -87,8 +87,11 @@ struct World {
     pcpu: PercpuRef<Kernel>,
     atomic: PercpuRef<Kernel>,
     dynamic: PercpuRef<Kernel>,
-    srcu: refcnt::srcu::Srcu<Kernel>,
-    srcu_fast: refcnt::srcu::Srcu<Kernel>,
+    /// The flavours as type parameters (the flavour test compiles away);
+    /// unchecked, as every kernel domain but the misuse tests' (see
+    /// `refcnt::srcu::Kind`).
+    srcu: refcnt::srcu::Srcu<Kernel, refcnt::srcu::Normal>,
+    srcu_fast: refcnt::srcu::Srcu<Kernel, refcnt::srcu::Fast>,
     spin: spin::Mutex<u64>,
     rwlock: spin::RwLock<u64>,
     plain: AtomicU64,
@@ -266,7 +269,7 @@ fn build_world() -> World {
         atomic: PercpuRef::new(|| {}, Flags::INIT_ATOMIC).expect("per-CPU memory"),
         dynamic,
         srcu: refcnt::srcu::Srcu::new().expect("per-CPU memory"),
-        srcu_fast: refcnt::srcu::Srcu::new_fast().expect("per-CPU memory"),
+        srcu_fast: refcnt::srcu::Srcu::new().expect("per-CPU memory"),
         spin: spin::Mutex::new(0),
         rwlock: spin::RwLock::new(0),
         plain: AtomicU64::new(0),
