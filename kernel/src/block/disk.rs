@@ -217,7 +217,9 @@ impl Disk {
 
     /// Removes the disk, in `del_gendisk`'s order: mark the queue dying
     /// (new I/O fails fast, sleepers wake and fail), freeze it and wait for
-    /// the drain, quiesce it, then unregister it; the registry drops its
+    /// the drain, quiesce it, tell the driver to tear the device down
+    /// ([`Driver::teardown`](super::Driver::teardown)), then unregister it;
+    /// the registry drops its
     /// reference only after a grace period of its SRCU domain, so no lookup
     /// still holds it. Returns false (and changes nothing) if it was
     /// already removed.
@@ -238,6 +240,7 @@ impl Disk {
             self.config.name
         );
         self.queue.quiesce();
+        self.queue.teardown_driver();
         let r = registry();
         let _update = r.update.lock();
         let list: Vec<Arc<Disk>> = {

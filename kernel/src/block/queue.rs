@@ -27,6 +27,14 @@ pub trait Driver: Send + Sync + 'static {
     /// the tag set's SRCU read section (a blocking tag set: may sleep) or
     /// an rcu-sched section (may not sleep).
     fn queue_rq(&self, rq: &Arc<Request>);
+
+    /// The disk was removed: the queue is dead, drained and quiesced, so no
+    /// request is in flight and none will be dispatched again. The driver
+    /// lets go of what it holds for the device (null_blk: its memory), as a
+    /// Linux driver tears its device down at `del_gendisk`, even while
+    /// references to the disk and its queue remain (their own memory goes
+    /// with the last one).
+    fn teardown(&self) {}
 }
 
 /// A request's slot in its hardware queue, by tag: what the in-flight
@@ -595,6 +603,11 @@ impl RequestQueue {
         }
         s.push_str(" ]");
         s
+    }
+
+    /// Tells the driver the device is gone (see [`Driver::teardown`]).
+    pub(crate) fn teardown_driver(&self) {
+        self.driver.teardown();
     }
 
     /// Whether the usage counter is zero (meaningful once frozen; with no

@@ -520,3 +520,32 @@ crate::ktest! {
         assert!(crate::io::run(io), "an io run with irqmode=timer failed its checks");
     }
 }
+
+crate::ktest! {
+    /// Removing a memory-backed null_blk device frees its memory at once,
+    /// while a reference to the disk is still held (the driver's teardown,
+    /// as null_blk frees its pages when the device is destroyed), and the
+    /// removed disk still refuses I/O with a clear error.
+    #[smp(2)]
+    fn null_blk_remove_frees_the_device_memory() {
+        let cfg = NullBlkConfig { memory_backed: true, size_mib: 16, ..NullBlkConfig::default() };
+        let disk = null_blk::create(13, &cfg, None).unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        disk.submit(bio(Op::Write, 0, 4096, &done)).map_err(|(e, _)| e).unwrap();
+        assert!(smp::wait_for(2000, || done.load(SeqCst) == 1));
+        let (before, _) = crate::mem::heap::usage();
+        assert!(disk.remove());
+        let (after, _) = crate::mem::heap::usage();
+        assert!(
+            before >= after + (15 << 20),
+            "16 MiB device removed but only {} KiB freed",
+            before.saturating_sub(after) >> 10
+        );
+        match disk.submit(bio(Op::Read, 0, 4096, &done)) {
+            Err((BlkError::Dead, _)) => {}
+            Err((e, _)) => panic!("I/O to a removed disk: {e}, not Dead"),
+            Ok(()) => panic!("I/O to a removed disk was accepted"),
+        }
+        drop(disk);
+    }
+}
