@@ -863,6 +863,38 @@ fn compare(config: &IoConfig) -> bool {
             ));
         }
     }
+    // The share of a request's time spent entering and leaving the queue
+    // (taking and putting the usage reference), timed directly: one more
+    // per-CPU run per job count with the clock read around both. Jobs in
+    // irqmode=none never sleep, so jobs x run time is the time their
+    // requests took.
+    for &jobs in &counts {
+        let mut c = base.clone();
+        c.dev.usage = UsageMode::PerCpu;
+        c.numjobs = jobs;
+        let before = block::usage_ns();
+        block::time_usage(true);
+        let ran = run_once(&c);
+        block::time_usage(false);
+        let Some(iops) = ran else {
+            println!("io: compare: the timed run failed its checks");
+            return false;
+        };
+        let spent = block::usage_ns() - before;
+        let total = jobs as u64 * c.run_ms.unwrap_or(400) * 1_000_000;
+        // Per mille, printed with one decimal of a per cent.
+        let share = spent * 1000 / total.max(1);
+        let per_io = spent / (iops * c.run_ms.unwrap_or(400) / 1000).max(1);
+        println!(
+            "io: compare: {jobs} job(s): entering and leaving the queue take {}.{}% of the requests' time ({per_io} ns of {} ns per request; clock reads included, so an upper bound)",
+            share / 10,
+            share % 10,
+            1_000_000_000 * jobs as u64 / iops.max(1)
+        );
+        keys.push(alloc::format!(
+            "io: key compare_jobs{jobs}_enter_exit_per_mille={share}"
+        ));
+    }
     for k in keys {
         println!("{k}");
     }

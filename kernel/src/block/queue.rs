@@ -122,6 +122,43 @@ pub struct QueueStats {
     pub refused_dead: AtomicU64,
 }
 
+crate::percpu! {
+    /// Nanoseconds this CPU spent entering and leaving queues (taking and
+    /// putting usage references) while [`time_usage`] is on.
+    static USAGE_NS: PerCpu<u64> = 0;
+}
+
+/// Whether entering and leaving are timed (a measurement: the clock reads
+/// cost more than what they time, so the share they give is an upper
+/// bound).
+static TIME_USAGE: AtomicBool = AtomicBool::new(false);
+
+/// Starts or stops timing every queue's enter and leave (see
+/// [`usage_ns`]).
+pub fn time_usage(on: bool) {
+    // Relaxed: a measurement switch; a request that misses it is not timed.
+    TIME_USAGE.store(on, Ordering::Relaxed);
+}
+
+/// Nanoseconds spent entering and leaving queues while [`time_usage`] was
+/// on, since boot, summed over CPUs (take the difference around a run).
+pub fn usage_ns() -> u64 {
+    USAGE_NS.sum()
+}
+
+/// Runs `f`, adding its time to this CPU's `USAGE_NS` when timing is on.
+#[inline]
+fn timed<T>(f: impl FnOnce() -> T) -> T {
+    // Relaxed: see `time_usage`.
+    if !TIME_USAGE.load(Ordering::Relaxed) {
+        return f();
+    }
+    let t0 = time::now_ns();
+    let r = f();
+    USAGE_NS.add(time::now_ns() - t0);
+    r
+}
+
 /// How the usage counter counts, for measuring its cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UsageMode {
@@ -315,7 +352,7 @@ impl RequestQueue {
         nowait: bool,
         end_io: EndIo,
     ) -> Result<(), (BlkError, Vec<u8>, EndIo)> {
-        if let Err(e) = self.enter(nowait) {
+        if let Err(e) = timed(|| self.enter(nowait)) {
             return Err((e, data, end_io));
         }
         let h = self.map[cpu_id()];
@@ -360,7 +397,7 @@ impl RequestQueue {
         );
         self.stats.freed.fetch_add(1, Ordering::Relaxed);
         hctx.tags.put(rq.tag);
-        self.exit(1);
+        timed(|| self.exit(1));
     }
 
     pub(crate) fn note_double_completion(&self, id: u64) {
