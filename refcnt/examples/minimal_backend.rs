@@ -48,7 +48,13 @@ use refcnt::{AllocError, Backend, Misuse, Report};
 
 /// CPUs the kernel was built for ("possible CPUs"): the per-CPU arrays
 /// have this many rows, whether every CPU comes online or not.
-const NR_CPUS: usize = 4;
+const NR_CPUS: usize = 5;
+
+/// The CPU whose thread runs the `call_sched` callbacks. A kernel runs
+/// deferred work in a kthread that some CPU runs, so a callback is on a
+/// CPU: it may enter read-side sections (refcnt's puts do) and touch
+/// per-CPU counters. The demos use the other CPUs.
+const WORKER_CPU: usize = NR_CPUS - 1;
 
 /// Words of per-CPU memory each CPU has for counters (a kernel: the size
 /// of its dynamic per-CPU area).
@@ -237,23 +243,26 @@ fn start_callback_worker() {
     STARTED.get_or_init(|| {
         std::thread::Builder::new()
             .name("call_sched".into())
-            .spawn(|| loop {
-                if !DEFERRED_PENDING.swap(false, Acquire) {
-                    std::thread::park_timeout(Duration::from_millis(1));
-                    continue;
+            .spawn(|| {
+                become_cpu(WORKER_CPU);
+                loop {
+                    if !DEFERRED_PENDING.swap(false, Acquire) {
+                        std::thread::park_timeout(Duration::from_millis(1));
+                        continue;
+                    }
+                    let batch = std::mem::take(&mut *DEFERRED.lock());
+                    // Promise 4: the grace period starts after each callback
+                    // of the batch was queued (they were on the list before
+                    // we took it) ...
+                    synchronize();
+                    for f in batch {
+                        // ... and each runs exactly once (moved out of the
+                        // list, called once), here, never in call_sched.
+                        f();
+                        CALLBACKS_RUN.fetch_add(1, Relaxed);
+                    }
+                    MiniKernel::wake_waiters();
                 }
-                let batch = std::mem::take(&mut *DEFERRED.lock());
-                // Promise 4: the grace period starts after each callback
-                // of the batch was queued (they were on the list before
-                // we took it) ...
-                synchronize();
-                for f in batch {
-                    // ... and each runs exactly once (moved out of the
-                    // list, called once), here, never in call_sched.
-                    f();
-                    CALLBACKS_RUN.fetch_add(1, Relaxed);
-                }
-                MiniKernel::wake_waiters();
             })
             .expect("could not start the call_sched worker");
     });
@@ -409,15 +418,15 @@ unsafe impl Backend for MiniKernel {
 }
 
 // ---------------------------------------------------------------------
-// Using it: percpu_ref and SRCU on four simulated CPUs.
+// Using it: percpu_ref and SRCU on the simulated CPUs.
 // ---------------------------------------------------------------------
 
-/// Runs `f(cpu)` on CPUs 1 to NR_CPUS - 1 at once (CPU 0 is the main
+/// Runs `f(cpu)` on CPUs 1 to WORKER_CPU - 1 at once (CPU 0 is the main
 /// thread, which waits for them), like a kernel's "run on every other
 /// CPU" helper.
 fn on_other_cpus(f: impl Fn(usize) + Sync) {
     std::thread::scope(|s| {
-        for cpu in 1..NR_CPUS {
+        for cpu in 1..WORKER_CPU {
             let f = &f;
             s.spawn(move || {
                 become_cpu(cpu);
@@ -457,12 +466,12 @@ fn percpu_ref_demo() {
     });
     println!(
         "  CPUs 1-{}: {PAIRS} get/put pairs each on their own counter, one reference kept",
-        NR_CPUS - 1
+        WORKER_CPU - 1
     );
 
     // CPU 0 drops the references the others handed over: its own counter
     // goes "negative" (wrapping), the sum stays right.
-    r.put_many(NR_CPUS - 1);
+    r.put_many(WORKER_CPU - 1);
 
     // kill: switch to atomic mode after a grace period (a call_sched
     // callback), and drop the initial reference.
@@ -492,7 +501,7 @@ fn srcu_demo() {
     let stop = AtomicBool::new(false);
     let reads = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for cpu in 1..NR_CPUS {
+        for cpu in 1..WORKER_CPU {
             let (srcu, config, stop, reads) = (&srcu, &config, &stop, &reads);
             s.spawn(move || {
                 become_cpu(cpu);
@@ -522,7 +531,7 @@ fn srcu_demo() {
     println!(
         "  {} read sections on CPUs 1-{}, {} SRCU grace periods",
         reads.load(Relaxed),
-        NR_CPUS - 1,
+        WORKER_CPU - 1,
         srcu.completed()
     );
 
@@ -538,7 +547,9 @@ fn srcu_demo() {
 fn main() {
     // The boot CPU.
     become_cpu(0);
-    println!("minimal_backend: {NR_CPUS} simulated CPUs, {PERCPU_WORDS} per-CPU words each");
+    println!(
+        "minimal_backend: {NR_CPUS} simulated CPUs (CPU {WORKER_CPU} runs the call_sched callbacks), {PERCPU_WORDS} per-CPU words each"
+    );
     percpu_ref_demo();
     srcu_demo();
     let free = TAKEN.lock().iter().filter(|t| !**t).count();

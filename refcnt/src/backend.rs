@@ -253,7 +253,10 @@ pub unsafe trait Backend: Report {
     fn synchronize_sched();
 
     /// Runs `f` after a grace period, from a context that may block (a
-    /// worker), never from inside this call.
+    /// worker), never from inside this call. That worker is a thread some
+    /// CPU runs (a kthread, in a kernel): `f` may enter read-side sections
+    /// ([`read_lock_sched`](Self::read_lock_sched)) and use this CPU's
+    /// per-CPU slots, as percpu_ref's puts in its callbacks do.
     fn call_sched(f: Box<dyn FnOnce() + Send>);
 
     /// Monotonic time in nanoseconds; only the dynamic mode's rate
