@@ -130,7 +130,7 @@ pub fn reserve_unused_region() -> u64 {
     0xffff_0000_0000_0000 | ((index as u64) << 39)
 }
 
-/// Maps the 4 KiB page at `virt` to a fresh frame from the frame pool,
+/// Maps the 4 KiB page at `virt` to a fresh, zeroed frame from the frame pool,
 /// writable, unless it is mapped already.
 ///
 /// # Safety
@@ -145,6 +145,19 @@ pub unsafe fn map_fresh(virt: u64) {
     }
     let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
     let frame = frames.allocate_frame().expect("out of physical frames");
+    // Zeroed before use: the pool starts at 1 MiB, where the BIOS
+    // bootloader's stages 3 and 4 ran (0x100000, 0x130000), which the
+    // memory map reports usable. Under QEMU's TCG the code translated from
+    // those pages stays attached to them, and every guest store to a page
+    // that still has translated code takes the slow, self-modifying-code
+    // path (a page lookup and lock per store, hundreds of times the cost):
+    // a thread whose stack top landed on such a page ran ~400x slower (the
+    // io mode's one starved CPU). Writing the whole page once drops all of
+    // its stale translations; it also hands out no leftover bytes.
+    let zero = mapper.phys_offset() + frame.start_address().as_u64();
+    // SAFETY: the frame is fresh from the pool (no one else's), and all
+    // physical memory is mapped writable at the mapper's offset.
+    unsafe { core::ptr::write_bytes(zero.as_mut_ptr::<u8>(), 0, 4096) };
     let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
     // SAFETY: the frame is fresh from the pool (never handed out before,
     // not the heap's) and the page is the caller's, per the contract.
