@@ -374,6 +374,8 @@ struct Shared {
     phase: AtomicU8,
     /// The run is over (the watchdog stops).
     over: AtomicBool,
+    /// Every freeze's drain (kill to zero), ns, for the summary.
+    drain_samples: IrqSpinLock<Vec<u64>>,
 }
 
 fn dev_name(i: usize) -> String {
@@ -740,6 +742,7 @@ fn run_once(config: &IoConfig) -> Option<u64> {
         remove_released_once: AtomicBool::new(true),
         phase: AtomicU8::new(0),
         over: AtomicBool::new(false),
+        drain_samples: IrqSpinLock::new(Vec::new()),
     });
     if !config.quiet {
         println!(
@@ -979,7 +982,9 @@ fn drive(shared: &Shared) -> bool {
             let q = d.queue();
             if freeze {
                 phase(1);
-                drains.push(q.freeze());
+                let drain = q.freeze();
+                drains.push(drain);
+                shared.drain_samples.lock().push(drain);
                 // With shared tags, other devices' requests hold tags too.
                 if shared.tagset.is_none() {
                     assert_eq!(q.in_flight(), 0, "freeze returned with requests in flight");
@@ -1204,6 +1209,23 @@ fn finish(shared: &Shared) -> (bool, u64) {
     println!("io: key verify_failures={verify}");
     println!("io: key errors={errors}");
     println!("io: key dead_refusals={dead}");
+    // Freeze drains (kill to the usage counter's release) over the run.
+    let mut drains = core::mem::take(&mut *shared.drain_samples.lock());
+    drains.sort_unstable();
+    if !drains.is_empty() {
+        let at = |per_mille: usize| {
+            drains[(drains.len() * per_mille / 1000).min(drains.len() - 1)] / 1000
+        };
+        println!(
+            "io: freezes: {} drains under load, kill to zero p50 {} us, p99 {} us, max {} us",
+            drains.len(),
+            at(500),
+            at(990),
+            drains[drains.len() - 1] / 1000
+        );
+        println!("io: key freeze_drain_p50_us={}", at(500));
+        println!("io: key freeze_drain_p99_us={}", at(990));
+    }
     println!("io: key double_completions={}", stats.2);
     println!("io: key entered_after_remove={after}");
     println!("io: key result={}", if ok { "ok" } else { "fail" });
