@@ -23,7 +23,9 @@
 //! One IPI per empty-to-non-empty transition: a CPU that is sent many
 //! completions while its handler has not run yet takes one interrupt for
 //! all of them, which is the batching Linux gets from its per-CPU
-//! completion list.
+//! completion list. The usage references of a batch's requests are put
+//! together too, one `put_many` per queue when the batch ends (blk-mq puts
+//! up to 32 at a time from its batched completion): [`defer_put`].
 #![deny(unsafe_code)]
 
 use alloc::sync::Arc;
@@ -32,12 +34,21 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Once;
 
-use super::{BlkError, Request};
+use super::{BlkError, Request, RequestQueue};
 use crate::arch::lock::IrqSpinLock;
 use crate::arch::percpu::{cpu_id, possible_cpus};
 use crate::arch::smp;
 
 type Pending = Vec<(Arc<Request>, Result<(), BlkError>)>;
+
+/// Per CPU, while its handler completes a batch: the usage references
+/// freed requests still owe, by queue (`None` outside a batch).
+type Puts = Option<Vec<(Arc<RequestQueue>, usize)>>;
+static PUTS: Once<Vec<IrqSpinLock<Puts>>> = Once::new();
+/// Usage references put through a batch, and the `put_many` calls that
+/// put them.
+static PUTS_DEFERRED: AtomicU64 = AtomicU64::new(0);
+static PUT_BATCHES: AtomicU64 = AtomicU64::new(0);
 
 /// Per CPU: the requests its next device-completion IPI completes.
 static LISTS: Once<Vec<IrqSpinLock<Pending>>> = Once::new();
@@ -46,11 +57,34 @@ static IPIS_SENT: AtomicU64 = AtomicU64::new(0);
 static COMPLETED: AtomicU64 = AtomicU64::new(0);
 
 fn lists() -> &'static [IrqSpinLock<Pending>] {
+    PUTS.call_once(|| {
+        (0..possible_cpus())
+            .map(|_| IrqSpinLock::new(None))
+            .collect()
+    });
     LISTS.call_once(|| {
         (0..possible_cpus())
             .map(|_| IrqSpinLock::new(Vec::new()))
             .collect()
     })
+}
+
+/// Called when a request is freed: inside a batch of this CPU's handler,
+/// counts its usage reference into the batch's put for `queue` and
+/// returns true (the caller puts nothing); otherwise false.
+pub(crate) fn defer_put(queue: &Arc<RequestQueue>) -> bool {
+    let Some(puts) = PUTS.get() else {
+        return false;
+    };
+    let mut puts = puts[cpu_id()].lock();
+    let Some(batch) = puts.as_mut() else {
+        return false;
+    };
+    match batch.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
+        Some((_, n)) => *n += 1,
+        None => batch.push((queue.clone(), 1)),
+    }
+    true
 }
 
 /// Completes `rq` with `result` on `cpu` (online; possibly this one), in
@@ -87,12 +121,34 @@ pub fn device_ipi() {
     let Some(lists) = LISTS.get() else {
         return;
     };
-    let batch = core::mem::take(&mut *lists[cpu_id()].lock());
+    let cpu = cpu_id();
+    let batch = core::mem::take(&mut *lists[cpu].lock());
     // Relaxed: a statistic.
     COMPLETED.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let puts = &PUTS.get().expect("set up with the lists")[cpu];
+    *puts.lock() = Some(Vec::new());
     for (rq, result) in batch {
         rq.complete(result);
     }
+    // The batch's usage references, one put per queue. Interrupts are off
+    // throughout, so no other batch on this CPU mixes in.
+    let owed = puts.lock().take().unwrap_or_default();
+    for (queue, n) in owed {
+        // Relaxed: statistics.
+        PUTS_DEFERRED.fetch_add(n as u64, Ordering::Relaxed);
+        PUT_BATCHES.fetch_add(1, Ordering::Relaxed);
+        queue.exit(n);
+    }
+}
+
+/// Usage references put in batches by device-completion interrupts, and
+/// the `put_many` calls that put them, since boot.
+pub fn put_stats() -> (u64, u64) {
+    // Relaxed: statistics.
+    (
+        PUTS_DEFERRED.load(Ordering::Relaxed),
+        PUT_BATCHES.load(Ordering::Relaxed),
+    )
 }
 
 /// Device-completion IPIs sent and requests they completed, since boot.

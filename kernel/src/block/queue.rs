@@ -320,7 +320,7 @@ impl RequestQueue {
     }
 
     /// Drops `n` usage references (Linux's `blk_queue_exit`, batched).
-    fn exit(&self, n: usize) {
+    pub(crate) fn exit(&self, n: usize) {
         if self.usage_mode != UsageMode::Absent {
             self.usage.put_many(n);
         }
@@ -397,7 +397,12 @@ impl RequestQueue {
         );
         self.stats.freed.fetch_add(1, Ordering::Relaxed);
         hctx.tags.put(rq.tag);
-        timed(|| self.exit(1));
+        // In a device-completion interrupt the put joins the batch's (one
+        // `put_many` per queue when the batch ends, as blk-mq's batched
+        // completion); elsewhere it is put now.
+        if !super::complete::defer_put(&rq.queue) {
+            timed(|| self.exit(1));
+        }
     }
 
     pub(crate) fn note_double_completion(&self, id: u64) {

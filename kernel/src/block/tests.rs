@@ -420,6 +420,7 @@ crate::ktest! {
         seen.lock().clear();
         let parked = submit(8);
         let (ipis, done) = remote_stats();
+        let (puts, put_calls) = super::complete::put_stats();
         {
             let _irq = IrqGuard::new();
             let me = cpu_id();
@@ -431,6 +432,11 @@ crate::ktest! {
         assert!(smp::wait_for(5000, || seen.lock().len() == 8), "{} of 8 completed", seen.lock().len());
         let (ipis2, done2) = remote_stats();
         assert_eq!((ipis2 - ipis, done2 - done), (1, 8), "eight queued completions took other than one IPI");
+        // Their usage references went back in one put of eight.
+        let (puts2, put_calls2) = super::complete::put_stats();
+        assert_eq!((puts2 - puts, put_calls2 - put_calls), (8, 1), "the batch's usage references were not put together");
+        // (Had any been lost, the remove below would wait for ever on the
+        // drain: the test would hang and fail.)
         assert!(disk.remove());
     }
 }
