@@ -15,8 +15,7 @@
 //! - the device-completion IPI: the block layer's remote completions
 //!   queued for this CPU (`block::complete`);
 //! - the timer interrupt at a high-resolution deadline: the scheduler's
-//!   high-resolution timers (`sched::hrtimer`), sleepers and timed calls
-//!   due on this CPU;
+//!   sleepers and timed calls (`call_after`) due on this CPU;
 //! - the end of an outermost section that owed a report: the scheduler's
 //!   preemption point (a switch the tick had to put off).
 //!
@@ -37,15 +36,8 @@ pub fn init() {
     });
     idt::set_gp_hook(sync::rcu::gp_ipi);
     idt::set_device_hook(block::complete::device_ipi);
-    idt::set_hrtimer_hook(hrtimer);
+    idt::set_hrtimer_hook(sched::run_timers);
     percpu::set_section_end_hook(sched::preempt_point);
-}
-
-/// The timer interrupt at a high-resolution deadline: the high-resolution
-/// timers, then the scheduler's sleepers and timed calls, that are due.
-fn hrtimer() {
-    sched::hrtimer::expire();
-    sched::run_timers();
 }
 
 /// Every CPU's timer tick, in the handler, before its EOI.

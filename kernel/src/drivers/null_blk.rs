@@ -18,11 +18,12 @@ use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
+use core::time::Duration;
 
 use crate::block::{
     complete, Disk, DiskConfig, Driver, Op, Request, RequestQueue, TagSet, UsageMode,
 };
-use crate::sched::hrtimer;
+use crate::sched;
 use crate::sync::SpinLock;
 
 /// How a request is completed.
@@ -35,7 +36,7 @@ pub enum IrqMode {
     /// queued there before it runs (see `block::complete`).
     Softirq,
     /// `completion_nsec` after dispatch, in the submitting CPU's timer
-    /// interrupt (a high-resolution timer per request, `sched::hrtimer`).
+    /// interrupt (a timed call per request, `sched::call_after`).
     Timer,
 }
 
@@ -155,9 +156,12 @@ impl Driver for NullBlkDriver {
             }
             IrqMode::Timer => {
                 let rq = rq.clone();
-                hrtimer::start(dev.config.completion_nsec, move || {
-                    rq.complete(Ok(()));
-                });
+                sched::call_after(
+                    Duration::from_nanos(dev.config.completion_nsec),
+                    move || {
+                        rq.complete(Ok(()));
+                    },
+                );
             }
         }
     }

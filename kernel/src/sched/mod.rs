@@ -65,7 +65,6 @@
 //! CPU and the caller's place otherwise ("scheduling while atomic").
 #![deny(unsafe_code)]
 
-pub mod hrtimer;
 mod mutex;
 pub mod workqueue;
 use alloc::boxed::Box;
@@ -798,12 +797,16 @@ pub fn sleep(duration: Duration) {
     }
 }
 
-/// Runs `f` from this CPU's timer interrupt once
-/// `delay` has passed. `f` must not sleep; it may wake threads and
-/// complete completions.
-pub fn call_after(delay: Duration, f: impl FnOnce() + Send + 'static) {
+/// Runs `f` from this CPU's timer interrupt once `delay` has passed (not
+/// before; later by the interrupt's latency: the interrupt is asked for at
+/// the deadline, see `run_timers`), with interrupts off. `f` must not
+/// sleep; it may wake threads and complete completions and requests.
+/// Callable from any context, interrupt handlers included. Returns the
+/// deadline (ns, `time::now_ns`'s clock).
+pub fn call_after(delay: Duration, f: impl FnOnce() + Send + 'static) -> u64 {
     let deadline = time::now_ns().saturating_add(delay.as_nanos() as u64);
     add_timer(deadline, Timer::Call(Box::new(f)));
+    deadline
 }
 
 /// Wakes the sleepers and runs the timed calls that are due on this CPU,

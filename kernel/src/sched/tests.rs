@@ -385,3 +385,63 @@ crate::ktest! {
         sleep(Duration::from_millis(1));
     }
 }
+
+crate::ktest! {
+    /// Timed calls run on the CPU that armed them, in its timer
+    /// interrupt, never before their deadline, earliest deadline first
+    /// whatever the arming order, each once; a 20 us one runs long before
+    /// the next 4 ms tick would (the interrupt is asked for the earliest
+    /// deadline, not left to the tick).
+    #[smp(1, 4)]
+    fn timed_calls_fire_in_deadline_order_not_early_on_their_cpu() {
+        use ::x86_64::instructions::interrupts::are_enabled;
+        let cpus: Vec<usize> = crate::arch::smp::online().collect();
+        let mut first = u64::MAX;
+        let mut logs = Vec::new();
+        for &cpu in &cpus {
+            // (index, deadline, fired at, cpu, in the interrupt, interrupts on)
+            let log = Arc::new(crate::arch::lock::IrqSpinLock::new(Vec::new()));
+            let l = log.clone();
+            let deadlines = Arc::new(crate::arch::lock::IrqSpinLock::new(Vec::new()));
+            spawn_on(cpu, move || {
+                // Armed with interrupts off, so none fires before all are
+                // armed and the deadlines are what the arming order says.
+                let _irq = crate::arch::percpu::IrqGuard::new();
+                let t0 = time::now_ns();
+                for (i, delay) in [300_000u64, 20_000, 150_000, 20_000, 60_000].into_iter().enumerate() {
+                    let (l, d) = (l.clone(), deadlines.clone());
+                    let deadline = call_after(Duration::from_nanos(delay), move || {
+                        let at = time::now_ns();
+                        let deadline = d.lock()[i];
+                        l.lock().push((i, deadline, at, at - t0, crate::arch::percpu::cpu_id(), idt::in_interrupt(), are_enabled()));
+                    });
+                    deadlines.lock().push(deadline);
+                }
+            })
+            .join();
+            assert!(crate::arch::smp::wait_for(2000, || log.lock().len() == 5), "{} of 5 timers fired", log.lock().len());
+            logs.push(log.clone());
+            let log = log.lock();
+            let fired: Vec<usize> = log.iter().map(|e| e.0).collect();
+            let mut by_deadline: Vec<(u64, usize)> = log.iter().map(|e| (e.1, e.0)).collect();
+            by_deadline.sort_unstable();
+            let expected: Vec<usize> = by_deadline.iter().map(|e| e.1).collect();
+            assert_eq!(fired, expected, "cpu {cpu}: not in deadline order");
+            assert_eq!(fired[0], 1, "cpu {cpu}: the first 20 us timer did not fire first");
+            for &(i, deadline, at, _, ran_on, irq, ints) in log.iter() {
+                assert!(at >= deadline, "cpu {cpu}: timer {i} fired {} ns before its deadline", deadline - at);
+                assert_eq!(ran_on, cpu, "timer {i} armed on cpu {cpu} ran on {ran_on}");
+                assert!(irq && !ints, "timer {i}: not in the timer interrupt with interrupts off");
+            }
+            first = first.min(log[0].3);
+        }
+        // A 20 us timer fires well before a tick (4 ms) would: the best of
+        // the CPUs' (one whose vCPU the host did not run meanwhile is late).
+        assert!(first < 2_000_000, "the fastest 20 us timer took {first} ns");
+        // Each ran once: none is left to run again.
+        sleep(Duration::from_millis(2));
+        for log in &logs {
+            assert_eq!(log.lock().len(), 5, "a timed call ran twice or was left");
+        }
+    }
+}
