@@ -40,31 +40,34 @@ use crate::arch::percpu::{cpu_id, possible_cpus};
 use crate::arch::smp;
 
 type Pending = Vec<(Arc<Request>, Result<(), BlkError>)>;
+/// Usage references owed, by queue.
+type Owed = Vec<(Arc<RequestQueue>, usize)>;
 
-/// Per CPU, while its handler completes a batch: the usage references
-/// freed requests still owe, by queue (`None` outside a batch).
-type Puts = Option<Vec<(Arc<RequestQueue>, usize)>>;
-static PUTS: Once<Vec<IrqSpinLock<Puts>>> = Once::new();
+/// One CPU's remote-completion state.
+struct PerCpu {
+    /// The requests its next device-completion IPI completes.
+    pending: IrqSpinLock<Pending>,
+    /// While its handler completes a batch: the usage references freed
+    /// requests still owe, by queue (`None` outside a batch).
+    puts: IrqSpinLock<Option<Owed>>,
+}
+
+static CPUS: Once<Vec<PerCpu>> = Once::new();
+/// IPIs sent for completions, and requests completed by them.
+static IPIS_SENT: AtomicU64 = AtomicU64::new(0);
+static COMPLETED: AtomicU64 = AtomicU64::new(0);
 /// Usage references put through a batch, and the `put_many` calls that
 /// put them.
 static PUTS_DEFERRED: AtomicU64 = AtomicU64::new(0);
 static PUT_BATCHES: AtomicU64 = AtomicU64::new(0);
 
-/// Per CPU: the requests its next device-completion IPI completes.
-static LISTS: Once<Vec<IrqSpinLock<Pending>>> = Once::new();
-/// IPIs sent for completions, and requests completed by them.
-static IPIS_SENT: AtomicU64 = AtomicU64::new(0);
-static COMPLETED: AtomicU64 = AtomicU64::new(0);
-
-fn lists() -> &'static [IrqSpinLock<Pending>] {
-    PUTS.call_once(|| {
+fn cpus() -> &'static [PerCpu] {
+    CPUS.call_once(|| {
         (0..possible_cpus())
-            .map(|_| IrqSpinLock::new(None))
-            .collect()
-    });
-    LISTS.call_once(|| {
-        (0..possible_cpus())
-            .map(|_| IrqSpinLock::new(Vec::new()))
+            .map(|_| PerCpu {
+                pending: IrqSpinLock::new(Vec::new()),
+                puts: IrqSpinLock::new(None),
+            })
             .collect()
     })
 }
@@ -73,10 +76,10 @@ fn lists() -> &'static [IrqSpinLock<Pending>] {
 /// counts its usage reference into the batch's put for `queue` and
 /// returns true (the caller puts nothing); otherwise false.
 pub(crate) fn defer_put(queue: &Arc<RequestQueue>) -> bool {
-    let Some(puts) = PUTS.get() else {
+    let Some(cpus) = CPUS.get() else {
         return false;
     };
-    let mut puts = puts[cpu_id()].lock();
+    let mut puts = cpus[cpu_id()].puts.lock();
     let Some(batch) = puts.as_mut() else {
         return false;
     };
@@ -100,7 +103,7 @@ pub fn complete_on(cpu: usize, rq: Arc<Request>, result: Result<(), BlkError>) {
         rq.id
     );
     let was_empty = {
-        let mut list = lists()[cpu].lock();
+        let mut list = cpus()[cpu].pending.lock();
         list.push((rq, result));
         list.len() == 1
     };
@@ -118,21 +121,20 @@ pub fn complete_on(cpu: usize, rq: Arc<Request>, result: Result<(), BlkError>) {
 /// The device-completion IPI's work: completes everything queued for this
 /// CPU. Runs in the handler (interrupts off); registered by `irq.rs`.
 pub fn device_ipi() {
-    let Some(lists) = LISTS.get() else {
+    let Some(cpus) = CPUS.get() else {
         return;
     };
-    let cpu = cpu_id();
-    let batch = core::mem::take(&mut *lists[cpu].lock());
+    let this = &cpus[cpu_id()];
+    let batch = core::mem::take(&mut *this.pending.lock());
     // Relaxed: a statistic.
     COMPLETED.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    let puts = &PUTS.get().expect("set up with the lists")[cpu];
-    *puts.lock() = Some(Vec::new());
+    *this.puts.lock() = Some(Vec::new());
     for (rq, result) in batch {
         rq.complete(result);
     }
     // The batch's usage references, one put per queue. Interrupts are off
     // throughout, so no other batch on this CPU mixes in.
-    let owed = puts.lock().take().unwrap_or_default();
+    let owed = this.puts.lock().take().unwrap_or_default();
     for (queue, n) in owed {
         // Relaxed: statistics.
         PUTS_DEFERRED.fetch_add(n as u64, Ordering::Relaxed);
@@ -162,7 +164,6 @@ pub fn remote_stats() -> (u64, u64) {
 
 /// Requests queued for remote completion and not yet completed (racy).
 pub fn remote_pending() -> usize {
-    LISTS
-        .get()
-        .map_or(0, |l| l.iter().map(|c| c.lock().len()).sum())
+    CPUS.get()
+        .map_or(0, |c| c.iter().map(|c| c.pending.lock().len()).sum())
 }
