@@ -394,6 +394,39 @@ pub unsafe trait Backend: Report {
         Self::this_cpu_add(p, slot, delta);
     }
 
+    /// As [`this_cpu_add_sched`](Backend::this_cpu_add_sched), for a
+    /// caller that knows `slot` is in range and keeps `key`
+    /// ([`key`](Backend::key) of `p`) beside its handle: a kernel may then
+    /// add through `key` alone, with no slot check and no load through
+    /// `p`. SRCU's fast flavour counts its readers with it. The default
+    /// ignores `key` and calls `this_cpu_add_sched`.
+    ///
+    /// # Safety
+    ///
+    /// `key` is [`key`](Backend::key) of `p`, and `slot` is below the
+    /// slot count `p` was allocated with: an implementation may write
+    /// through `key` without checking either.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// let pc = Host::alloc_percpu(4).unwrap();
+    /// // SAFETY: the key of `pc` itself, and slot 3 of 4.
+    /// unsafe { Host::this_cpu_add_sched_unchecked(&pc, Host::key(&pc), 3, 2) };
+    /// assert_eq!(Host::sum(&pc, 3), 2);
+    /// ```
+    #[inline(always)]
+    unsafe fn this_cpu_add_sched_unchecked(
+        p: &Self::PerCpu,
+        key: usize,
+        slot: usize,
+        delta: usize,
+    ) {
+        let _ = key;
+        Self::this_cpu_add_sched(p, slot, delta);
+    }
+
     /// Called in the crate's short spin-wait loops (a release callback
     /// that another CPU is running while a lock is held) and by the default
     /// [`wait_until`](Backend::wait_until). The default is a CPU pause

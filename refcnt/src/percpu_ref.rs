@@ -1018,7 +1018,7 @@ impl<B: Backend> PercpuRef<B> {
     /// atomic mode (the caller then takes the slow path, which counts on
     /// the shared `count`).
     #[inline(always)]
-    #[allow(unsafe_code)] // one of the crate's two unsafe blocks, see the SAFETY note
+    #[allow(unsafe_code)] // the fast path's unchecked add, see the SAFETY note
     fn fast_add(&self, delta: usize) -> bool {
         // Acquire: pairs with the Release store in `ensure_counters`, so a
         // fast path that finds the new key also finds the counters it

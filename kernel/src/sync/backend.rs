@@ -202,6 +202,21 @@ unsafe impl Backend for Kernel {
         unsafe { percpu::gs_add(offset, delta as u64) };
     }
 
+    /// One `add gs:[key + slot * 8]`: no slot check and no load through
+    /// `p` (the caller vouches for both, this method's contract).
+    #[inline(always)]
+    unsafe fn this_cpu_add_sched_unchecked(
+        _p: &Self::PerCpu,
+        key: usize,
+        slot: usize,
+        delta: usize,
+    ) {
+        // SAFETY: `key` is the offset of `p`, which the caller holds, and
+        // `slot` is within it (the caller's contract); one instruction is
+        // a read-side section by itself, as in `this_cpu_add_sched`.
+        unsafe { percpu::gs_add(key + slot * 8, delta as u64) };
+    }
+
     /// This CPU's word. The sums of a domain's words on one CPU count the
     /// open sections of every thread of that CPU (threads never migrate),
     /// so SRCU asks [`with_task_sections`](Backend::with_task_sections)

@@ -405,6 +405,10 @@ struct Inner<B: Backend> {
 /// ```
 pub struct Srcu<B: Backend, K: Kind = Dynamic> {
     inner: Arc<Inner<B>>,
+    /// [`Backend::key`] of `inner.percpu`, kept in the handle so that a
+    /// kernel's fast-flavour reader adds through it without loading the
+    /// counters' offset through `inner` (the counters never change).
+    key: usize,
     _kind: PhantomData<K>,
 }
 
@@ -472,7 +476,7 @@ impl<B: Backend, K: Kind> Drop for SrcuReadGuard<'_, B, K> {
     #[inline]
     fn drop(&mut self) {
         // The guard is not `Send`: the task that entered leaves.
-        self.srcu.inner.unlock::<K>(self.idx, true);
+        self.srcu.unlock(self.idx, true);
     }
 }
 
@@ -547,7 +551,8 @@ impl<B: Backend> Inner<B> {
     /// the calling task's (not for sections handed between tasks,
     /// [`Srcu::down_read`]).
     #[inline]
-    fn lock<K: Kind>(&self, task: bool) -> usize {
+    #[allow(unsafe_code)] // the fast flavour's unchecked add, see SAFETY
+    fn lock<K: Kind>(&self, key: usize, task: bool) -> usize {
         // Relaxed: a stale index is allowed; scan 1 of the next grace
         // period exists to catch it (module docs, "two scans").
         let idx = self.idx.load(Ordering::Relaxed) & 1;
@@ -567,7 +572,10 @@ impl<B: Backend> Inner<B> {
             Flavour::Fast => {
                 // The increment is an rcu-sched section of its own; the
                 // scan's grace period does what fence B does above.
-                B::this_cpu_add_sched(&self.percpu, lock_slot(idx), 1);
+                // SAFETY: `key` is the key of `self.percpu` (the handle's,
+                // set at creation), which has four slots; `lock_slot` is
+                // below 2.
+                unsafe { B::this_cpu_add_sched_unchecked(&self.percpu, key, lock_slot(idx), 1) };
                 // Keeps the compiler from hoisting the section's loads
                 // above the increment; the CPU side is the grace period's.
                 compiler_fence(Ordering::SeqCst);
@@ -585,7 +593,8 @@ impl<B: Backend> Inner<B> {
     /// task held no section of this domain there (another task entered
     /// it). An unchecked domain always returns true.
     #[inline]
-    fn unlock<K: Kind>(&self, idx: usize, task: bool) -> bool {
+    #[allow(unsafe_code)] // the fast flavour's unchecked add, see SAFETY
+    fn unlock<K: Kind>(&self, key: usize, idx: usize, task: bool) -> bool {
         match K::FLAVOUR.unwrap_or(self.flavour) {
             Flavour::Normal => {
                 // Reader fence C. Closes the race "the scan counts this
@@ -603,7 +612,8 @@ impl<B: Backend> Inner<B> {
                 // The compiler must not sink the section's accesses below
                 // the increment; the scan's grace period orders the CPU.
                 compiler_fence(Ordering::SeqCst);
-                B::this_cpu_add_sched(&self.percpu, unlock_slot(idx), 1);
+                // SAFETY: as in `lock`; `unlock_slot` is 2 or 3, of four.
+                unsafe { B::this_cpu_add_sched_unchecked(&self.percpu, key, unlock_slot(idx), 1) };
             }
         }
         // A backend without per-task records cannot tell: not reported.
@@ -899,10 +909,24 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     }
 
     fn make(flavour: Flavour) -> Result<Self, AllocError> {
+        let inner = Arc::new(Inner::new(flavour)?);
         Ok(Srcu {
-            inner: Arc::new(Inner::new(flavour)?),
+            key: B::key(&inner.percpu),
+            inner,
             _kind: PhantomData,
         })
+    }
+
+    /// Enters a section (see [`Inner::lock`]).
+    #[inline(always)]
+    fn lock(&self, task: bool) -> usize {
+        self.inner.lock::<K>(self.key, task)
+    }
+
+    /// Leaves a section (see [`Inner::unlock`]).
+    #[inline(always)]
+    fn unlock(&self, idx: usize, task: bool) -> bool {
+        self.inner.unlock::<K>(self.key, idx, task)
     }
 
     /// This domain's flavour.
@@ -947,7 +971,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     #[inline]
     pub fn read_lock(&self) -> SrcuReadGuard<'_, B, K> {
         SrcuReadGuard {
-            idx: self.inner.lock::<K>(true),
+            idx: self.lock(true),
             srcu: self,
             _not_send: PhantomData,
         }
@@ -975,7 +999,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     #[inline]
     pub fn read_lock_raw(&self) -> usize {
-        self.inner.lock::<K>(true)
+        self.lock(true)
     }
 
     /// Leaves a read section entered with [`read_lock_raw`] by the calling
@@ -1010,7 +1034,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     pub fn read_unlock(&self, idx: usize) -> Result<(), SrcuError> {
         self.check_unlock(idx)?;
-        if !self.inner.unlock::<K>(idx, true) {
+        if !self.unlock(idx, true) {
             self.inner.log.report::<B>(Misuse::SrcuUnlockOtherTask);
         }
         Ok(())
@@ -1036,7 +1060,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     #[inline]
     pub fn down_read(&self) -> usize {
-        self.inner.lock::<K>(false)
+        self.lock(false)
     }
 
     /// Leaves a section entered with [`down_read`](Srcu::down_read), on
@@ -1058,7 +1082,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     pub fn up_read(&self, idx: usize) -> Result<(), SrcuError> {
         self.check_unlock(idx)?;
-        self.inner.unlock::<K>(idx, false);
+        self.unlock(idx, false);
         Ok(())
     }
 
