@@ -78,21 +78,54 @@ fn sched_read_section_is_one_inc_and_one_sub_on_gs() {
 }
 
 #[test]
-fn percpu_ref_fast_path_is_a_gs_test_a_branch_and_a_gs_add() {
+fn percpu_ref_fast_path_is_a_load_a_test_a_branch_and_a_gs_add() {
     let insns = disassemble("percpu_probe_add_unless");
-    let gs: Vec<&String> = insns.iter().filter(|i| i.contains("gs:")).collect();
+    let memory: Vec<&String> = insns.iter().filter(|i| i.contains('[')).collect();
     assert_eq!(
-        gs.len(),
+        memory.len(),
         2,
-        "the flag test and the add, both on this CPU's area, and no section count: {insns:#?}"
+        "the load of the handle's word and the add, and no section count: {insns:#?}"
     );
-    assert!(gs[0].starts_with("test qword ptr gs:["), "{insns:#?}");
-    assert!(gs[1].starts_with("add qword ptr gs:["), "{insns:#?}");
     assert!(
-        insns.iter().all(|i| i.contains("gs:") || !i.contains('[')),
-        "no memory access but the two per-CPU ones: {insns:#?}"
+        memory[0].starts_with("mov ") && !memory[0].contains("gs:"),
+        "{insns:#?}"
+    );
+    assert!(memory[1].starts_with("add qword ptr gs:["), "{insns:#?}");
+    assert!(
+        insns
+            .iter()
+            .any(|i| i.starts_with("test ") && !i.contains('[')),
+        "the flag is tested in a register: {insns:#?}"
     );
     assert!(insns.len() <= 8, "{insns:#?}");
+}
+
+/// A whole `PercpuRef<Kernel>::get_many(1)`, as callers inline it: up to
+/// its per-CPU add, one memory access besides the add, the load of the
+/// handle's word (no load through the ref's shared state, no per-CPU
+/// flag, no section count), then the out-of-line slow path.
+#[test]
+fn percpu_ref_get_loads_only_the_handle_word_before_its_add() {
+    let insns = disassemble(&symbol_containing("percpu_ref_probe_get"));
+    let add = insns
+        .iter()
+        .position(|i| i.starts_with("add qword ptr gs:["))
+        .unwrap_or_else(|| panic!("no per-CPU add: {insns:#?}"));
+    let before: Vec<&String> = insns[..add]
+        .iter()
+        .filter(|i| i.contains('[') && !i.starts_with("lea"))
+        .collect();
+    assert_eq!(
+        before.len(),
+        1,
+        "memory accesses before the add: {insns:#?}"
+    );
+    assert!(!before[0].contains("gs:"), "{insns:#?}");
+    assert_eq!(
+        insns.iter().filter(|i| i.contains("gs:")).count(),
+        1,
+        "one per-CPU access in all: {insns:#?}"
+    );
 }
 
 /// The mangled name of the kernel's function whose symbol contains `part`

@@ -41,7 +41,7 @@ pub fn init() {
 }
 
 /// Every CPU's timer tick, in the handler, before its EOI.
-fn tick(in_fast_path: bool) {
-    sync::rcu::tick(in_fast_path);
+fn tick() {
+    sync::rcu::tick();
     sched::tick();
 }

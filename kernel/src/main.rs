@@ -10,6 +10,7 @@
 #![no_main]
 #![feature(abi_x86_interrupt)]
 #![feature(fn_align)]
+#![feature(asm_goto_with_outputs)]
 
 extern crate alloc;
 

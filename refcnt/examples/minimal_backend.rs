@@ -21,7 +21,7 @@
 //!   one grace period for the whole batch, then each callback once.
 //!
 //! What a real kernel would do differently is said where it matters
-//! ("In a kernel: ..."). The eight numbered promises of the `Backend`
+//! ("In a kernel: ..."). The seven numbered promises of the `Backend`
 //! trait's `# Safety` section are marked `Promise N` where the code keeps
 //! them.
 //!
@@ -164,7 +164,7 @@ fn irq_save() -> IrqGuard {
     let count = &PERCPU[cpu].irq_off;
     // Relaxed load and store: only this CPU writes its count.
     count.store(count.load(Relaxed) + 1, Relaxed);
-    // Promises 3 and 6 (second half): the store above, then a full
+    // Promise 3 (second half): the store above, then a full
     // barrier, then the section's loads; `synchronize_sched` has a full
     // barrier between the updater's stores and its loads of the counts.
     // Either the updater sees this section (and waits for it), or this
@@ -206,9 +206,9 @@ fn synchronize() {
             "synchronize_sched with interrupts off"
         );
     }
-    // Promises 3 and 6: the caller's stores (a ref's mode flag, a
-    // published pointer) before the loads of the counts; pairs with the
-    // fence in `irq_save`.
+    // Promise 3: the caller's stores (a ref's mode flag, a published
+    // pointer) before the loads of the counts; pairs with the fence in
+    // `irq_save`.
     fence(SeqCst);
     // Promise 2's counterpart: every possible CPU, online or not.
     for area in &PERCPU {
@@ -307,16 +307,14 @@ fn alloc_words(
     Ok(PerCpuAlloc { offset, len: slots })
 }
 
-// SAFETY: the eight promises of `Backend` are kept as marked in the
+// SAFETY: the seven promises of `Backend` are kept as marked in the
 // comments above and below ("Promise N"): per-CPU words written only by
 // their CPU with interrupts off (1), sums over every possible CPU (2), a
 // grace period that waits for every CPU's interrupts-off count to be seen
 // at zero, with full barriers on both sides of the store-load race (3),
 // callbacks run once by a worker after a later grace period (4), the
-// default section-wrapped fast paths (5), Release stores to every CPU's
-// word (6, 7) read by `this_cpu_read` and the default's Acquire fence (7),
-// and the default fast path, which returns false for a ref without
-// counters before it looks at the key (8).
+// default section-wrapped fast paths (5) with the default's Acquire load
+// of the ref's word (6), and the default key, 0 (7).
 unsafe impl Backend for MiniKernel {
     type PerCpu = PerCpuAlloc;
     type ReadGuard = IrqGuard;
@@ -352,20 +350,7 @@ unsafe impl Backend for MiniKernel {
         })
     }
 
-    fn set_on_every_cpu(p: &PerCpuAlloc, slot: usize, value: usize) {
-        for cpu in 0..NR_CPUS {
-            // Promises 6 and 7: into every CPU's word, with Release
-            // stores (plain moves on x86); the grace period the caller
-            // waits for afterwards makes later sections see them (its
-            // fence orders these stores before its loads, promise 6).
-            p.on(cpu, slot).store(value, Release);
-        }
-    }
-
     fn this_cpu_read(p: &PerCpuAlloc, slot: usize) -> Option<usize> {
-        // Promise 7: the default `this_cpu_add_unless` reads the flag
-        // here, then issues an Acquire fence, which with the Release
-        // stores of `set_on_every_cpu` orders its add after the store.
         // On a thread that is not a CPU (the simulation's workers) there
         // is no "this CPU": say so, which turns SRCU's misuse checks off
         // there rather than reading some other CPU's words.

@@ -16,6 +16,7 @@ use core::fmt;
 
 use crate::misuse::Misuse;
 use crate::srcu::TaskSections;
+use crate::sync::atomic::{AtomicUsize, Ordering};
 
 /// The per-CPU allocator had no memory left.
 ///
@@ -80,21 +81,15 @@ pub trait Report: 'static {
 ///    after such a grace period, and never from inside the call itself.
 /// 5. [`this_cpu_add_unless`](Backend::this_cpu_add_unless) and
 ///    [`this_cpu_add_sched`](Backend::this_cpu_add_sched) are each one
-///    read-side section for promise 3, test and add together.
-/// 6. [`set_on_every_cpu`](Backend::set_on_every_cpu) stores into every
-///    CPU's slot, and a section that begins after a grace period that
-///    began after the stores sees them (promise 3 for these stores).
-/// 7. A [`this_cpu_add_unless`](Backend::this_cpu_add_unless) whose test
-///    reads a value that `set_on_every_cpu` stored happens after that
-///    store and everything before it (a `Release` store and an `Acquire`
-///    load: plain moves on x86). percpu_ref needs it when it goes back to
-///    per-CPU mode with no grace period: a get that sees the flag clear,
-///    and any put of that reference on another CPU, come after the bias
-///    was added to the shared count.
-/// 8. [`this_cpu_add_unless`](Backend::this_cpu_add_unless) given
-///    [`idle_key`](Backend::idle_key) while its `p` yields `None` returns
-///    false and writes nothing, on every CPU: an idle dynamic percpu_ref
-///    counts on its shared count only.
+///    read-side section for promise 3: the load of the word, its test and
+///    the add together, for the first.
+/// 6. `this_cpu_add_unless` loads its word with `Acquire` (a plain move
+///    on x86): percpu_ref needs it when it goes back to per-CPU mode with
+///    no grace period, so that a get that sees the flag clear in the
+///    handle's word (a `Release` store), and any put of that reference
+///    on another CPU, come after the bias was added to the shared count.
+/// 7. [`key`](Backend::key) has its lowest bit clear: percpu_ref keeps its
+///    ATOMIC flag there, in the word it hands `this_cpu_add_unless`.
 ///
 /// # Examples
 ///
@@ -124,9 +119,6 @@ pub trait Report: 'static {
 ///     }
 ///     fn sum(p: &Self::PerCpu, slot: usize) -> usize {
 ///         p[slot].load(Relaxed)
-///     }
-///     fn set_on_every_cpu(p: &Self::PerCpu, slot: usize, value: usize) {
-///         p[slot].store(value, Relaxed);
 ///     }
 ///     fn read_lock_sched() {}
 ///     fn synchronize_sched() {}
@@ -194,20 +186,12 @@ pub unsafe trait Backend: Report {
     /// callers ensure with a grace period.
     fn sum(p: &Self::PerCpu, slot: usize) -> usize;
 
-    /// Stores `value` into slot `slot` of every possible CPU, with
-    /// `Release` stores (promise 7): a slot written this way must not also be
-    /// changed by [`this_cpu_add`](Backend::this_cpu_add). percpu_ref keeps
-    /// a copy of its mode flag in every CPU's slot 1 this way, so that its
-    /// fast path tests memory of the calling CPU's own (one `gs:`-relative
-    /// test in a kernel) rather than a shared word reached through the
-    /// ref; a grace period after the stores makes every later section see
-    /// them (promise 6).
-    fn set_on_every_cpu(p: &Self::PerCpu, slot: usize, value: usize);
-
-    /// A word that names `p` for [`this_cpu_add_unless`](Backend::this_cpu_add_unless),
-    /// which a caller keeps beside its handle so that the fast path finds
-    /// the counters without a load through the handle (a kernel: the
-    /// per-CPU offset). The default, 0, is for backends that use `p`.
+    /// A word that names `p` for [`this_cpu_add_unless`](Backend::this_cpu_add_unless)
+    /// and [`this_cpu_add_sched_unchecked`](Backend::this_cpu_add_sched_unchecked),
+    /// which a caller keeps in its handle so that the fast path finds the
+    /// counters without a load through the handle's shared state (a
+    /// kernel: the per-CPU offset, a multiple of 8). Its lowest bit must
+    /// be clear (promise 7). The default, 0, is for backends that use `p`.
     ///
     /// # Examples
     ///
@@ -218,29 +202,6 @@ pub unsafe trait Backend: Report {
     /// ```
     #[inline]
     fn key(_p: &Self::PerCpu) -> usize {
-        0
-    }
-
-    /// The key [`this_cpu_add_unless`](Backend::this_cpu_add_unless) is
-    /// given for a percpu_ref that has no per-CPU counters yet (an idle
-    /// dynamic ref): then its `p` yields `None`, and with this key it must
-    /// return false (send the caller to its slow path) without writing
-    /// anything, for `flag_slot` 1 and any non-zero `mask`, on every CPU.
-    /// The default, 0, is for backends that reach the counters through
-    /// `p` (the default `this_cpu_add_unless` returns false on `None`). A
-    /// kernel whose fast path uses `key` alone returns the key of one
-    /// allocation of its own, made at boot, whose slot 1 holds all ones on
-    /// every CPU and is never written again: every idle ref shares it, so
-    /// it costs no per-CPU memory per ref.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use refcnt::{host::Host, Backend};
-    /// assert_eq!(Host::idle_key(), 0);
-    /// ```
-    #[inline]
-    fn idle_key() -> usize {
         0
     }
 
@@ -302,84 +263,73 @@ pub unsafe trait Backend: Report {
         None
     }
 
-    /// Adds `delta` to counter `slot` of the calling CPU unless the
-    /// calling CPU's slot `flag_slot` has a bit of `mask` set, the test and
-    /// the add in one read-side section (promise 5); returns whether it
-    /// added. percpu_ref's fast paths are this call (the flag slot holds
-    /// its copy of the mode's ATOMIC bit, see
-    /// [`set_on_every_cpu`](Backend::set_on_every_cpu)).
+    /// Loads `word` and, unless it has a bit of `mask` set, adds `delta`
+    /// to counter `slot` of the calling CPU, all in one read-side section
+    /// (promise 5); returns whether it added. percpu_ref's fast paths are
+    /// this call: `word` is its handle's word, which holds the counters'
+    /// [`key`](Backend::key) with the ref's ATOMIC flag in bit 0 (`mask`),
+    /// as Linux keeps the per-CPU pointer and the flag in one word of the
+    /// ref. Switching to atomic mode sets the flag, then waits for a grace
+    /// period: every add made by a section that loaded the word before
+    /// has then landed, and every later section sees the flag.
     ///
-    /// `p` yields the counters, or `None` while the ref has none (an idle
-    /// dynamic ref, whose counters are allocated when it goes per-CPU);
-    /// `key` is [`key`](Backend::key) of those counters, or
-    /// [`idle_key`](Backend::idle_key) while there are none. The two are
-    /// read separately: `key` first, then `p` (only if the backend calls
-    /// it), each an `Acquire` load of a word the ref writes once when it
-    /// allocates (`p`'s before `key`'s). So when `key` is not the idle key,
-    /// `p` yields the counters it names; when `key` is the idle key, `p`
-    /// may yield either. Use one of them, not both: `p` (the default) or
-    /// `key` (a kernel, whose fast path then never loads through the ref's
-    /// shared state).
+    /// With no bit of `mask` set, `word` is exactly `key(p)` for the
+    /// counters `p` yields; use one of the two: `p` (the default, which
+    /// reads `word` only for the flag) or the word itself (a kernel, whose
+    /// fast path then never loads through the ref's shared state). With a
+    /// bit of `mask` set, `p` may yield `None` (an idle dynamic ref has no
+    /// counters), and nothing may be written.
     ///
-    /// The default calls `p`, returns false on `None`, reads the flag with
-    /// [`this_cpu_read`](Backend::this_cpu_read) (a backend that cannot
-    /// read sends every call to the caller's slow path) and adds with
-    /// [`this_cpu_add`](Backend::this_cpu_add), inside
+    /// The default loads `word` with `Acquire` (promise 6), calls `p` and
+    /// adds with [`this_cpu_add`](Backend::this_cpu_add), inside
     /// [`read_lock_sched`](Backend::read_lock_sched). A kernel whose grace
-    /// period can tell that an interrupt landed between the test and the
+    /// period can tell that an interrupt landed between the load and the
     /// add (by the interrupted instruction's address, say) may do without
-    /// the section, and may reach the counters through `key` alone.
+    /// the section.
     ///
     /// # Safety
     ///
-    /// `key` is [`key`](Backend::key) of the counters `p` yields (or, under
-    /// the rule above, [`idle_key`](Backend::idle_key)), which are live for
-    /// the call, and `slot` and `flag_slot` are below the slot count they
-    /// were allocated with (0 and 1 for the idle key): an implementation
-    /// may write through `key` without checking it.
+    /// While `word` (loaded) has no bit of `mask` set, it is
+    /// [`key`](Backend::key) of the counters `p` yields, which are live for
+    /// the call, and `slot` is below the slot count they were allocated
+    /// with: an implementation may write through the word without checking
+    /// it.
     ///
     /// # Examples
     ///
     /// ```
+    /// use core::sync::atomic::AtomicUsize;
     /// use refcnt::{host::Host, Backend};
-    /// let pc = Host::alloc_percpu(2).unwrap();
-    /// let key = Host::key(&pc);
-    /// // SAFETY: the key of `pc` itself, and slots 0 and 1 of 2.
-    /// assert!(unsafe { Host::this_cpu_add_unless(|| Some(&pc), key, 0, 5, 1, 1) });
-    /// Host::set_on_every_cpu(&pc, 1, 1);
-    /// // SAFETY: as above.
-    /// assert!(!unsafe { Host::this_cpu_add_unless(|| Some(&pc), key, 0, 5, 1, 1) });
+    /// let pc = Host::alloc_percpu(1).unwrap();
+    /// let word = AtomicUsize::new(Host::key(&pc));
+    /// // SAFETY: the word is the key of `pc` itself, and slot 0 of 1.
+    /// assert!(unsafe { Host::this_cpu_add_unless(|| Some(&pc), &word, 1, 0, 5) });
+    /// word.store(Host::key(&pc) | 1, core::sync::atomic::Ordering::Release);
+    /// // SAFETY: as above; the flag is set, so nothing is written.
+    /// assert!(!unsafe { Host::this_cpu_add_unless(|| None, &word, 1, 0, 5) });
     /// assert_eq!(Host::sum(&pc, 0), 5);
-    /// // SAFETY: no counters, and the idle key.
-    /// assert!(!unsafe { Host::this_cpu_add_unless(|| None, Host::idle_key(), 0, 5, 1, 1) });
     /// ```
     #[inline(always)]
     unsafe fn this_cpu_add_unless<'a>(
         p: impl FnOnce() -> Option<&'a Self::PerCpu>,
-        key: usize,
+        word: &AtomicUsize,
+        mask: usize,
         slot: usize,
         delta: usize,
-        flag_slot: usize,
-        mask: usize,
     ) -> bool
     where
         Self::PerCpu: 'a,
     {
-        let _ = key;
         let _section = Self::read_lock_sched();
+        // Acquire: promise 6.
+        if word.load(Ordering::Acquire) & mask != 0 {
+            return false;
+        }
         let Some(p) = p() else {
             return false;
         };
-        match Self::this_cpu_read(p, flag_slot) {
-            Some(flag) if flag & mask == 0 => {
-                // Promise 7: with the Release stores of `set_on_every_cpu`,
-                // the flag's read acts as an Acquire load.
-                crate::sync::atomic::fence(crate::sync::atomic::Ordering::Acquire);
-                Self::this_cpu_add(p, slot, delta);
-                true
-            }
-            _ => false,
-        }
+        Self::this_cpu_add(p, slot, delta);
+        true
     }
 
     /// As [`this_cpu_add`](Backend::this_cpu_add), and the add is itself a

@@ -56,8 +56,8 @@
 //!
 //! # The fast path
 //!
-//! A percpu_ref get is a section entry, a load of the calling thread's
-//! copy of the ref's mode flag, a per-CPU add and a section exit
+//! A percpu_ref get is a section entry, a load of the handle's word (the
+//! ref's mode flag), a per-CPU add and a section exit
 //! ([`Backend::this_cpu_add_unless`]), so every instruction on that path
 //! shows in the pair's cost. The calling thread's slot and section word are
 //! claimed once and cached in one thread-local without a destructor
@@ -555,49 +555,8 @@ unsafe impl Backend for Host {
 
     #[inline]
     fn this_cpu_read(p: &HostPerCpu, slot: usize) -> Option<usize> {
-        // Relaxed: a counter is written only by this thread; a flag slot
-        // (`set_on_every_cpu`) is ordered by the grace period after it.
+        // Relaxed: a counter is written only by this thread.
         Some(p.this_cell(slot).load(Relaxed))
-    }
-
-    /// The default's test and add, with the calling thread's row looked up
-    /// once when both slots share it (percpu_ref's do).
-    #[inline(always)]
-    unsafe fn this_cpu_add_unless<'a>(
-        p: impl FnOnce() -> Option<&'a HostPerCpu>,
-        _key: usize,
-        slot: usize,
-        delta: usize,
-        flag_slot: usize,
-        mask: usize,
-    ) -> bool {
-        let _section = Self::read_lock_sched();
-        let Some(p) = p() else {
-            return false;
-        };
-        let (flag, cell) = if slot / 16 == flag_slot / 16 {
-            let row = p.this_row(slot);
-            (&row[flag_slot % 16], &row[slot % 16])
-        } else {
-            (p.this_cell(flag_slot), p.this_cell(slot))
-        };
-        // Acquire: promise 7, pairs with the Release stores of
-        // `set_on_every_cpu` (a plain load on x86, as Relaxed).
-        if flag.load(Acquire) & mask != 0 {
-            return false;
-        }
-        // Relaxed load and store: as in `this_cpu_add`.
-        cell.store(cell.load(Relaxed).wrapping_add(delta), Relaxed);
-        true
-    }
-
-    fn set_on_every_cpu(p: &HostPerCpu, slot: usize, value: usize) {
-        for row in p.line(slot) {
-            // Release: promise 7, pairs with the fast path's Acquire load
-            // (a plain store on x86). Sections that began before see it
-            // after the caller's grace period (promise 6).
-            row.0[slot % 16].store(value, Release);
-        }
     }
 
     fn sum(p: &HostPerCpu, slot: usize) -> usize {

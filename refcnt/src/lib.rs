@@ -5,11 +5,13 @@
 //! read-side sections and the grace periods, and hands them over through the
 //! [`Backend`] trait. That split keeps this crate free of architecture code
 //! and of `unsafe` but for two small places: everything else that needs
-//! either lives in a backend. (One hands the backend's percpu_ref fast path
-//! a key to the per-CPU slots that the ref took from the same allocation,
+//! either lives in a backend. (Two hand the backend's fast paths a key to
+//! the per-CPU slots that the ref or domain took from the same allocation,
 //! so that a kernel need not check it: see
-//! [`Backend::this_cpu_add_unless`]; the other reads a dynamic ref's
-//! counters through the pointer it published when it allocated them.) The
+//! [`Backend::this_cpu_add_unless`] and
+//! [`Backend::this_cpu_add_sched_unchecked`]; the other reads a dynamic
+//! ref's counters through the pointer it published when it allocated
+//! them.) The
 //! alternative, a crate that reads GS itself, would tie the algorithms to
 //! x86 and make them impossible to model-check.
 //!

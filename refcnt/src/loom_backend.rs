@@ -463,9 +463,9 @@ impl Report for Loom {
 // (a report made by the asker) the Release clear of IN_IRQ that the
 // section's entry acquires; a CPU that came up after the grace period
 // counted the online CPUs acquired that count (the module docs); (4) callbacks run once, from `run_pending`, after
-// such a grace period; (5) the defaults wrap test and add in a section;
-// (6) the same as (3) for `set_on_every_cpu`'s stores; (7) Release stores
-// there, and the default fast path fences Acquire after its flag load.
+// such a grace period; (5) the defaults wrap load, test and add in a
+// section; (6) the default fast path loads its word Acquire; (7) `key` is
+// the default 0.
 unsafe impl Backend for Loom {
     type PerCpu = Box<[AtomicUsize]>;
     type ReadGuard = LoomGuard;
@@ -501,14 +501,6 @@ unsafe impl Backend for Loom {
         // Relaxed: a plain `gs:` load; the default fast path fences
         // Acquire after it (promise 7).
         Some(p[cpu() * n + slot].load(Relaxed))
-    }
-
-    fn set_on_every_cpu(p: &Self::PerCpu, slot: usize, value: usize) {
-        let n = p.len() / LOOM_CPUS;
-        for c in 0..LOOM_CPUS {
-            // Release: promise 7 (the default fast path fences Acquire).
-            p[c * n + slot].store(value, Release);
-        }
     }
 
     fn read_lock_sched() -> LoomGuard {

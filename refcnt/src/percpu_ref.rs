@@ -4,19 +4,18 @@
 //! # How it works
 //!
 //! A ref has two counters: one word shared by everybody (`count`) and one
-//! per-CPU slot per CPU (allocated by the [`Backend`]). A mode word says
-//! which one the fast paths use; every CPU also has a copy of its ATOMIC
-//! bit in a second per-CPU slot (the *flag*), so that a fast path tests
-//! memory of its own CPU rather than a word reached through the ref's
-//! shared state. A get or put first tries [`Backend::this_cpu_add_unless`]:
-//! in one read-side section, test this CPU's flag and, in per-CPU mode,
-//! add to this CPU's slot. In atomic mode (or while its flag lags a
-//! switch back to per-CPU mode) it does an atomic read-modify-write on
-//! `count`, with no section: `count` is a correct place to count in
-//! either mode (see "Switching back"). The ref's handle
-//! keeps the backend's [`key`](Backend::key) of the per-CPU slots, so in a
-//! kernel the whole fast path is a load of the key from the handle, a
-//! `gs:`-relative test and a `gs:`-relative add, as Linux's. In per-CPU
+//! per-CPU slot per CPU (allocated by the [`Backend`]). A mode word in the
+//! shared state says which one the fast paths use, and the handle keeps
+//! one word for the fast paths (the *word*): the backend's
+//! [`key`](Backend::key) of the per-CPU slot with the ATOMIC flag in bit
+//! 0, as Linux keeps its `percpu_count_ptr`. A get or put first tries
+//! [`Backend::this_cpu_add_unless`]: in one read-side section, load the
+//! word, test the flag and, in per-CPU mode, add to this CPU's slot. In
+//! atomic mode (or while the word lags a switch back to per-CPU mode) it
+//! does an atomic read-modify-write on `count`, with no section: `count`
+//! is a correct place to count in either mode (see "Switching back"). In a
+//! kernel the whole fast path is a load of the word from the handle, a
+//! test of a register and a `gs:`-relative add, as Linux's. In per-CPU
 //! mode a CPU's slot may go "negative" (wrap), because a reference taken
 //! on one CPU may be dropped on another: only the sum over all CPUs means
 //! anything.
@@ -24,42 +23,48 @@
 //! While in per-CPU mode, `count` carries a large bias, so that no atomic
 //! put (from a reader that still saw atomic mode) can take it to zero.
 //!
-//! **Switching to atomic** sets the ATOMIC bit in the mode word and every
-//! CPU's flag ([`Backend::set_on_every_cpu`]), then waits
-//! for a grace period ([`Backend::synchronize_sched`] or, asynchronously,
+//! **Switching to atomic** sets the ATOMIC bit in the mode word and the
+//! flag in the handle's word (every switch to atomic is asked for through
+//! the handle, under the control lock), then waits for a grace period ([`Backend::synchronize_sched`] or, asynchronously,
 //! [`Backend::call_sched`]). Then it adds the per-CPU sum (what changed
 //! since the last fold) to `count` and removes the bias in one
 //! read-modify-write.
 //!
 //! # Why no reader is missed
 //!
-//! Every fast path reads its CPU's flag and applies its change inside one
+//! Every fast path loads the word and applies its change inside one
 //! read-side section. Take any reader and the grace period of a switch:
 //!
 //! * if the reader's section began before the grace period started, the
 //!   grace period waits for it, and its per-CPU add is visible to the fold
 //!   that follows (backend promise 3 of [`Backend`]);
-//! * if it began after, the backend promises it sees the flag, which was
-//!   stored on every CPU before the grace period started (promise 6), so
-//!   it goes to the slow path, which counts on `count`.
+//! * if it began after, it sees the flag, which was stored before the
+//!   grace period started (promise 3's second half), so it goes to the
+//!   slow path, which counts on `count`.
 //!
 //! So the fold sees every per-CPU change that will ever be made in that
-//! per-CPU period, and `count` alone is exact afterwards. That is why the
-//! fast path may load the flag `Relaxed`: the ordering comes from the
-//! grace period, not from the load. (Linux gets the same from `READ_ONCE`
-//! under `rcu_read_lock_sched`.) A flag may lag the mode word; a fast path
-//! that sees it set while the mode is already per-CPU again just takes the
-//! slow path, which counts on `count`: correct in either mode.
+//! per-CPU period, and `count` alone is exact afterwards: the ordering
+//! comes from the grace period, not from the load. (Linux gets the same
+//! from `READ_ONCE` under `rcu_read_lock_sched`.) The word's flag may lag
+//! the mode word the other way: a fast path that sees it set while the
+//! mode is already per-CPU again just takes the slow path, which counts on
+//! `count` (correct in either mode) and then clears the flag (below).
 //!
 //! **Switching back to per-CPU** needs no grace period: it adds the bias to
-//! `count` and then clears ATOMIC (a `Release` store), then the flags. A
-//! reader that still sees ATOMIC (in its flag or in the mode word) does an
-//! atomic operation, which is always correct, and the bias keeps `count`
-//! above zero until the next fold removes it. Each
-//! per-CPU counter slot has exactly one writer, its own CPU, and is never
-//! reset: the fold subtracts the sum it folded last time instead. So there
-//! is no cross-CPU write to a slot that a fast path adds to (the flags are
-//! only read by fast paths, and written under the ref's lock).
+//! `count` and then clears ATOMIC (a `Release` store), then the word's
+//! flag (`Release`; the fast path loads the word `Acquire`, backend
+//! promise 6). A reader that still sees the flag does an atomic
+//! operation, which is always correct, and the bias keeps `count` above
+//! zero until the next fold removes it. A switch back that lands in a
+//! grace-period callback (asked for while a switch to atomic was in
+//! flight) has no handle to write the word in; the first slow path that
+//! finds the mode per-CPU clears the flag, under the control lock (only
+//! tried: a slow path may run in an interrupt handler), so that it cannot
+//! undo a switch to atomic that set it meanwhile (loom's
+//! `word_catch_up_vs_kill`). Each per-CPU counter slot has exactly one
+//! writer, its own CPU, and is never reset: the fold subtracts the sum it
+//! folded last time instead. So there is no cross-CPU write to a slot that
+//! a fast path adds to.
 //!
 //! **Release** runs when `count` reaches zero in atomic mode, which can only
 //! happen after the initial reference is dropped by [`PercpuRef::kill`].
@@ -106,11 +111,10 @@
 //! **A dynamic ref allocates its per-CPU counters only when it first goes
 //! per-CPU**, which is the point of the mode (the 2013 patch's: the many
 //! refs that are never hot, one per AIO context there, should not each pay
-//! per-CPU memory). Until then its handle holds the backend's
-//! [`idle_key`](Backend::idle_key), which every idle ref shares and whose
-//! flag reads "atomic" on every CPU, so its fast path always falls to the
-//! slow path with the same instructions as any atomic ref: the fast path
-//! is not changed by this (no "are there counters?" test). The switch is
+//! per-CPU memory). Until then its handle's word is the flag alone (key 0,
+//! never used), so its fast path falls to the slow path with the same
+//! instructions as any atomic ref: the fast path is not changed by this
+//! (no "are there counters?" test). The switch is
 //! decided on a get, which may run with interrupts off or in an interrupt
 //! handler, so it allocates with [`Backend::alloc_percpu_nowait`] (never
 //! waits, may fail) under a lock it only tries; when either fails the ref
@@ -119,33 +123,29 @@
 //! [`switch_to_percpu`](PercpuRef::switch_to_percpu) allocates the same
 //! way; without memory it leaves the ref measuring its rate.
 //!
-//! The new counters' flags are set (atomic) before they are published, so
-//! the ref is then an ordinary atomic ref with counters and goes per-CPU
-//! as any other (bias, then the flags cleared with `Release`, promise 7).
-//! They are published to the fast paths before the key: first a pointer in
-//! the shared state (for backends whose fast path uses the counters
-//! themselves), then the key in the handle, both `Release`; a fast path
-//! loads the key `Acquire` (a plain load on x86) and, only if it needs
-//! them, the pointer `Acquire`. A fast path that sees the new key or
-//! pointer therefore sees the set flags and counts atomically until the
-//! bias is in; one that still sees the idle key counts atomically too.
-//! (loom's `dynamic_first_switch_allocates_while_getting` finds the early
-//! release when the flags are set after publishing.) Only a caller that
-//! holds the handle allocates, since the key lives there; a switch that
-//! lands from a grace-period callback and finds no counters goes back to
-//! measuring instead.
+//! The ref is then an ordinary atomic ref with counters and goes per-CPU
+//! as any other (bias, then the mode and the word's flag cleared with
+//! `Release`). The counters are published to the fast paths before any
+//! word names them: first a pointer in the shared state (for backends
+//! whose fast path uses the counters themselves), then the word in the
+//! handle, both `Release`; a fast path loads the word `Acquire` (a plain
+//! load on x86) and, only if it needs them, the pointer `Acquire`. (loom's
+//! `dynamic_first_switch_allocates_while_getting` races a get with the
+//! first switch.) Only a caller that holds the handle allocates, since the
+//! word lives there; a switch that lands from a grace-period callback and
+//! finds no counters goes back to measuring instead.
 //!
 //! **Freeing**: once allocated, the counters stay until
 //! [`exit`](PercpuRef::exit) or the drop, across switches to atomic and
 //! back, not freed after the grace period that ends a per-CPU period. A
-//! fast path reaches them through the key without a read-side section
-//! count, and the handle cannot be pointed back at the idle key while
-//! another CPU may be between its key load and its add; `exit` can,
-//! because `&mut self` proves that no fast path of this handle runs. A
-//! ref that went hot once is likely to again (a queue frozen and
-//! unfrozen), and keeping the counters makes each later switch free of
-//! allocation; an idle ref that was hot costs its 16 bytes per CPU until
-//! exit, as every non-dynamic ref does from creation.
+//! fast path reaches them through the word without a read-side section
+//! count, and the handle's word cannot stop naming them while another CPU
+//! may be between its load and its add; `exit` can, because `&mut self`
+//! proves that no fast path of this handle runs. A ref that went hot once
+//! is likely to again (a queue frozen and unfrozen), and keeping the
+//! counters makes each later switch free of allocation; an idle ref that
+//! was hot costs its 8 bytes per CPU until exit, as every non-dynamic ref
+//! does from creation.
 //!
 //! # Differences from Linux
 //!
@@ -154,10 +154,15 @@
 //! * The per-CPU counters live until [`exit`](PercpuRef::exit) (as
 //!   Linux's `percpu_ref_exit`) or the drop, not only until kill (so every
 //!   ref can be resurrected; [`Flags::ALLOW_REINIT`] is accepted for
-//!   parity). A ref without counters (dynamic and idle, or exited) gives
-//!   its fast path the backend's shared idle key instead, so the fast path
-//!   never checks whether they exist (a branch, which under QEMU's TCG
-//!   also ends a translation block).
+//!   parity). A ref without counters (dynamic and idle, or exited) keeps
+//!   the flag set in its word, so the fast path never checks whether they
+//!   exist (a branch, which under QEMU's TCG also ends a translation
+//!   block).
+//! * The word with the per-CPU key and the ATOMIC flag lives in the
+//!   handle, as Linux's in the ref, but a switch back to per-CPU that
+//!   lands in a grace-period callback (which holds only the shared state)
+//!   leaves the flag to the next slow path to clear; Linux's callback
+//!   writes the ref itself.
 //! * A dynamic ref allocates its counters when it first goes per-CPU (the
 //!   2013 patch's way); Linux's percpu_ref, which has no dynamic mode,
 //!   allocates them at init.
@@ -351,20 +356,28 @@ struct Inner<B: Backend> {
 /// ```
 pub struct PercpuRef<B: Backend> {
     inner: Arc<Inner<B>>,
-    /// [`Backend::key`] of the per-CPU counters, or [`Backend::idle_key`]
-    /// while there are none, kept here so that a kernel's fast path
-    /// reaches the per-CPU slots without loading through `inner`. Written
-    /// (`Release`) when the counters are allocated, which only a caller
-    /// holding this handle does, and at exit; read `Acquire` by the fast
-    /// paths (a plain load on x86).
-    key: AtomicUsize,
+    /// The fast paths' word: [`Backend::key`] of the per-CPU counters
+    /// (0 while there are none) with [`WORD_ATOMIC`] set unless the fast
+    /// paths may add to them, so that a kernel's fast path is one load of
+    /// this word, a test of its low bit and a `gs:`-relative add, and
+    /// never loads through `inner` (Linux keeps its `percpu_count_ptr` and
+    /// ATOMIC flag in one word the same way). Written only under the
+    /// control lock ([`PercpuRef::sync_word`]) or with `&mut` (exit):
+    /// `Release`, read `Acquire` by the fast paths (plain moves on x86).
+    /// The flag is set whenever the mode word has ATOMIC (every switch to
+    /// atomic goes through the handle and sets it before its grace
+    /// period); it may lag a switch back to per-CPU that lands in a
+    /// grace-period callback, which has no handle to write: the slow path
+    /// then clears it.
+    word: AtomicUsize,
 }
 
-/// The per-CPU slot of a ref's counter.
+/// The bit of [`PercpuRef::word`] that sends the fast paths to the slow
+/// path (keys have it clear, [`Backend::key`]).
+const WORD_ATOMIC: usize = 1;
+
+/// The per-CPU slot of a ref's counter (its only one).
 const COUNTER_SLOT: usize = 0;
-/// The per-CPU slot of a ref's copy of the ATOMIC bit (written only by
-/// [`Inner::set_mode`]).
-const FLAG_SLOT: usize = 1;
 
 /// A reference obtained from [`PercpuRef::get`] and friends; dropping it
 /// puts the reference.
@@ -502,18 +515,11 @@ enum Action {
 
 impl<B: Backend> Inner<B> {
     /// Stores a new mode word (`Release`: a reader that sees it also sees
-    /// the lock-protected state before it; the fast paths do not rely on
-    /// it, see the module documentation) and, when the ATOMIC bit changes,
-    /// every CPU's flag after it. Under the control lock (or `&mut`).
-    fn set_mode(&self, old: usize, new: usize) {
+    /// the lock-protected state before it; the fast paths do not read it,
+    /// they read the handle's word, see [`PercpuRef::sync_word`]). Under
+    /// the control lock (or `&mut`).
+    fn set_mode(&self, new: usize) {
         self.mode.store(new, Release);
-        if (old ^ new) & ATOMIC != 0 {
-            // Without counters the ref is atomic and stays so (the idle
-            // key's flag is set for good): there is no flag to write.
-            if let Some(p) = self.counters() {
-                B::set_on_every_cpu(p, FLAG_SLOT, new & ATOMIC);
-            }
-        }
     }
 
     /// The per-CPU counters, if allocated.
@@ -521,7 +527,7 @@ impl<B: Backend> Inner<B> {
     #[allow(unsafe_code)] // a pointer to what `ctl.percpu` owns, see SAFETY
     fn counters(&self) -> Option<&B::PerCpu> {
         // Acquire: pairs with the Release store in `ensure_counters`, so
-        // the counters' zeroed slots and set flags are visible.
+        // the counters' zeroed slots are visible.
         let p = self.counters.load(Acquire);
         // SAFETY: non-null only between `ensure_counters` (or `new`), which
         // stores `Arc::as_ptr` of the `Arc` it then keeps in `ctl.percpu`,
@@ -538,8 +544,8 @@ impl<B: Backend> Inner<B> {
         self.counters().map_or(0, |p| B::sum(p, COUNTER_SLOT))
     }
 
-    /// A get (or, with `put`, a put) of `n` whose fast path found this
-    /// CPU's flag set: counts on `count`, with no read-side section. That
+    /// A get (or, with `put`, a put) of `n` whose fast path found the
+    /// word's flag set: counts on `count`, with no read-side section. That
     /// is right in every mode: in atomic mode `count` is the count; in
     /// per-CPU mode (a flag that lags a switch back) `count` carries the
     /// bias, so no put can take it to zero, and the next fold adds the
@@ -722,22 +728,24 @@ impl<B: Backend> Inner<B> {
             if ctl.dynamic && mode & DYN == 0 {
                 // Relaxed: heuristic.
                 self.window_start.store(B::now_ns(), Relaxed);
-                self.set_mode(mode, mode | DYN);
+                self.set_mode(mode | DYN);
             }
             return false;
         }
-        // Relaxed here; ordered by the flag stores below. The bias must
+        // Relaxed here; ordered by the Release stores below. The bias must
         // precede, in `count`'s modification order, every slow-path put of
-        // a reference that a fast path takes once it sees its flag clear
-        // (else such a put could take `count` to zero while references are
-        // held). Backend promise 7 gives it: the flags are cleared with
-        // Release stores after this add, and a fast path that reads a clear
-        // flag (an Acquire read) happens after them, so that get, and any
-        // put of its reference that happens after it, follow the bias.
+        // a reference that a fast path takes once it sees the word's flag
+        // clear (else such a put could take `count` to zero while
+        // references are held). Backend promise 6 gives it: the mode and
+        // then the word's flag (`PercpuRef::sync_word`, or a later slow
+        // path that read the mode under the lock) are cleared with Release
+        // stores after this add, and a fast path that reads the flag clear
+        // (an Acquire load) happens after them, so that get, and any put of
+        // its reference that happens after it, follow the bias.
         self.count.fetch_add(BIAS, Relaxed);
         // Release on the mode word too: a slow path that reads per-CPU
         // mode also sees the bias and the lock-protected state before it.
-        self.set_mode(mode, mode & !(ATOMIC | DYN));
+        self.set_mode(mode & !(ATOMIC | DYN));
         // Relaxed: statistics.
         self.to_percpu.fetch_add(1, Relaxed);
         true
@@ -770,8 +778,8 @@ impl<B: Backend> Inner<B> {
         let new = (mode | set | ATOMIC) & !DYN;
         if new != mode {
             // Visibility to the fast paths comes from the grace period
-            // below, which begins after the flags are set.
-            self.set_mode(mode, new);
+            // below, which begins after the caller sets the word's flag.
+            self.set_mode(new);
         }
         // A new bit (DEAD) must be seen by readers that began after any
         // grace period already running, so it needs a fresh one.
@@ -946,13 +954,12 @@ impl<B: Backend> PercpuRef<B> {
     ) -> Result<Self, AllocError> {
         let dead = flags.contains(Flags::INIT_DEAD);
         let dynamic = flags.contains(Flags::DYNAMIC);
-        // Slot 0: the counter; slot 1: the flag (a copy of ATOMIC). A
-        // dynamic ref allocates them when it first goes per-CPU (see the
-        // module documentation); until then it uses the idle key.
+        // One slot, the counter. A dynamic ref allocates it when it first
+        // goes per-CPU (see the module documentation).
         let percpu = if dynamic {
             None
         } else {
-            Some(Arc::new(B::alloc_percpu(2)?))
+            Some(Arc::new(B::alloc_percpu(1)?))
         };
         let force_atomic = flags.contains(Flags::INIT_ATOMIC);
         let atomic = dead || dynamic || force_atomic;
@@ -974,16 +981,13 @@ impl<B: Backend> PercpuRef<B> {
         let batch_ns = (DYNAMIC_BATCH as u64 * 1_000_000_000)
             .checked_div(gets_per_sec)
             .unwrap_or(0);
-        if let (true, Some(p)) = (atomic, &percpu) {
-            // Before anyone else can see the ref.
-            B::set_on_every_cpu(p, FLAG_SLOT, ATOMIC);
-        }
-        let key = percpu.as_deref().map_or_else(B::idle_key, B::key);
+        let key = percpu.as_deref().map_or(0, B::key);
+        let word = if atomic { key | WORD_ATOMIC } else { key };
         let counters = percpu
             .as_ref()
             .map_or(core::ptr::null_mut(), |p| Arc::as_ptr(p).cast_mut());
         Ok(Self {
-            key: AtomicUsize::new(key),
+            word: AtomicUsize::new(word),
             inner: Arc::new(Inner {
                 mode: AtomicUsize::new(mode),
                 count: AtomicUsize::new(count),
@@ -1013,32 +1017,62 @@ impl<B: Backend> PercpuRef<B> {
         })
     }
 
-    /// The per-CPU fast path: adds `delta` to this CPU's slot if this
-    /// CPU's flag says per-CPU, test and add in one section; false in
-    /// atomic mode (the caller then takes the slow path, which counts on
-    /// the shared `count`).
+    /// The per-CPU fast path: adds `delta` to this CPU's slot unless the
+    /// handle's word has its ATOMIC flag set, the load, test and add in
+    /// one section; false in atomic mode (the caller then takes the slow
+    /// path, which counts on the shared `count`).
     #[inline(always)]
     #[allow(unsafe_code)] // the fast path's unchecked add, see the SAFETY note
     fn fast_add(&self, delta: usize) -> bool {
-        // Acquire: pairs with the Release store in `ensure_counters`, so a
-        // fast path that finds the new key also finds the counters it
-        // names, with their flags set (a plain load on x86).
-        let key = self.key.load(Acquire);
-        // SAFETY: `key` is the idle key or the key of the counters that
-        // `ctl.percpu` holds, which were published (`Inner::counters`)
-        // before the key (`ensure_counters`, `new`); they stay until
-        // `exit`, which has `&mut self` and resets the key first, or the
-        // drop of `inner`, which `self` holds. They have two slots,
-        // COUNTER_SLOT and FLAG_SLOT; the idle key is for exactly those.
+        // SAFETY: the word has WORD_ATOMIC clear only while it is the key
+        // of the counters that `ctl.percpu` holds (`sync_word` writes it
+        // under the control lock from `ctl.percpu`), which were published
+        // (`Inner::counters`, Release) before any word naming them, so
+        // `p` yields them; they stay until `exit`, which has `&mut self`
+        // and sets the flag first, or the drop of `inner`, which `self`
+        // holds. They have one slot, COUNTER_SLOT.
         unsafe {
             B::this_cpu_add_unless(
                 || self.inner.counters(),
-                key,
+                &self.word,
+                WORD_ATOMIC,
                 COUNTER_SLOT,
                 delta,
-                FLAG_SLOT,
-                ATOMIC,
             )
+        }
+    }
+
+    /// Under the control lock: makes the fast paths' word agree with the
+    /// mode: the counters' key, with [`WORD_ATOMIC`] set unless the mode
+    /// is per-CPU. Every change of mode made through the handle calls it
+    /// before the lock goes; a switch to atomic thus sets the flag before
+    /// it starts its grace period. `Release`: a fast path that reads the
+    /// flag clear (`Acquire`, backend promise 6) comes after the bias that
+    /// [`Inner::to_percpu_locked`] added before clearing ATOMIC.
+    fn sync_word(&self, ctl: &Ctl<B>) {
+        let key = ctl.percpu.as_deref().map(B::key);
+        debug_assert!(
+            key.is_none_or(|k| k & WORD_ATOMIC == 0),
+            "Backend::key must have bit 0 clear"
+        );
+        let word = match key {
+            Some(k) if self.inner.mode() & ATOMIC == 0 => k,
+            Some(k) => k | WORD_ATOMIC,
+            None => WORD_ATOMIC,
+        };
+        self.word.store(word, Release);
+    }
+
+    /// A slow path found the mode per-CPU: the word's flag lags a switch
+    /// that landed in a grace-period callback (which has no handle).
+    /// Clears it, if the lock is free (a slow path may run where it must
+    /// not spin: an interrupt handler that interrupted the lock's
+    /// holder); else a later slow path will.
+    #[cold]
+    #[inline(never)]
+    fn catch_up(&self) {
+        if let Some(ctl) = self.inner.ctl.try_lock() {
+            self.sync_word(&ctl);
         }
     }
 
@@ -1048,6 +1082,16 @@ impl<B: Backend> PercpuRef<B> {
     fn slow_path(&self, n: usize, put: bool) {
         if self.inner.slow_path(n, put) {
             self.promote();
+        }
+        self.check_word();
+    }
+
+    /// After a slow path: if the mode is per-CPU, the word lags (see
+    /// [`catch_up`](Self::catch_up)).
+    #[inline]
+    fn check_word(&self) {
+        if self.inner.mode() & ATOMIC == 0 {
+            self.catch_up();
         }
     }
 
@@ -1072,35 +1116,31 @@ impl<B: Backend> PercpuRef<B> {
         }
         ctl.force_atomic = false;
         self.inner.to_percpu_locked(&mut ctl);
+        self.sync_word(&ctl);
     }
 
     /// Under the lock: gives the ref its per-CPU counters if it has none,
-    /// without blocking; false if the allocation failed. The new counters'
-    /// flags are set before anyone can reach them, so the ref is then an
-    /// atomic ref with counters, which [`Inner::to_percpu_locked`] switches
-    /// as any other (bias first, then the flags cleared with `Release`,
-    /// promise 7). They are published to the fast paths before the key:
-    /// the pointer (for backends that use `p`), then the key, both
-    /// `Release`, read `Acquire` in the other order (see
-    /// [`Backend::this_cpu_add_unless`]). Only the handle's owner can do
-    /// this, since the key lives in the handle.
+    /// without blocking; false if the allocation failed. The ref is then
+    /// an atomic ref with counters, which [`Inner::to_percpu_locked`]
+    /// switches as any other (bias first, then the mode and the word's
+    /// flag cleared with `Release`). The counters are published (the
+    /// pointer, for backends that use `p`, `Release`) before any word
+    /// names them ([`sync_word`](Self::sync_word), `Release`); a fast path
+    /// loads the word, then the pointer, both `Acquire`.
     fn ensure_counters(&self, ctl: &mut Ctl<B>) -> bool {
         if ctl.percpu.is_some() {
             return true;
         }
-        let Ok(p) = B::alloc_percpu_nowait(2) else {
+        let Ok(p) = B::alloc_percpu_nowait(1) else {
             // Relaxed: statistics.
             self.inner.alloc_failures.fetch_add(1, Relaxed);
             return false;
         };
         let p = Arc::new(p);
-        B::set_on_every_cpu(&p, FLAG_SLOT, ATOMIC);
-        // Release (both): a fast path that reads either also sees the
-        // flags just set and the zeroed counters.
+        // Release: a fast path that reads it also sees the zeroed counters.
         self.inner
             .counters
             .store(Arc::as_ptr(&p).cast_mut(), Release);
-        self.key.store(B::key(&p), Release);
         ctl.folded = 0;
         ctl.percpu = Some(p);
         true
@@ -1139,7 +1179,7 @@ impl<B: Backend> PercpuRef<B> {
         if !self.fast_add(n) {
             // Out of line: the fast path's add falls through into the
             // caller's next instruction, and `self.inner` is loaded only in
-            // there, so a backend whose fast path uses the key alone never
+            // there, so a backend whose fast path uses the word alone never
             // loads it on the fast path.
             self.slow_path(n, false);
         }
@@ -1216,15 +1256,12 @@ impl<B: Backend> PercpuRef<B> {
         // On the shared count, as get and put do (see `Inner::slow_path`):
         // in per-CPU mode its bias keeps it above zero, so this succeeds.
         let inner = &*self.inner;
-        match inner.tryget_atomic(inner.mode(), n, false) {
-            Some(promote) => {
-                if promote {
-                    self.promote();
-                }
-                true
-            }
-            None => false,
+        let got = inner.tryget_atomic(inner.mode(), n, false);
+        if got == Some(true) {
+            self.promote();
         }
+        self.check_word();
+        got.is_some()
     }
 
     /// Takes a reference unless the ref is dead (killed) or zero. Once the
@@ -1271,6 +1308,7 @@ impl<B: Backend> PercpuRef<B> {
         if got == Some(true) {
             self.promote();
         }
+        self.check_word();
         got.is_some()
     }
 
@@ -1315,6 +1353,9 @@ impl<B: Backend> PercpuRef<B> {
             return false;
         };
         let a = self.inner.want_atomic(&mut ctl, confirm, DEAD);
+        // Before the grace period starts (`run`): sections that begin
+        // after it find the flag and count on `count`.
+        self.sync_word(&ctl);
         drop(ctl);
         Inner::run(&self.inner, a, false);
         self.put_many(1);
@@ -1375,6 +1416,8 @@ impl<B: Backend> PercpuRef<B> {
         }
         ctl.force_atomic = true;
         let a = self.inner.want_atomic(&mut ctl, confirm, 0);
+        // Before the grace period starts, as in `kill_inner`.
+        self.sync_word(&ctl);
         drop(ctl);
         Inner::run(&self.inner, a, sync);
         true
@@ -1402,12 +1445,13 @@ impl<B: Backend> PercpuRef<B> {
                 // Cleared even if a flight is running: landing then goes
                 // per-CPU.
                 if mode & DYN != 0 {
-                    self.inner.set_mode(mode, mode & !DYN);
+                    self.inner.set_mode(mode & !DYN);
                 }
             }
             // Without counters (a dynamic ref whose allocation failed) this
             // leaves the ref measuring its get rate, to allocate when hot.
             self.inner.to_percpu_locked(&mut ctl);
+            self.sync_word(&ctl);
         }
         drop(ctl);
         if exited {
@@ -1457,10 +1501,11 @@ impl<B: Backend> PercpuRef<B> {
             // Relaxed: heuristic.
             inner.window_start.store(B::now_ns(), Relaxed);
         }
-        inner.set_mode(mode, new);
+        inner.set_mode(new);
         if !ctl.force_atomic && !ctl.dynamic && !ctl.in_flight {
             inner.to_percpu_locked(&mut ctl);
         }
+        self.sync_word(&ctl);
         true
     }
 
@@ -1518,12 +1563,12 @@ impl<B: Backend> PercpuRef<B> {
             ctl.folded = sum;
             inner.count.fetch_add(delta.wrapping_sub(BIAS), Relaxed);
         }
-        inner.set_mode(mode, (mode | ATOMIC | DEAD | EXITED) & !DYN);
+        inner.set_mode((mode | ATOMIC | DEAD | EXITED) & !DYN);
         // Give the counters back now (Linux frees them here too). With
         // `&mut self` no fast path of this handle is running, and the
-        // key goes back to the idle one first, so later (misused) gets
-        // take the slow path, which reports them.
-        self.key.store(B::idle_key(), Relaxed);
+        // word's flag is set first, so later (misused) gets take the slow
+        // path, which reports them.
+        self.word.store(WORD_ATOMIC, Relaxed);
         // Relaxed: `&mut` access; no one else can load it now.
         inner.counters.store(core::ptr::null_mut(), Relaxed);
         inner.ctl.lock().percpu = None;

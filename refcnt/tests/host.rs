@@ -3,7 +3,7 @@
 //! are recycled.
 #![cfg(all(feature = "std", not(loom)))]
 
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Release, Ordering::SeqCst};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -93,36 +93,36 @@ fn per_cpu_counters_sum_over_threads() {
     assert_eq!(Host::sum(&p, 0), 0);
 }
 
-/// `set_on_every_cpu` reaches every thread's slot, whichever slot it owns,
-/// including slots past the first sixteen; `this_cpu_add_unless` reads the
-/// calling thread's copy of the flag.
+/// `this_cpu_add_unless` adds to the calling thread's own slot while the
+/// word's masked bits are clear, including slots past the first sixteen,
+/// and writes nothing while one is set, even with no counters at all.
 #[test]
-fn set_on_every_cpu_reaches_every_thread() {
+fn this_cpu_add_unless_follows_the_word() {
     let p = Arc::new(Host::alloc_percpu(20).unwrap());
-    Host::set_on_every_cpu(&p, 1, 1);
-    Host::set_on_every_cpu(&p, 18, 7);
+    let word = Arc::new(AtomicUsize::new(Host::key(&p)));
     let hs: Vec<_> = (0..3)
         .map(|_| {
-            let p = p.clone();
+            let (p, word) = (p.clone(), word.clone());
             std::thread::spawn(move || {
-                assert_eq!(Host::this_cpu_read(&p, 1), Some(1));
-                assert_eq!(Host::this_cpu_read(&p, 18), Some(7));
-                let key = Host::key(&p);
-                // SAFETY: the key of `p`, slots 0 and 1 of 20.
-                let added = unsafe { Host::this_cpu_add_unless(|| Some(&*p), key, 0, 1, 1, 1) };
-                assert!(!added, "the flag is set: no add");
-                // SAFETY: as above; slot 18 holds 7, which has no bit 8.
-                let added = unsafe { Host::this_cpu_add_unless(|| Some(&*p), key, 0, 1, 18, 8) };
-                assert!(added, "bit 8 of slot 18 is clear: the add happens");
+                // SAFETY: the word is the key of `p`; slots 0 and 18 of 20.
+                let added = unsafe { Host::this_cpu_add_unless(|| Some(&*p), &word, 1, 18, 2) };
+                assert!(added, "the flag is clear: the add happens");
+                // SAFETY: as above.
+                let added = unsafe { Host::this_cpu_add_unless(|| Some(&*p), &word, 8, 0, 1) };
+                assert!(added, "bit 3 is clear too");
             })
         })
         .collect();
     for h in hs {
         h.join().unwrap();
     }
+    word.store(Host::key(&p) | 1, Release);
+    // SAFETY: the flag is set, so nothing is written (no counters needed).
+    let added = unsafe { Host::this_cpu_add_unless(|| None, &word, 1, 0, 1) };
+    assert!(!added, "the flag is set: no add");
     Host::synchronize_sched();
     assert_eq!(Host::sum(&p, 0), 3);
-    assert_eq!(Host::sum(&p, 1), MAX_CPUS);
+    assert_eq!(Host::sum(&p, 18), 6);
 }
 
 /// A thread-local destructor that runs after the slot was given back (it

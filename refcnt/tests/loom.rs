@@ -292,3 +292,38 @@ fn dynamic_first_switch_allocates_while_getting() {
         assert_eq!(reports(), 0);
     });
 }
+
+/// A switch back to per-CPU that lands in a grace-period callback has no
+/// handle to clear the fast paths' word in: a get on another CPU finds the
+/// mode per-CPU and clears the word's flag (under the control lock),
+/// racing a kill that sets it again. Every reference is counted once and
+/// release runs once, after the last put. (With the flag cleared from the
+/// mode read outside the lock, loom finds a get that counts per-CPU after
+/// the kill's fold: an early release, or a count that never reaches
+/// zero.)
+#[test]
+fn word_catch_up_vs_kill() {
+    model(|| {
+        let (r, released) = counting_ref(Flags::empty());
+        // In flight, then wanted per-CPU: the landing goes per-CPU.
+        r.switch_to_atomic(|| {});
+        r.switch_to_percpu();
+        // The thread's reference, which it puts after its own gets.
+        r.get_many(1);
+        let r1 = r.clone();
+        let rel = released.clone();
+        let t = thread::spawn(move || {
+            r1.get_many(1);
+            r1.get_many(1);
+            assert_eq!(rel.load(SeqCst), 0, "released while held");
+            r1.put_many(3);
+        });
+        run_pending();
+        r.kill();
+        run_pending();
+        t.join().unwrap();
+        assert_eq!(released.load(SeqCst), 1);
+        assert!(r.is_zero());
+        assert_eq!(reports(), 0, "{:?}", r.take_reports());
+    });
+}

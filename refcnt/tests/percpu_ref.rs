@@ -689,3 +689,41 @@ fn wait_for_release_timeout_gives_up_then_sees_the_release() {
     assert_eq!(n.load(SeqCst), 1);
     no_reports();
 }
+
+/// A switch back to per-CPU that lands in the grace-period callback (a
+/// `switch_to_percpu` made while a switch to atomic was in flight) is
+/// taken up by the fast paths: the first get after the landing may count
+/// on the shared count (the handle's word still carries the flag, which
+/// that slow path clears), every later one counts per-CPU.
+#[test]
+fn a_switch_back_that_lands_in_a_callback_reaches_the_fast_path() {
+    let (r, released) = counting(Flags::empty());
+    let (tx, rx) = mpsc::channel();
+    {
+        // Hold the flight in the air until the switch back is asked for.
+        let _section = Host::read_lock_sched();
+        r.switch_to_atomic(move || tx.send(()).unwrap());
+        r.switch_to_percpu();
+    }
+    rx.recv().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while r.stats().mode != Mode::PerCpu {
+        assert!(std::time::Instant::now() < deadline, "never landed per-CPU");
+        std::thread::yield_now();
+    }
+    r.get_many(1);
+    // A get on the shared count raises it by one; the landing's last step
+    // (dropping the reference its flight held) may lower it meanwhile.
+    for _ in 0..3 {
+        let before = r.count_atomic();
+        r.get_many(1);
+        let after = r.count_atomic();
+        r.put_many(1);
+        assert!(after <= before, "a later get reached the shared count");
+    }
+    r.put_many(1);
+    assert!(r.kill());
+    r.wait_for_release();
+    assert_eq!(released.load(SeqCst), 1);
+    no_reports();
+}

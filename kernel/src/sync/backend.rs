@@ -5,6 +5,7 @@
 //! Misuse reports go to the serial console with the CPU number.
 
 use alloc::boxed::Box;
+use core::sync::atomic::{AtomicUsize, Ordering::Acquire};
 use core::time::Duration;
 
 use refcnt::{AllocError, Backend, Misuse, Report};
@@ -102,15 +103,10 @@ impl Report for Kernel {
 // has reported outside all of them, with the fences documented in `rcu`;
 // (4) `call_sched` runs the callback from the callback thread once every
 // CPU has reported after it was queued; (5) `this_cpu_add_unless` is such
-// an instruction range and `this_cpu_add_sched` one instruction; (6)
-// `set_on_every_cpu` stores to every area before the caller's grace
-// period begins (its `SeqCst` fence), and a CPU's later sections start
-// after its report, which loads the grace-period number with `Acquire`;
-// (7) `set_on_every_cpu` stores with `Release` and the fast path's test
-// is a plain load in an asm block without `nomem` (x86 loads are Acquire,
-// and the asm keeps later accesses after it); (8) the idle key's flag slot
-// holds all ones on every CPU, stored at boot before any ref exists and
-// never written again, so the fast path's test always branches away.
+// an instruction range (load, test and add) and `this_cpu_add_sched` one
+// instruction; (6) the fast path's load of the word is a plain load in an
+// asm block without `nomem` (x86 loads are Acquire, and the asm keeps
+// later accesses after it); (7) keys are offsets of 8-aligned words.
 unsafe impl Backend for Kernel {
     type PerCpu = KernelPerCpu;
     type ReadGuard = SchedGuard;
@@ -140,13 +136,6 @@ unsafe impl Backend for Kernel {
         }
     }
 
-    /// The boot-time allocation whose slot 1 is all ones on every CPU
-    /// ([`percpu::idle_key`]): one for every idle ref.
-    #[inline(always)]
-    fn idle_key() -> usize {
-        percpu::idle_key()
-    }
-
     /// One `add gs:[off]` after the slot check (a compare and a branch).
     #[inline(always)]
     fn this_cpu_add(p: &Self::PerCpu, slot: usize, delta: usize) {
@@ -155,42 +144,43 @@ unsafe impl Backend for Kernel {
         unsafe { percpu::gs_add(offset, delta as u64) };
     }
 
-    /// One `test gs:[flag]`, a branch and one `add gs:[off]`, with no
-    /// section count: the instructions form an instruction-range section
-    /// that the tick and the grace-period IPI recognise by the interrupted
-    /// address ([`percpu::gs_add_unless`]). Reaches the slots through
-    /// `key` alone (the offset), so the caller's `p` is never loaded.
+    /// One load of the word, a test, a branch and one `add gs:[off]`,
+    /// with no section count: the instructions form an instruction-range
+    /// section that the tick and the grace-period IPI recognise by the
+    /// interrupted address ([`percpu::gs_add_unless`]). Reaches the slot
+    /// through the word alone (the offset), so the caller's `p` is never
+    /// loaded.
     #[inline(always)]
     unsafe fn this_cpu_add_unless<'a>(
         _p: impl FnOnce() -> Option<&'a Self::PerCpu>,
-        key: usize,
+        word: &AtomicUsize,
+        mask: usize,
         slot: usize,
         delta: usize,
-        flag_slot: usize,
-        mask: usize,
     ) -> bool {
-        // SAFETY: the caller passes `key(p)`, the offset of a live
-        // allocation, and slots within it, or the idle key with slots 0
-        // and 1, whose slot 1 has every bit set for good, so the add is
-        // never reached (this method's contract, promise 8).
-        unsafe { percpu::gs_add_unless(key + flag_slot * 8, mask, key + slot * 8, delta as u64) }
+        if mask == 1 && slot == 0 {
+            // percpu_ref's call (a constant after inlining).
+            // SAFETY: while the word has bit 0 clear it is `key(p)`, the
+            // offset of a live allocation, and slot 0 is within it (this
+            // method's contract); with the bit set nothing is written.
+            return unsafe { percpu::gs_add_unless::<1, 0>(word, delta as u64) };
+        }
+        // Any other mask or slot: the same in a counted section.
+        let _section = percpu::sched_read_lock();
+        // Acquire: backend promise 6.
+        let w = word.load(Acquire);
+        if w & mask != 0 {
+            return false;
+        }
+        // SAFETY: as above, for `slot`.
+        unsafe { percpu::gs_add(w + slot * 8, delta as u64) };
+        true
     }
 
     /// The allocation's offset in every CPU's area.
     #[inline(always)]
     fn key(p: &Self::PerCpu) -> usize {
         p.alloc.offset()
-    }
-
-    /// Plain stores to every CPU's area; the grace period that follows
-    /// (an IPI or a tick on every CPU, both serialising) makes each CPU see
-    /// its own.
-    fn set_on_every_cpu(p: &Self::PerCpu, slot: usize, value: usize) {
-        let offset = p.checked(slot);
-        for cpu in 0..percpu::possible_cpus() {
-            // SAFETY: a word of `p`, which the caller holds (checked above).
-            unsafe { percpu::store_remote(cpu, offset, value as u64) };
-        }
     }
 
     /// One `add gs:[off]`: a single instruction is a read-side section by
@@ -316,6 +306,18 @@ fn grow_later(bytes: usize) {
 /// covers what a reader's vCPU descheduled by the host typically costs.
 const WAIT_SPIN: Duration = Duration::from_micros(100);
 
+/// A percpu_ref get as callers inline it, out of line for
+/// `boot/tests/disassembly.rs`: up to its per-CPU add it loads only the
+/// handle's word.
+#[inline(never)]
+fn percpu_ref_probe_get(r: &refcnt::percpu_ref::PercpuRef<Kernel>) {
+    r.get_many(1);
+}
+
+/// Keeps the probe in the image (nothing else calls it).
+#[used]
+static PERCPU_REF_PROBES: [fn(&refcnt::percpu_ref::PercpuRef<Kernel>); 1] = [percpu_ref_probe_get];
+
 mod tests {
     use alloc::sync::Arc;
     use alloc::vec::Vec;
@@ -413,32 +415,29 @@ mod tests {
     }
 
     crate::ktest! {
-        /// The fast path's flag: `set_on_every_cpu` writes every CPU's copy,
-        /// each CPU's `this_cpu_add_unless` tests its own, and percpu_ref
-        /// keeps the copies equal to its mode across switches (slot 1 of
-        /// its allocation; read back on every CPU).
+        /// The fast path's word: `this_cpu_add_unless` adds to this CPU's
+        /// slot through the word while its flag is clear and writes nothing
+        /// while it is set, and percpu_ref's fast paths follow its mode on
+        /// every CPU across switches (read back as the fast path counts).
         #[smp(1, 8)]
-        fn percpu_ref_flag_copies_follow_the_mode() {
+        fn percpu_ref_word_follows_the_mode() {
             use refcnt::Backend;
             let p = Kernel::alloc_percpu(2).unwrap();
-            let key = Kernel::key(&p);
-            Kernel::set_on_every_cpu(&p, 1, 1);
+            let word = AtomicUsize::new(Kernel::key(&p) | 1);
             let me = crate::arch::cpu_id();
-            for cpu in smp::online() {
-                assert_eq!(p.load_on(cpu, 1), 1, "cpu {cpu}");
-            }
             #[allow(unsafe_code)]
-            // SAFETY: the key of `p`, slots 0 and 1 of 2; `p` outlives it.
-            let add = || unsafe { Kernel::this_cpu_add_unless(|| Some(&p), key, 0, 5, 1, 1) };
-            assert!(!add(), "the flag is set on this CPU: no add");
-            Kernel::set_on_every_cpu(&p, 1, 0);
+            // SAFETY: with the flag clear the word is the key of `p`, and
+            // slot 1 of 2; `p` outlives it.
+            let add = || unsafe { Kernel::this_cpu_add_unless(|| Some(&p), &word, 1, 1, 5) };
+            assert!(!add(), "the flag is set: no add");
+            assert_eq!(Kernel::sum(&p, 1), 0);
+            word.store(Kernel::key(&p), SeqCst);
             assert!(add());
-            assert_eq!(Kernel::sum(&p, 0), 5);
-            assert_eq!(p.load_on(me, 0), 5);
+            assert_eq!(Kernel::sum(&p, 1), 5);
+            assert_eq!(p.load_on(me, 1), 5);
+            assert_eq!(Kernel::sum(&p, 0), 0, "the add went to slot 1 only");
 
-            // The same through percpu_ref: its flags are slot 1 of the
-            // allocation behind its key, which the ref does not expose, so
-            // read them as the fast path would, on every CPU.
+            // The same through percpu_ref, on every CPU.
             let r = Arc::new(PercpuRef::<Kernel>::new(|| {}, Flags::INIT_ATOMIC).unwrap());
             // A get through the fast path counts per-CPU; in atomic mode it
             // goes to the shared count. (Nothing else touches the ref.)

@@ -119,7 +119,7 @@
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use spin::Mutex;
@@ -193,13 +193,10 @@ pub fn gp_ipi() {
 }
 
 /// Called from every CPU's timer tick: a quiescent state, now or at the
-/// end of the section the tick interrupted; none when the tick interrupted
-/// a per-CPU fast path (`in_fast_path`: an instruction-range section with
-/// no exit hook; the next tick reports).
-pub fn tick(in_fast_path: bool) {
-    if !in_fast_path {
-        percpu::quiescent_state(report_quiescent);
-    }
+/// end of the section the tick interrupted (an interrupted per-CPU fast
+/// path was sent back to its start first, see `arch::idt`).
+pub fn tick() {
+    percpu::quiescent_state(report_quiescent);
     poll_expedited();
     wake_callback_thread_if_ready();
 }
@@ -654,8 +651,8 @@ crate::ktest! {
         let before = QUIESCENT.get();
         let outer = percpu::sched_read_lock();
         let inner = percpu::sched_read_lock();
-        tick(false); // as the timer interrupt would, between two instructions
-        tick(false); // a second request while one is owed changes nothing
+        tick(); // as the timer interrupt would, between two instructions
+        tick(); // a second request while one is owed changes nothing
         assert_eq!(QUIESCENT.get(), before, "reported inside a section");
         assert_eq!(percpu::sched_depth(), 2);
         assert!(percpu::sched_report_owed());
@@ -677,11 +674,11 @@ crate::ktest! {
         let irq = IrqGuard::new();
         let before = QUIESCENT.get();
         let outer = percpu::sched_read_lock();
-        tick(false);
+        tick();
         drop(outer);
         assert_eq!(QUIESCENT.get(), before, "a section that ended with interrupts off reported");
         assert_eq!(percpu::sched_depth(), 0, "the count is back at zero all the same");
-        tick(false);
+        tick();
         assert_eq!(QUIESCENT.get(), before + 1, "outside a section a tick (with interrupts on where it landed) reports at once");
         drop(irq);
         // The owed report's self-IPI (or a tick) reports once they are on.
@@ -762,15 +759,16 @@ crate::ktest! {
 
 crate::ktest! {
     /// The per-CPU fast path's instruction range is recorded, and the
-    /// interrupt side recognises exactly it: the test and the add, not the
-    /// instruction before. A tick that lands inside does not report.
+    /// interrupt side recognises exactly it: the load of the word, the
+    /// test and the add, not the instruction before nor the one after,
+    /// and sends an address inside back to the range's start.
     #[smp(1)]
     fn fast_path_ranges_are_recorded() {
         let probe = percpu::probes::percpu_probe_add_unless as *const () as u64;
         let ranges: Vec<(u64, u64)> = (probe..probe + 128)
-            .filter(|&a| percpu::in_fast_path(a) && !percpu::in_fast_path(a - 1))
+            .filter(|&a| percpu::fast_path_start(a) == Some(a))
             .map(|start| {
-                let end = (start..).find(|&a| !percpu::in_fast_path(a)).unwrap();
+                let end = (start..).find(|&a| percpu::fast_path_start(a).is_none()).unwrap();
                 (start, end)
             })
             .collect();
@@ -778,34 +776,35 @@ crate::ktest! {
         let (start, end) = ranges[0];
         assert!(start >= probe, "the range lies in the probe");
         assert!(end - start <= 32, "the range is a few instructions, not {} bytes", end - start);
+        assert_eq!(percpu::fast_path_start(start - 1), None);
+        assert_eq!(percpu::fast_path_start(end - 1), Some(start), "inside: back to the start");
         let words = percpu::alloc_percpu(16).unwrap();
-        let (counter, flag) = (words.offset(), words.offset() + 8);
+        let counter = words.offset() + 8;
+        let word = AtomicUsize::new(words.offset());
         #[allow(unsafe_code)]
-        // SAFETY: two words of `words`, live to the end of the test.
-        let add = || unsafe { percpu::gs_add_unless(flag, 2, counter, 5) };
-        #[allow(unsafe_code)]
-        // SAFETY: as above.
-        let set_flag = |v| unsafe { percpu::store_remote(cpu_id(), flag, v) };
+        // SAFETY: with bit 1 clear the word is the offset of `words`, and
+        // its second word is live to the end of the test.
+        let add = || unsafe { percpu::gs_add_unless::<2, 8>(&word, 5) };
+        let set_flag = |v| word.store(words.offset() | v, Ordering::Relaxed);
         assert!(add());
         set_flag(2);
         assert!(!add());
-        set_flag(1);
+        set_flag(0);
         assert!(add());
         #[allow(unsafe_code)]
         // SAFETY: a word of `words`, live to the end of the test.
         let counted = unsafe { percpu::gs_load(counter) };
         assert_eq!(counted, 10);
-        let before = QUIESCENT.get();
-        tick(true);
-        assert_eq!(QUIESCENT.get(), before, "a tick inside a fast path reported");
     }
 }
 
 /// Load for the fast-path tests: every other CPU adds to its counter
-/// through `gs_add_unless` (flag at +8, counter at +0 of one allocation)
-/// as fast as it can, until [`stop`](Self::stop).
+/// (one per-CPU word) through `gs_add_unless` and a shared word (the
+/// counter's offset, with the flag in bit 0, as percpu_ref's handle) as
+/// fast as it can, until [`stop`](Self::stop).
 struct FastPathFire {
     words: alloc::sync::Arc<percpu::PercpuAlloc>,
+    word: alloc::sync::Arc<AtomicUsize>,
     stop: alloc::sync::Arc<AtomicBool>,
     jobs: Vec<crate::sched::JobHandle>,
 }
@@ -814,18 +813,18 @@ impl FastPathFire {
     fn start() -> Self {
         use alloc::sync::Arc;
         let words = Arc::new(percpu::alloc_percpu(16).unwrap());
-        let (offset, flag) = (words.offset(), words.offset() + 8);
+        let word = Arc::new(AtomicUsize::new(words.offset()));
         let stop = Arc::new(AtomicBool::new(false));
         let me = cpu_id();
         let jobs = smp::online()
             .filter(|&c| c != me)
             .map(|cpu| {
-                let (words, stop) = (words.clone(), stop.clone());
+                let (words, word, stop) = (words.clone(), word.clone(), stop.clone());
                 crate::sched::spawn_job(cpu, move || {
                     #[allow(unsafe_code)]
-                    // SAFETY: two words of `words`, which this closure
-                    // keeps alive.
-                    let add = || unsafe { percpu::gs_add_unless(flag, 1, offset, 1) };
+                    // SAFETY: with bit 0 clear the word is the offset of
+                    // `words`, which this closure keeps alive.
+                    let add = || unsafe { percpu::gs_add_unless::<1, 0>(&word, 1) };
                     while !stop.load(Ordering::Relaxed) {
                         for _ in 0..64 {
                             add();
@@ -835,16 +834,18 @@ impl FastPathFire {
                 })
             })
             .collect();
-        FastPathFire { words, stop, jobs }
+        FastPathFire {
+            words,
+            word,
+            stop,
+            jobs,
+        }
     }
 
-    /// Sets every CPU's flag (1 sends the adds to their slow path).
-    fn set_flag(&self, v: u64) {
-        let flag = self.words.offset() + 8;
-        #[allow(unsafe_code)]
-        // SAFETY: a word of `self.words`, which we hold.
-        let store = |c| unsafe { percpu::store_remote(c, flag, v) };
-        (0..possible_cpus()).for_each(store);
+    /// Sets the word's flag (1 sends the adds away), as a switch to
+    /// atomic does before its grace period.
+    fn set_flag(&self, v: usize) {
+        self.word.store(self.words.offset() | v, Ordering::Relaxed);
     }
 
     /// The counters' sum over every CPU.

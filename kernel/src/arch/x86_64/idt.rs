@@ -25,6 +25,7 @@ use ::x86_64::registers::control::Cr2;
 use ::x86_64::structures::idt::{
     InterruptDescriptorTable, InterruptStackFrame, PageFaultErrorCode,
 };
+use ::x86_64::VirtAddr;
 use spin::LazyLock;
 
 use super::hook::Hook;
@@ -194,6 +195,9 @@ crate::percpu! {
     pub static DEVICE_IPIS: PerCpu<u64> = 0;
     /// Timer interrupts that ran the high-resolution hook on this CPU.
     pub static HRTIMER_IRQS: PerCpu<u64> = 0;
+    /// Per-CPU fast paths this CPU's tick or grace-period IPI sent back
+    /// to their start ([`restart_fast_path`]).
+    pub static FAST_PATH_RESTARTS: PerCpu<u64> = 0;
     /// When this CPU's next tick is due (ns).
     static NEXT_TICK_NS: PerCpu<u64> = 0;
     /// When this CPU's high-resolution hook is due (ns; `u64::MAX`: not
@@ -230,15 +234,14 @@ pub fn unexpected_interrupts() -> (u64, u64) {
 #[derive(Clone, Copy, Debug)]
 pub struct TimerHooks {
     /// The tick's work, in the handler (interrupts off, [`in_interrupt`]
-    /// true), before the EOI. The argument says whether the tick
-    /// interrupted a per-CPU fast path ([`super::percpu::in_fast_path`]),
-    /// which is a read-side section: then it must not report a quiescent
-    /// state.
-    pub tick: fn(in_fast_path: bool),
+    /// true), before the EOI. An interrupted per-CPU fast path has been
+    /// sent back to its start ([`restart_fast_path`]), so it is not in a
+    /// section and the tick may report a quiescent state.
+    pub tick: fn(),
     /// The way out, after the EOI, on the interrupted code's stack with
-    /// interrupts off; not called when the tick interrupted a fast path.
-    /// It may switch threads: it returns (and the handler's `iretq` resumes
-    /// the interrupted code) when that code is chosen to run again.
+    /// interrupts off. It may switch threads: it returns (and the
+    /// handler's `iretq` resumes the interrupted code) when that code is
+    /// chosen to run again.
     pub exit: fn(),
 }
 
@@ -316,14 +319,12 @@ fn rearm(now: u64) {
 /// tick when the tick is due (every `TICK_NS`), runs the high-resolution
 /// hook when its deadline has passed, and re-arms the timer for whichever
 /// comes next.
-extern "x86-interrupt" fn timer_tick(frame: InterruptStackFrame) {
+extern "x86-interrupt" fn timer_tick(mut frame: InterruptStackFrame) {
     IN_IRQ.set(1);
     let now = super::time::now_ns();
     let tick = now >= NEXT_TICK_NS.get();
-    // Interrupted between the test and the add of a per-CPU fast path
-    // (`percpu::gs_add_unless`): that is a read-side section, so no
-    // quiescent state and no preemption this time.
-    let in_section = super::percpu::in_fast_path(frame.instruction_pointer.as_u64());
+    // Before anything that may report a quiescent state or switch threads.
+    restart_fast_path(&mut frame);
     let hooks = TIMER_HOOKS.get();
     if tick {
         TICKS.add(1);
@@ -332,7 +333,7 @@ extern "x86-interrupt" fn timer_tick(frame: InterruptStackFrame) {
         let next = NEXT_TICK_NS.get() + TICK_NS;
         NEXT_TICK_NS.set(if next > now { next } else { now + TICK_NS });
         match hooks {
-            Some(hooks) => (hooks.tick)(in_section),
+            Some(hooks) => (hooks.tick)(),
             None => unhooked(apic::TIMER_VECTOR),
         }
     }
@@ -350,7 +351,7 @@ extern "x86-interrupt" fn timer_tick(frame: InterruptStackFrame) {
     // Last: a preemption switches threads on this stack and comes back
     // here only when the interrupted thread runs again.
     if let Some(hooks) = hooks {
-        if tick && !in_section {
+        if tick {
             (hooks.exit)();
         }
     }
@@ -363,18 +364,42 @@ extern "x86-interrupt" fn call_ipi(_frame: InterruptStackFrame) {
     apic::eoi();
 }
 
-extern "x86-interrupt" fn gp_ipi(frame: InterruptStackFrame) {
-    // As in `timer_tick`: inside a fast path, the report waits (the
-    // grace period asks again).
+extern "x86-interrupt" fn gp_ipi(mut frame: InterruptStackFrame) {
+    // As in `timer_tick`: the report may come at once.
+    restart_fast_path(&mut frame);
     match GP_HOOK.get() {
-        Some(hook) => {
-            if !super::percpu::in_fast_path(frame.instruction_pointer.as_u64()) {
-                hook();
-            }
-        }
+        Some(hook) => hook(),
         None => unhooked(smp::GP_VECTOR),
     }
     apic::eoi();
+}
+
+/// If `frame` interrupted a per-CPU fast path (a
+/// [`super::percpu::gs_add_unless`] sequence, before its add ran), points
+/// its return address back at the sequence's first instruction, so that
+/// it runs again from its load: the interrupted attempt wrote nothing and
+/// is over, and the handler may report a quiescent state or preempt as
+/// anywhere else. Only the handlers that may do either need it (the
+/// timer tick and the grace-period IPI): other handlers return into the
+/// sequence, which then finishes within the section it began in.
+fn restart_fast_path(frame: &mut InterruptStackFrame) {
+    let rip = frame.instruction_pointer.as_u64();
+    if let Some(start) = super::percpu::fast_path_start(rip) {
+        FAST_PATH_RESTARTS.add(1);
+        // SAFETY: `start` is the first instruction of the asm sequence
+        // that holds `rip`, in the same function and stack frame; the
+        // sequence writes no register its instructions read before
+        // writing it, and nothing in memory before its last instruction,
+        // which has not run (`rip` is below the range's end), so running
+        // it from `start` is running it once (see `gs_add_unless`). The
+        // write goes to the hardware frame that `iretq` pops (volatile,
+        // as `as_mut` asks).
+        unsafe {
+            frame
+                .as_mut()
+                .update(|f| f.instruction_pointer = VirtAddr::new(start));
+        }
+    }
 }
 
 extern "x86-interrupt" fn device_ipi(_frame: InterruptStackFrame) {

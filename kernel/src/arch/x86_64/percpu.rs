@@ -38,7 +38,7 @@ use core::arch::asm;
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use ::x86_64::registers::model_specific::GsBase;
 use ::x86_64::VirtAddr;
@@ -248,27 +248,40 @@ pub unsafe fn gs_add(offset: usize, v: u64) {
     }
 }
 
-/// Adds `v` to this CPU's word at `offset` unless this CPU's word at
-/// `flag` has a bit of `mask` set; returns whether it added. The test and
-/// the add form an rcu-sched read-side section without any section
-/// instruction: they lie between two labels whose addresses the asm
-/// records in the `pcpu_fast_ranges` linker section, and an interrupt
-/// whose return address lies in a recorded range ([`in_fast_path`])
-/// neither reports a quiescent state nor preempts (the grace-period IPI
-/// asks again right after). So a grace period that follows stores to every
-/// CPU's `flag` ([`store_remote`]) waits for every add made by code that
-/// saw the old value, as with a [`SchedGuard`] around it, at the cost of
-/// one `test gs:`, one branch and the `add gs:`.
+/// Loads `word` and, unless it has a bit of `MASK` set, adds `v` to this
+/// CPU's word at offset `word + OFF`; returns whether it added (the mask
+/// and the offset are immediates of the instructions). The load, the test
+/// and the add form an rcu-sched read-side section without any section
+/// instruction, as a *restartable sequence* (Linux's rseq has the same
+/// idea): they lie between two labels whose addresses the asm records in
+/// the `pcpu_fast_ranges` linker section, the add is the last instruction
+/// and the only one with an effect, and an interrupt that may report a
+/// quiescent state or preempt first moves a return address that lies in a
+/// recorded range back to the range's start ([`fast_path_start`]), so the
+/// interrupted sequence, which has written nothing yet, runs again from
+/// its load. So a grace period that follows a store of a `MASK` bit into
+/// `word` waits for every add made by code that loaded the old value (a
+/// sequence that reaches its add ran whole between two reports), as with
+/// a [`SchedGuard`] around it, at the cost of one load, one test, one
+/// branch and the `add gs:`. The sequence's inputs are registers it does
+/// not write (the loaded word is an output, allocated apart from them),
+/// so running it again from the start is running it once. This is
+/// percpu_ref's fast path: `word` is the handle's word, the per-CPU
+/// offset of its counter with the ATOMIC flag in bit 0.
 ///
 /// # Safety
 ///
-/// `flag` and `offset` name 8-byte words of the dynamic region that belong
-/// to the caller (from one [`alloc_percpu`] allocation that is still
-/// live): the add writes without checking.
+/// Whenever `word` has no bit of `MASK` set, `word + OFF` names an
+/// 8-byte word of the dynamic region that belongs to the caller (from one
+/// [`alloc_percpu`] allocation that is still live): the add writes without
+/// checking.
 #[inline(always)]
-pub unsafe fn gs_add_unless(flag: usize, mask: usize, offset: usize, v: u64) -> bool {
-    // SAFETY: the caller's words (this function's contract), touched by
-    // one gs-relative test and one gs-relative add, as in `gs_add`. The
+pub unsafe fn gs_add_unless<const MASK: u32, const OFF: u32>(word: &AtomicUsize, v: u64) -> bool {
+    let w: usize;
+    // SAFETY: `word` is a live reference (a plain load of it is an Acquire
+    // load on x86, and the asm is not `nomem`, so the compiler keeps it
+    // where it is); the add touches the caller's word (this function's
+    // contract) with one gs-relative instruction, as in `gs_add`. The
     // table entry holds two code addresses of this asm; `pcpu_fast_ranges`
     // holds nothing else (only this asm names it), and is writable ("aw")
     // so that the loader can relocate it. The jump to `set` leaves the
@@ -276,17 +289,19 @@ pub unsafe fn gs_add_unless(flag: usize, mask: usize, offset: usize, v: u64) -> 
     unsafe {
         asm!(
             "2:",
-            "test qword ptr gs:[{flag}], {mask}",
+            "mov {w}, qword ptr [{word}]",
+            "test {w}, {mask}",
             "jnz {set}",
-            "add qword ptr gs:[{off}], {v}",
+            "add qword ptr gs:[{w} + {off}], {v}",
             "3:",
             ".pushsection pcpu_fast_ranges, \"aw\"",
             ".balign 8",
             ".quad 2b, 3b",
             ".popsection",
-            flag = in(reg) flag,
-            mask = in(reg) mask,
-            off = in(reg) offset,
+            word = in(reg) word.as_ptr(),
+            w = out(reg) w,
+            mask = const MASK,
+            off = const OFF,
             v = in(reg) v,
             set = label {
                 return false;
@@ -294,6 +309,7 @@ pub unsafe fn gs_add_unless(flag: usize, mask: usize, offset: usize, v: u64) -> 
             options(nostack),
         );
     }
+    let _ = w;
     true
 }
 
@@ -312,12 +328,14 @@ fn fast_ranges() -> &'static [[u64; 2]] {
     unsafe { core::slice::from_raw_parts(start, len) }
 }
 
-/// Whether an interrupted instruction at `rip` lies inside a
-/// [`gs_add_unless`] section (between its test and the end of its add).
-pub fn in_fast_path(rip: u64) -> bool {
+/// If an interrupted instruction at `rip` lies inside a [`gs_add_unless`]
+/// sequence (from its load up to its add, which has not run), the
+/// sequence's first instruction: where the interrupt should return to.
+pub fn fast_path_start(rip: u64) -> Option<u64> {
     fast_ranges()
         .iter()
-        .any(|&[start, end]| start <= rip && rip < end)
+        .find(|&&[start, end]| start <= rip && rip < end)
+        .map(|&[start, _]| start)
 }
 
 /// `xadd qword ptr gs:[offset], v`: adds `v` and returns the old value, in
@@ -552,26 +570,7 @@ pub fn init(apic_ids: &[u32]) {
     dynamic.size = dyn_size;
     drop(dynamic);
     enter_area(0);
-    // The idle key's allocation: slot 1 all ones on every CPU, for good.
-    let idle = alloc_percpu(16).expect("room for the idle key");
-    for cpu in 0..possible_cpus() {
-        // SAFETY: slot 1 of `idle`, which is leaked just below (live for
-        // the rest of the run) and never written again.
-        unsafe { store_remote(cpu, idle.offset() + 8, u64::MAX) };
-    }
-    IDLE.call_once(|| idle.offset());
-    core::mem::forget(idle);
 }
-
-/// The offset of a two-word allocation made at boot whose second word is
-/// all ones on every CPU and is never written again (the first is never
-/// written at all): what a percpu_ref without per-CPU counters of its
-/// own hands its fast path, which then always takes the slow path.
-pub fn idle_key() -> usize {
-    *IDLE.get().expect("per-CPU areas are set up")
-}
-
-static IDLE: Once<usize> = Once::new();
 
 /// Points this CPU's GS base at area `cpu`. Called once per CPU, by the
 /// CPU itself, before it uses per-CPU data.
@@ -1002,6 +1001,8 @@ impl Drop for IrqGuard {
 /// Out-of-line copies of the fast paths, kept (with C names) so the
 /// disassembly check in `boot/tests/disassembly.rs` can find them.
 pub mod probes {
+    use core::sync::atomic::AtomicUsize;
+
     /// `gs_add` out of line.
     ///
     /// # Safety
@@ -1021,21 +1022,17 @@ pub mod probes {
         drop(super::sched_read_lock());
     }
 
-    /// `gs_add_unless` (the percpu_ref fast path) out of line.
+    /// `gs_add_unless` (the percpu_ref fast path: flag in bit 0, the
+    /// counter at the word's offset) out of line.
     ///
     /// # Safety
     ///
     /// As [`gs_add_unless`](super::gs_add_unless).
     #[unsafe(no_mangle)]
     #[inline(never)]
-    pub unsafe extern "C" fn percpu_probe_add_unless(
-        flag: usize,
-        mask: usize,
-        offset: usize,
-        v: u64,
-    ) -> bool {
+    pub unsafe extern "C" fn percpu_probe_add_unless(word: &AtomicUsize, v: u64) -> bool {
         // SAFETY: the caller's promise, passed on.
-        unsafe { super::gs_add_unless(flag, mask, offset, v) }
+        unsafe { super::gs_add_unless::<1, 0>(word, v) }
     }
 
     /// `cpu_id` out of line.
@@ -1053,7 +1050,7 @@ static KEEP_PROBE_SECTION: extern "C" fn() = probes::percpu_probe_sched_section;
 #[used]
 static KEEP_PROBE_CPU_ID: extern "C" fn() -> usize = probes::percpu_probe_cpu_id;
 #[used]
-static KEEP_PROBE_ADD_UNLESS: unsafe extern "C" fn(usize, usize, usize, u64) -> bool =
+static KEEP_PROBE_ADD_UNLESS: unsafe extern "C" fn(&AtomicUsize, u64) -> bool =
     probes::percpu_probe_add_unless;
 
 crate::percpu! {
