@@ -288,6 +288,10 @@ fn cpu_counts() -> Vec<usize> {
     counts
 }
 
+/// The latency row of an asynchronous grace period with a waiter (the
+/// runner's targets find it by this name).
+const CALL_SCHED_ROW: &str = "rcu-sched call_sched -> callback, a waiter sleeping on it";
+
 /// Percentiles of `samples` (ns), as (p50, p99, max).
 fn percentiles(mut samples: Vec<u64>) -> (u64, u64, u64) {
     samples.sort_unstable();
@@ -357,6 +361,26 @@ pub fn latencies(samples: usize) {
         });
         rows.push((name, percentiles(times)));
     }
+    // An asynchronous grace period that a waiter sleeps on (issue 21): from
+    // `call_sched` to the waiter woken by its callback.
+    let fired = Arc::new(AtomicBool::new(false));
+    let times = time_each((n / 10).max(3), || {
+        fired.store(false, Ordering::SeqCst);
+        let f = fired.clone();
+        <Kernel as refcnt::Backend>::call_sched(alloc::boxed::Box::new(move || {
+            f.store(true, Ordering::SeqCst);
+            <Kernel as refcnt::Backend>::wake_waiters();
+        }));
+        let deadline = time::now_ns() + 10_000_000_000;
+        crate::sync::wait::wait_until(core::time::Duration::from_micros(100), || {
+            fired.load(Ordering::SeqCst) || time::now_ns() > deadline
+        });
+        assert!(
+            fired.load(Ordering::SeqCst),
+            "call_sched: no callback in 10 s"
+        );
+    });
+    rows.push((CALL_SCHED_ROW, percentiles(times)));
     let srcu = refcnt::srcu::Srcu::<Kernel>::new().expect("per-CPU memory");
     rows.push((
         "SRCU synchronize, idle",
