@@ -375,6 +375,15 @@ struct Inner<B: Backend> {
     /// Flip counter; the active index is its low bit. Written only under
     /// `gp_lock`.
     idx: AtomicUsize,
+    /// What readers load instead of `idx`: [`reader_word`] of the active
+    /// index (the per-CPU offset of its lock counter, with the index in
+    /// bit 0), so that a reader finds both the index and where to add in
+    /// one load, and its unlock needs no load at all (Linux's SRCU-fast
+    /// reads one pointer, `srcu_ctrp`, the same way). Stored right after
+    /// `idx`, under `gp_lock`.
+    readers_at: AtomicUsize,
+    /// [`Backend::key`] of `percpu`.
+    key: usize,
     /// Grace-period sequence: odd while one runs. Written only under
     /// `gp_lock`.
     seq: AtomicUsize,
@@ -405,10 +414,6 @@ struct Inner<B: Backend> {
 /// ```
 pub struct Srcu<B: Backend, K: Kind = Dynamic> {
     inner: Arc<Inner<B>>,
-    /// [`Backend::key`] of `inner.percpu`, kept in the handle so that a
-    /// kernel's fast-flavour reader adds through it without loading the
-    /// counters' offset through `inner` (the counters never change).
-    key: usize,
     _kind: PhantomData<K>,
 }
 
@@ -439,7 +444,9 @@ impl<B: Backend, K: Kind> fmt::Debug for Srcu<B, K> {
 #[must_use = "dropping the guard leaves the read section at once"]
 pub struct SrcuReadGuard<'a, B: Backend, K: Kind = Dynamic> {
     srcu: &'a Srcu<B, K>,
-    idx: usize,
+    /// The section's reader word ([`reader_word`]): its index and where
+    /// its unlock adds, with no load.
+    word: usize,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -455,7 +462,7 @@ impl<B: Backend, K: Kind> SrcuReadGuard<'_, B, K> {
     /// assert!(srcu.read_lock().index() <= 1);
     /// ```
     pub fn index(&self) -> usize {
-        self.idx
+        word_index(self.word)
     }
 
     /// The domain this section belongs to.
@@ -476,7 +483,7 @@ impl<B: Backend, K: Kind> Drop for SrcuReadGuard<'_, B, K> {
     #[inline]
     fn drop(&mut self) {
         // The guard is not `Send`: the task that entered leaves.
-        self.srcu.unlock(self.idx, true);
+        self.srcu.unlock(self.word, true);
     }
 }
 
@@ -484,7 +491,7 @@ impl<B: Backend, K: Kind> fmt::Debug for SrcuReadGuard<'_, B, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SrcuReadGuard")
             .field("domain", &self.srcu.inner.id)
-            .field("index", &self.idx)
+            .field("index", &self.index())
             .finish()
     }
 }
@@ -524,10 +531,34 @@ impl<B: Backend, K: Kind> fmt::Display for CleanupError<B, K> {
     }
 }
 
+/// A reader's word for index `idx` of counters whose key is `key`: the
+/// offset of the index's lock counter (`key + 8 * idx`, bit 0 clear, as
+/// keys are 8-aligned offsets: backend promise 7 and the slots' size) with
+/// `idx` in bit 0.
+const fn reader_word(key: usize, idx: usize) -> usize {
+    key.wrapping_add(8 * (idx & 1)) | (idx & 1)
+}
+
+/// The index a reader's word names.
+const fn word_index(word: usize) -> usize {
+    word & 1
+}
+
+/// The key a reader's word was made from (exactly: `word & !1` is
+/// `key + 8 * idx`, so a kernel's `key + 8 * slot` folds back to one
+/// `and` of the word).
+const fn word_key(word: usize) -> usize {
+    (word & !1).wrapping_sub(8 * word_index(word))
+}
+
 impl<B: Backend> Inner<B> {
     fn new(flavour: Flavour) -> Result<Self, AllocError> {
+        let percpu = B::alloc_percpu(SLOTS)?;
+        let key = B::key(&percpu);
         Ok(Inner {
-            percpu: B::alloc_percpu(SLOTS)?,
+            percpu,
+            readers_at: AtomicUsize::new(reader_word(key, 0)),
+            key,
             idx: AtomicUsize::new(0),
             seq: AtomicUsize::new(0),
             gp_lock: Mutex::new(()),
@@ -552,10 +583,12 @@ impl<B: Backend> Inner<B> {
     /// [`Srcu::down_read`]).
     #[inline]
     #[allow(unsafe_code)] // the fast flavour's unchecked add, see SAFETY
-    fn lock<K: Kind>(&self, key: usize, task: bool) -> usize {
+    fn lock<K: Kind>(&self, task: bool) -> usize {
         // Relaxed: a stale index is allowed; scan 1 of the next grace
-        // period exists to catch it (module docs, "two scans").
-        let idx = self.idx.load(Ordering::Relaxed) & 1;
+        // period exists to catch it (module docs, "two scans"). The index
+        // and the offset come from one load, so they agree.
+        let word = self.readers_at.load(Ordering::Relaxed);
+        let idx = word_index(word);
         // A constant unless `K` is `Dynamic`: then one load of the field.
         match K::FLAVOUR.unwrap_or(self.flavour) {
             Flavour::Normal => {
@@ -572,10 +605,12 @@ impl<B: Backend> Inner<B> {
             Flavour::Fast => {
                 // The increment is an rcu-sched section of its own; the
                 // scan's grace period does what fence B does above.
-                // SAFETY: `key` is the key of `self.percpu` (the handle's,
-                // set at creation), which has four slots; `lock_slot` is
-                // below 2.
-                unsafe { B::this_cpu_add_sched_unchecked(&self.percpu, key, lock_slot(idx), 1) };
+                // SAFETY: `word_key(word)` is the key of `self.percpu`
+                // (`readers_at` holds only `reader_word(self.key, _)`),
+                // which has four slots; `lock_slot` is below 2.
+                unsafe {
+                    B::this_cpu_add_sched_unchecked(&self.percpu, word_key(word), lock_slot(idx), 1)
+                };
                 // Keeps the compiler from hoisting the section's loads
                 // above the increment; the CPU side is the grace period's.
                 compiler_fence(Ordering::SeqCst);
@@ -585,7 +620,7 @@ impl<B: Backend> Inner<B> {
         if K::CHECKED && task {
             self.record_enter(idx);
         }
-        idx
+        word
     }
 
     /// Leaves a section; in a checked domain (`K`) with `task`, also
@@ -594,7 +629,8 @@ impl<B: Backend> Inner<B> {
     /// it). An unchecked domain always returns true.
     #[inline]
     #[allow(unsafe_code)] // the fast flavour's unchecked add, see SAFETY
-    fn unlock<K: Kind>(&self, key: usize, idx: usize, task: bool) -> bool {
+    fn unlock<K: Kind>(&self, word: usize, task: bool) -> bool {
+        let idx = word_index(word);
         match K::FLAVOUR.unwrap_or(self.flavour) {
             Flavour::Normal => {
                 // Reader fence C. Closes the race "the scan counts this
@@ -612,8 +648,17 @@ impl<B: Backend> Inner<B> {
                 // The compiler must not sink the section's accesses below
                 // the increment; the scan's grace period orders the CPU.
                 compiler_fence(Ordering::SeqCst);
-                // SAFETY: as in `lock`; `unlock_slot` is 2 or 3, of four.
-                unsafe { B::this_cpu_add_sched_unchecked(&self.percpu, key, unlock_slot(idx), 1) };
+                // SAFETY: as in `lock`: `word` came from `lock` (or from
+                // `reader_word(self.key, _)`), so `word_key(word)` is the
+                // key of `self.percpu`; `unlock_slot` is 2 or 3, of four.
+                unsafe {
+                    B::this_cpu_add_sched_unchecked(
+                        &self.percpu,
+                        word_key(word),
+                        unlock_slot(idx),
+                        1,
+                    )
+                };
             }
         }
         // A backend without per-task records cannot tell: not reported.
@@ -732,6 +777,11 @@ impl<B: Backend> Inner<B> {
         // 1's rcu-sched grace period already ordered it).
         fence(Ordering::SeqCst);
         self.idx.store(cur.wrapping_add(1), Ordering::Relaxed);
+        // Relaxed, as `idx`: the readers' copy, ordered by the same fences.
+        self.readers_at.store(
+            reader_word(self.key, cur.wrapping_add(1)),
+            Ordering::Relaxed,
+        );
         // Fence D2: a reader whose unlock scan 2 misses will read the new
         // index at its next lock, so no task piles increments onto the old
         // index while we wait for it.
@@ -909,24 +959,27 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     }
 
     fn make(flavour: Flavour) -> Result<Self, AllocError> {
-        let inner = Arc::new(Inner::new(flavour)?);
         Ok(Srcu {
-            key: B::key(&inner.percpu),
-            inner,
+            inner: Arc::new(Inner::new(flavour)?),
             _kind: PhantomData,
         })
     }
 
-    /// Enters a section (see [`Inner::lock`]).
+    /// Enters a section and returns its reader word (see [`Inner::lock`]).
     #[inline(always)]
     fn lock(&self, task: bool) -> usize {
-        self.inner.lock::<K>(self.key, task)
+        self.inner.lock::<K>(task)
     }
 
-    /// Leaves a section (see [`Inner::unlock`]).
+    /// Leaves the section of reader word `word` (see [`Inner::unlock`]).
     #[inline(always)]
-    fn unlock(&self, idx: usize, task: bool) -> bool {
-        self.inner.unlock::<K>(self.key, idx, task)
+    fn unlock(&self, word: usize, task: bool) -> bool {
+        self.inner.unlock::<K>(word, task)
+    }
+
+    /// Leaves a section entered on index `idx` (0 or 1) by a raw lock.
+    fn unlock_index(&self, idx: usize, task: bool) -> bool {
+        self.unlock(reader_word(self.inner.key, idx), task)
     }
 
     /// This domain's flavour.
@@ -971,7 +1024,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     #[inline]
     pub fn read_lock(&self) -> SrcuReadGuard<'_, B, K> {
         SrcuReadGuard {
-            idx: self.lock(true),
+            word: self.lock(true),
             srcu: self,
             _not_send: PhantomData,
         }
@@ -999,7 +1052,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     #[inline]
     pub fn read_lock_raw(&self) -> usize {
-        self.lock(true)
+        word_index(self.lock(true))
     }
 
     /// Leaves a read section entered with [`read_lock_raw`] by the calling
@@ -1034,7 +1087,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     pub fn read_unlock(&self, idx: usize) -> Result<(), SrcuError> {
         self.check_unlock(idx)?;
-        if !self.unlock(idx, true) {
+        if !self.unlock_index(idx, true) {
             self.inner.log.report::<B>(Misuse::SrcuUnlockOtherTask);
         }
         Ok(())
@@ -1060,7 +1113,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     #[inline]
     pub fn down_read(&self) -> usize {
-        self.lock(false)
+        word_index(self.lock(false))
     }
 
     /// Leaves a section entered with [`down_read`](Srcu::down_read), on
@@ -1082,7 +1135,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     pub fn up_read(&self, idx: usize) -> Result<(), SrcuError> {
         self.check_unlock(idx)?;
-        self.unlock(idx, false);
+        self.unlock_index(idx, false);
         Ok(())
     }
 
