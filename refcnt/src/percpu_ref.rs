@@ -57,7 +57,7 @@
 //! operation, which is always correct, and the bias keeps `count` above
 //! zero until the next fold removes it. A switch back that lands in a
 //! grace-period callback (asked for while a switch to atomic was in
-//! flight) has no handle to write the word in; the first slow path that
+//! flight) has no handle to write the word in; the first get whose slow path
 //! finds the mode per-CPU clears the flag, under the control lock (only
 //! tried: a slow path may run in an interrupt handler), so that it cannot
 //! undo a switch to atomic that set it meanwhile (loom's
@@ -161,7 +161,7 @@
 //! * The word with the per-CPU key and the ATOMIC flag lives in the
 //!   handle, as Linux's in the ref, but a switch back to per-CPU that
 //!   lands in a grace-period callback (which holds only the shared state)
-//!   leaves the flag to the next slow path to clear; Linux's callback
+//!   leaves the flag for the next get's slow path to clear; Linux's callback
 //!   writes the ref itself.
 //! * A dynamic ref allocates its counters when it first goes per-CPU (the
 //!   2013 patch's way); Linux's percpu_ref, which has no dynamic mode,
@@ -1083,10 +1083,16 @@ impl<B: Backend> PercpuRef<B> {
         if self.inner.slow_path(n, put) {
             self.promote();
         }
-        self.check_word();
+        // Gets only: a put may have released, and whoever the release
+        // callback handed the object to may free it (the handle with it)
+        // at once, so a put touches nothing after its decrement. A lagging
+        // word only slows puts down until the next get clears it.
+        if !put {
+            self.check_word();
+        }
     }
 
-    /// After a slow path: if the mode is per-CPU, the word lags (see
+    /// After a get's slow path: if the mode is per-CPU, the word lags (see
     /// [`catch_up`](Self::catch_up)).
     #[inline]
     fn check_word(&self) {
