@@ -39,10 +39,11 @@
 //!   (one pending at most, however many callbacks come: no IPI storm).
 //!   The tick still reports and still wakes the callback thread when it
 //!   finds the oldest callback ready, so nothing depends on the IPIs for
-//!   progress; a CPU whose IPI landed in a per-CPU fast path (which
-//!   defers nothing, see below) is asked again by the next tick or waiter
-//!   that finds the expedited grace period older than `GP_REASK`
-//!   ([`poll_expedited`]).
+//!   progress; a CPU that has not answered (an IPI lost or not yet taken)
+//!   is asked again by the next tick or waiter that finds the expedited
+//!   grace period older than `GP_REASK` ([`poll_expedited`]). An IPI that
+//!   lands in a per-CPU fast path sends it back to its start and reports
+//!   at once (`arch::idt`).
 //!
 //! Ordering: the caller's writes are ordered before the new number (and
 //! before the snapshot) by a `SeqCst` fence, and the IPI is sent after that.
@@ -238,10 +239,9 @@ pub fn synchronize_sched() {
     if !others.is_empty() {
         apic::send_ipi(Dest::AllButSelf, Delivery::Fixed(smp::GP_VECTOR));
     }
-    // A CPU whose IPI landed inside a per-CPU fast path (an
-    // instruction-range section, see `percpu::gs_add_unless`) did not
-    // report and has no exit hook to report later: ask the CPUs that have
-    // not answered again, every `GP_REASK`.
+    // Belt and braces: ask the CPUs that have not answered again, every
+    // `GP_REASK` (an IPI that lands in a per-CPU fast path restarts it and
+    // reports at once, see `percpu::gs_add_unless`).
     let mut asked = time::now_ns();
     super::wait::wait_until(GP_SPIN, || {
         if time::now_ns().saturating_sub(asked) > GP_REASK.as_nanos() as u64 {
@@ -409,8 +409,7 @@ fn end_expedited(n: u64) {
 /// Keeps an expedited grace period moving when its IPIs were not enough:
 /// once it is older than `GP_REASK`, ends it if every CPU has in fact
 /// reported (belt and braces: the last report ends it), or asks again the
-/// CPUs that have not (an IPI that landed in a per-CPU fast path was
-/// ignored, and such a path has no exit to report from). Called by every
+/// CPUs that have not. Called by every
 /// tick and by waiters while they spin ([`super::wait::wait_until`]); one
 /// load when no expedited grace period is in flight.
 pub fn poll_expedited() {
