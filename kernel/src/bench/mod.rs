@@ -483,7 +483,12 @@ pub fn run(config: Config) -> Vec<Row> {
     print_table(&rows, &counts);
     latencies(config.runs * 40);
     ref_memory();
-    ref_alloc_cost();
+    // A fixed, short pair count is a smoke run (the runner's own tests):
+    // up to a thousand live refs there, the whole ladder otherwise.
+    ref_alloc_cost(match config.length {
+        Length::Loops(_) => 1_000,
+        Length::Millis(_) => 100_000,
+    });
     rows
 }
 
@@ -537,13 +542,16 @@ pub fn ref_memory() {
 /// go (so the allocators' free lists hold no holes between them); the
 /// `fragmented` column is the same after every other live ref is dropped,
 /// which leaves a hole per dropped ref in both allocators (first-fit over
-/// an address-ordered hole list).
-pub fn ref_alloc_cost() {
+/// an address-ordered hole list). Counts above `most` are left out.
+pub fn ref_alloc_cost(most: usize) {
     const SAMPLES: usize = 2000;
     let kinds = [KINDS[0], KINDS[2]];
     println!("refalloc-table: | live refs | per-CPU ref p50 (ns) | mean | fragmented p50 | mean | idle DYNAMIC ref p50 | mean | fragmented p50 | mean |");
     println!("refalloc-table: |---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for live in [10usize, 1_000, 10_000, 100_000] {
+    for live in [10usize, 1_000, 10_000, 100_000]
+        .into_iter()
+        .filter(|&n| n <= most)
+    {
         let mut cells = alloc::format!("| {live} |");
         for (name, flags) in kinds {
             let mut refs: Vec<PercpuRef<Kernel>> = (0..live)
