@@ -357,8 +357,16 @@ crate::ktest! {
                 o2.fetch_add(1, SeqCst);
             });
             let switches = context_switches(cpu);
-            // Three ticks' worth, with `other` ready all along.
+            // Three ticks' worth, with `other` ready all along, and at
+            // least two ticks taken here (a vCPU the host did not run for
+            // the whole stretch took none, and then no switch was put off).
+            let ticks = idt::TICKS.get();
             time::delay_us(12_000);
+            let deadline = time::now_ns() + 2_000_000_000;
+            while idt::TICKS.get() - ticks < 2 && time::now_ns() < deadline {
+                core::hint::spin_loop();
+            }
+            assert!(idt::TICKS.get() - ticks >= 2, "no ticks while the lock was held");
             let held_switches = context_switches(cpu) - switches;
             let before_unlock = o.load(SeqCst);
             drop(guard);
