@@ -292,6 +292,18 @@ fn cpu_counts() -> Vec<usize> {
 /// runner's targets find it by this name).
 const CALL_SCHED_ROW: &str = "rcu-sched call_sched -> callback, a waiter sleeping on it";
 
+/// Waits until a callback sets `flag`, sleeping as a real waiter would (a
+/// spin would hold this CPU from the callback thread on CPU 0, which then
+/// runs only when the tick preempts the spin); panics naming `what` after
+/// 10 s.
+fn sleep_until_set(flag: &core::sync::atomic::AtomicBool, what: &str) {
+    let deadline = time::now_ns() + 10_000_000_000;
+    crate::sync::wait::wait_until(core::time::Duration::from_micros(100), || {
+        flag.load(Ordering::SeqCst) || time::now_ns() > deadline
+    });
+    assert!(flag.load(Ordering::SeqCst), "{what}: not done in 10 s");
+}
+
 /// Percentiles of `samples` (ns), as (p50, p99, max).
 fn percentiles(mut samples: Vec<u64>) -> (u64, u64, u64) {
     samples.sort_unstable();
@@ -346,17 +358,7 @@ pub fn latencies(samples: usize) {
             } else {
                 r.kill();
             }
-            // Sleep while waiting, as a real waiter would: a spin here
-            // would hold this CPU from the callback thread (CPU 0), which
-            // then runs the release only when the tick preempts the spin.
-            let deadline = time::now_ns() + 10_000_000_000;
-            crate::sync::wait::wait_until(core::time::Duration::from_micros(100), || {
-                released.load(Ordering::SeqCst) || time::now_ns() > deadline
-            });
-            assert!(
-                released.load(Ordering::SeqCst),
-                "{name}: no release in 10 s"
-            );
+            sleep_until_set(&released, name);
             r.resurrect();
         });
         rows.push((name, percentiles(times)));
@@ -371,14 +373,7 @@ pub fn latencies(samples: usize) {
             f.store(true, Ordering::SeqCst);
             <Kernel as refcnt::Backend>::wake_waiters();
         }));
-        let deadline = time::now_ns() + 10_000_000_000;
-        crate::sync::wait::wait_until(core::time::Duration::from_micros(100), || {
-            fired.load(Ordering::SeqCst) || time::now_ns() > deadline
-        });
-        assert!(
-            fired.load(Ordering::SeqCst),
-            "call_sched: no callback in 10 s"
-        );
+        sleep_until_set(&fired, CALL_SCHED_ROW);
     });
     rows.push((CALL_SCHED_ROW, percentiles(times)));
     let srcu = refcnt::srcu::Srcu::<Kernel>::new().expect("per-CPU memory");

@@ -382,8 +382,6 @@ struct Inner<B: Backend> {
     /// reads one pointer, `srcu_ctrp`, the same way). Stored right after
     /// `idx`, under `gp_lock`.
     readers_at: AtomicUsize,
-    /// [`Backend::key`] of `percpu`.
-    key: usize,
     /// Grace-period sequence: odd while one runs. Written only under
     /// `gp_lock`.
     seq: AtomicUsize,
@@ -558,7 +556,6 @@ impl<B: Backend> Inner<B> {
         Ok(Inner {
             percpu,
             readers_at: AtomicUsize::new(reader_word(key, 0)),
-            key,
             idx: AtomicUsize::new(0),
             seq: AtomicUsize::new(0),
             gp_lock: Mutex::new(()),
@@ -606,7 +603,7 @@ impl<B: Backend> Inner<B> {
                 // The increment is an rcu-sched section of its own; the
                 // scan's grace period does what fence B does above.
                 // SAFETY: `word_key(word)` is the key of `self.percpu`
-                // (`readers_at` holds only `reader_word(self.key, _)`),
+                // (`readers_at` holds only `reader_word(B::key(&self.percpu), _)`),
                 // which has four slots; `lock_slot` is below 2.
                 unsafe {
                     B::this_cpu_add_sched_unchecked(&self.percpu, word_key(word), lock_slot(idx), 1)
@@ -649,7 +646,7 @@ impl<B: Backend> Inner<B> {
                 // the increment; the scan's grace period orders the CPU.
                 compiler_fence(Ordering::SeqCst);
                 // SAFETY: as in `lock`: `word` came from `lock` (or from
-                // `reader_word(self.key, _)`), so `word_key(word)` is the
+                // `reader_word` of that key), so `word_key(word)` is the
                 // key of `self.percpu`; `unlock_slot` is 2 or 3, of four.
                 unsafe {
                     B::this_cpu_add_sched_unchecked(
@@ -779,7 +776,7 @@ impl<B: Backend> Inner<B> {
         self.idx.store(cur.wrapping_add(1), Ordering::Relaxed);
         // Relaxed, as `idx`: the readers' copy, ordered by the same fences.
         self.readers_at.store(
-            reader_word(self.key, cur.wrapping_add(1)),
+            reader_word(B::key(&self.percpu), cur.wrapping_add(1)),
             Ordering::Relaxed,
         );
         // Fence D2: a reader whose unlock scan 2 misses will read the new
@@ -979,7 +976,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
 
     /// Leaves a section entered on index `idx` (0 or 1) by a raw lock.
     fn unlock_index(&self, idx: usize, task: bool) -> bool {
-        self.unlock(reader_word(self.inner.key, idx), task)
+        self.unlock(reader_word(B::key(&self.inner.percpu), idx), task)
     }
 
     /// This domain's flavour.

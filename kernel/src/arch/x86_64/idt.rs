@@ -195,9 +195,6 @@ crate::percpu! {
     pub static DEVICE_IPIS: PerCpu<u64> = 0;
     /// Timer interrupts that ran the high-resolution hook on this CPU.
     pub static HRTIMER_IRQS: PerCpu<u64> = 0;
-    /// Per-CPU fast paths this CPU's tick or grace-period IPI sent back
-    /// to their start ([`restart_fast_path`]).
-    pub static FAST_PATH_RESTARTS: PerCpu<u64> = 0;
     /// When this CPU's next tick is due (ns).
     static NEXT_TICK_NS: PerCpu<u64> = 0;
     /// When this CPU's high-resolution hook is due (ns; `u64::MAX`: not
@@ -385,7 +382,6 @@ extern "x86-interrupt" fn gp_ipi(mut frame: InterruptStackFrame) {
 fn restart_fast_path(frame: &mut InterruptStackFrame) {
     let rip = frame.instruction_pointer.as_u64();
     if let Some(start) = super::percpu::fast_path_start(rip) {
-        FAST_PATH_RESTARTS.add(1);
         // SAFETY: `start` is the first instruction of the asm sequence
         // that holds `rip`, in the same function and stack frame; the
         // sequence writes no register its instructions read before
