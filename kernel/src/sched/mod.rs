@@ -82,7 +82,7 @@ use spin::{Mutex, Once};
 
 use crate::arch::context::{self, Context};
 use crate::arch::lock::SpinLock;
-use crate::arch::percpu::{cpu_id, possible_cpus, sched_depth, IrqGuard};
+use crate::arch::percpu::{self, cpu_id, possible_cpus, sched_depth, IrqGuard};
 use crate::arch::{idt, smp, time};
 
 mod tests;
@@ -241,12 +241,18 @@ fn idle_loop() -> ! {
     let me = cpu_id();
     loop {
         interrupts::disable();
+        // The interrupt that ended the halt left the idle state already;
+        // this covers a halt that ended without one of ours.
+        percpu::idle_exit();
         // Interrupts stay off from this check to `sti; hlt` (which takes a
         // pending interrupt only once halted), so a kick sent after the
         // check still ends the halt.
         if with_rq(me, |rq| !rq.ready.is_empty()) {
             schedule(false);
         } else {
+            // Grace periods count this CPU quiescent from here until an
+            // interrupt arrives, without waking it.
+            percpu::idle_enter();
             interrupts::enable_and_hlt();
         }
     }

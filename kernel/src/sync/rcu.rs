@@ -102,6 +102,27 @@
 //!    to later still). So the reporter whose fence is last in that order
 //!    loads the in-flight number after the store as well, and sees it.
 //!
+//! # Idle CPUs
+//! A CPU halted in the idle loop runs nothing that reads what a grace
+//! period protects, so it is quiescent for as long as it halts (Linux's
+//! dyntick-idle extended quiescent state). Each CPU keeps an idle sequence
+//! (`arch::percpu::idle_enter`): odd while it halts, stepped on entry and
+//! on the first instruction of every interrupt handler that ends the halt.
+//! A grace period reads every CPU's sequence after its `SeqCst` fence and
+//! counts a CPU quiescent if the value was odd, or has changed since (the
+//! CPU went idle, a quiescent point, after the read); it sends the IPI
+//! only to the others. So an IPI round costs what the busy CPUs take to
+//! answer, and idle vCPUs, which the host would have to wake, are left
+//! halted. `synchronize_sched` and the expedited rounds skip them; a
+//! `call_sched` snapshot records the sequences beside the counts. The
+//! ordering is store buffering once more: the updater writes, fences and
+//! reads the sequence; the CPU leaving idle steps it, fences
+//! (`idle_exit`), and only then runs the handler's sections. Either the
+//! updater reads the new value (and asks or waits for the CPU as for any
+//! other) or the sections see the writes. On entry, x86 performs the
+//! CPU's earlier loads and stores before the odd value is visible, so an
+//! updater that reads it finds the CPU's last sections over.
+//!
 //! The thread that is woken still takes the queue lock and checks the
 //! counts before it runs anything, so the wakeup needs no ordering of its
 //! own beyond the lock and the scheduler's (`wake` is `AcqRel`).
@@ -235,10 +256,22 @@ pub fn synchronize_sched() {
     fence(Ordering::SeqCst);
     let seq = GP_SEQ.fetch_add(1, Ordering::SeqCst) + 1;
     let me = cpu_id();
-    let others: Vec<usize> = smp::online().filter(|&c| c != me).collect();
-    if !others.is_empty() {
-        apic::send_ipi(Dest::AllButSelf, Delivery::Fixed(smp::GP_VECTOR));
-    }
+    // Each other CPU with its idle sequence, read after the fence: one
+    // idle now, or idle at any point from now on, is quiescent without
+    // being asked (see "Idle CPUs" in the module documentation).
+    let others: Vec<(usize, u64)> = smp::online()
+        .filter(|&c| c != me)
+        .map(|c| (c, percpu::idle_seq(c)))
+        .collect();
+    let answered = |&(cpu, idle): &(usize, u64)| {
+        GP_SEEN.read_remote(cpu) >= seq || percpu::idle_quiet_since(cpu, idle)
+    };
+    let busy: Vec<usize> = others
+        .iter()
+        .filter(|o| !answered(o))
+        .map(|&(c, _)| c)
+        .collect();
+    ask(&busy, busy.len() == others.len(), Dest::AllButSelf);
     // Belt and braces: ask the CPUs that have not answered again, every
     // `GP_REASK` (an IPI that lands in a per-CPU fast path restarts it and
     // reports at once, see `percpu::gs_add_unless`).
@@ -246,13 +279,8 @@ pub fn synchronize_sched() {
     super::wait::wait_until(GP_SPIN, || {
         if time::now_ns().saturating_sub(asked) > GP_REASK.as_nanos() as u64 {
             asked = time::now_ns();
-            for &cpu in &others {
-                if GP_SEEN.read_remote(cpu) < seq {
-                    apic::send_ipi(
-                        Dest::Apic(percpu::apic_id_of(cpu)),
-                        Delivery::Fixed(smp::GP_VECTOR),
-                    );
-                }
+            for o in others.iter().filter(|o| !answered(o)) {
+                ask_one(o.0);
             }
         }
         // Another CPU may be waiting for us with interrupts off; we are in
@@ -266,14 +294,15 @@ pub fn synchronize_sched() {
                 report_quiescent();
             }
         });
-        others.iter().all(|&cpu| GP_SEEN.read_remote(cpu) >= seq)
+        others.iter().all(answered)
     });
     // SeqCst: the ended sections' writes come before what the caller does.
     fence(Ordering::SeqCst);
 }
 
 struct Waiting {
-    snapshot: Vec<u64>,
+    /// Every CPU's quiescent-state count and idle sequence at the call.
+    snapshot: Vec<(u64, u64)>,
     callback: Box<dyn FnOnce() + Send>,
 }
 
@@ -298,6 +327,10 @@ static CALLBACKS: Mutex<Callbacks> = Mutex::new(Callbacks {
 /// advances its CPU's `GP_SEEN` tests it (one load when it is 0). Written
 /// under the lock only.
 static EXP_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+/// Every CPU's idle sequence when the expedited grace period in flight
+/// started: a CPU idle then, or since, owes it no report. Written under
+/// the lock by `start_expedited`, before `EXP_IN_FLIGHT`.
+static EXP_IDLE: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 /// When the expedited grace period in flight last asked the CPUs (ns).
 static EXP_ASKED_NS: AtomicU64 = AtomicU64::new(0);
 /// Expedited grace periods started, and `call_sched` calls (statistics).
@@ -315,7 +348,7 @@ pub fn call_sched(callback: Box<dyn FnOnce() + Send>) {
     // count store (`report_quiescent`): see the module documentation.
     fence(Ordering::SeqCst);
     let snapshot = (0..possible_cpus())
-        .map(|c| QUIESCENT.read_remote(c))
+        .map(|c| (QUIESCENT.read_remote(c), percpu::idle_seq(c)))
         .collect();
     // Relaxed: a statistic.
     CALLS.fetch_add(1, Ordering::Relaxed);
@@ -335,46 +368,87 @@ pub fn call_sched(callback: Box<dyn FnOnce() + Send>) {
         }
     };
     if start {
-        ask_all();
+        ask_expedited();
     }
 }
 
+/// Sends the grace-period IPI to the CPUs in `busy`: one broadcast to
+/// `all` when `busy` is every CPU it covers (one ICR write), else one
+/// IPI each (the idle CPUs are left to sleep).
+fn ask(busy: &[usize], every: bool, all: Dest) {
+    if busy.is_empty() || !apic::ready() {
+        return;
+    }
+    if every {
+        apic::send_ipi(all, Delivery::Fixed(smp::GP_VECTOR));
+    } else {
+        for &cpu in busy {
+            ask_one(cpu);
+        }
+    }
+}
+
+/// Sends `cpu` the grace-period IPI.
+fn ask_one(cpu: usize) {
+    apic::send_ipi(
+        Dest::Apic(percpu::apic_id_of(cpu)),
+        Delivery::Fixed(smp::GP_VECTOR),
+    );
+}
+
 /// Starts an expedited grace period: a new number, in flight. The caller
-/// holds the lock with interrupts off and sends the IPIs ([`ask_all`])
-/// once it has let go of the lock.
+/// holds the lock with interrupts off and sends the IPIs
+/// ([`ask_expedited`]) once it has let go of the lock.
 fn start_expedited(cbs: &mut Callbacks) {
     // SeqCst: as in `synchronize_sched`; made after the snapshots of every
     // queued callback were loaded (ordering 1).
     let n = GP_SEQ.fetch_add(1, Ordering::SeqCst) + 1;
     cbs.in_flight = n;
     cbs.pending = false;
-    // Relaxed: ordered before this CPU's own report of `n` by program order
-    // and before the other CPUs' tests by the reports' fences (ordering 3);
-    // a stale 0 only skips a test that a later report or tick makes.
-    EXP_IN_FLIGHT.store(n, Ordering::Relaxed);
+    // Read after the SeqCst increment, as in `synchronize_sched`. Relaxed
+    // stores: the Release store of `EXP_IN_FLIGHT` below publishes them.
+    for cpu in smp::online() {
+        EXP_IDLE[cpu].store(percpu::idle_seq(cpu), Ordering::Relaxed);
+    }
+    // Release: the idle snapshots above come before `n` for whoever loads
+    // it (with Acquire) and then tests `all_reported(n)`. Ordered before
+    // this CPU's own report of `n` by program order and before the other
+    // CPUs' tests by the reports' fences (ordering 3); a stale 0 only
+    // skips a test that a later report or tick makes.
+    EXP_IN_FLIGHT.store(n, Ordering::Release);
     EXP_ASKED_NS.store(time::now_ns(), Ordering::Relaxed);
     EXP_STARTED.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Sends the grace-period IPI to every online CPU, this one included (its
-/// own arrives once its interrupts are on; inside a section the report
-/// waits for the section's end, as on any CPU).
-fn ask_all() {
-    if apic::ready() {
-        apic::send_ipi(Dest::All, Delivery::Fixed(smp::GP_VECTOR));
-    }
+/// Sends the expedited grace period's IPI to every online CPU that was not
+/// idle at its start, this one included (its own arrives once its
+/// interrupts are on; inside a section the report waits for the
+/// section's end, as on any CPU).
+fn ask_expedited() {
+    let online = smp::online().count();
+    let busy: Vec<usize> = smp::online()
+        .filter(|&c| !percpu::idle_quiet_since(c, EXP_IDLE[c].load(Ordering::Relaxed)))
+        .collect();
+    ask(&busy, busy.len() == online, Dest::All);
 }
 
-/// Whether every online CPU has reported grace period `n` or a later one.
+/// Whether every online CPU has reported grace period `n` or a later one,
+/// or has been idle since `n` started.
 fn all_reported(n: u64) -> bool {
-    smp::online().all(|c| GP_SEEN.read_remote(c) >= n)
+    smp::online().all(|c| {
+        GP_SEEN.read_remote(c) >= n
+            || percpu::idle_quiet_since(c, EXP_IDLE[c].load(Ordering::Relaxed))
+    })
 }
 
 /// From a report that advanced this CPU's `GP_SEEN` to `seq` (after its
 /// fence): if that ended the expedited grace period in flight, hand it on.
 fn expedited_reported(seq: u64) {
-    // Relaxed: after the report's fence (ordering 3).
-    let n = EXP_IN_FLIGHT.load(Ordering::Relaxed);
+    // Acquire: after the report's fence (ordering 3); pairs with the
+    // Release store in `start_expedited`, so the idle snapshots that
+    // `all_reported` reads are `n`'s (or a later round's, which
+    // `end_expedited` then finds not in flight).
+    let n = EXP_IN_FLIGHT.load(Ordering::Acquire);
     if n != 0 && seq >= n && all_reported(n) {
         end_expedited(n);
     }
@@ -400,7 +474,7 @@ fn end_expedited(n: u64) {
         }
     };
     if start {
-        ask_all();
+        ask_expedited();
     }
     // The callbacks `n` served are ready (ordering 1).
     wake_callback_thread();
@@ -413,8 +487,9 @@ fn end_expedited(n: u64) {
 /// tick and by waiters while they spin ([`super::wait::wait_until`]); one
 /// load when no expedited grace period is in flight.
 pub fn poll_expedited() {
-    // Relaxed: a hint; the lock in `end_expedited` decides.
-    let n = EXP_IN_FLIGHT.load(Ordering::Relaxed);
+    // Acquire: as in `expedited_reported`; the lock in `end_expedited`
+    // decides.
+    let n = EXP_IN_FLIGHT.load(Ordering::Acquire);
     if n == 0 {
         return;
     }
@@ -436,11 +511,10 @@ pub fn poll_expedited() {
     }
     let me = cpu_id();
     for cpu in smp::online().filter(|&c| c != me) {
-        if GP_SEEN.read_remote(cpu) < n {
-            apic::send_ipi(
-                Dest::Apic(percpu::apic_id_of(cpu)),
-                Delivery::Fixed(smp::GP_VECTOR),
-            );
+        if GP_SEEN.read_remote(cpu) < n
+            && !percpu::idle_quiet_since(cpu, EXP_IDLE[cpu].load(Ordering::Relaxed))
+        {
+            ask_one(cpu);
         }
     }
 }
@@ -512,10 +586,13 @@ fn head_ready() -> bool {
     cbs.queue.front().is_some_and(is_ready)
 }
 
-/// Whether every online CPU has reported since `w` was queued (offline
-/// CPUs run no ticks and are in no section).
+/// Whether every online CPU has reported, or been idle, since `w` was
+/// queued (offline CPUs run no ticks and are in no section).
 fn is_ready(w: &Waiting) -> bool {
-    smp::online().all(|c| QUIESCENT.read_remote(c) > w.snapshot[c])
+    smp::online().all(|c| {
+        let (count, idle) = w.snapshot[c];
+        QUIESCENT.read_remote(c) > count || percpu::idle_quiet_since(c, idle)
+    })
 }
 
 /// Callbacks waiting for their grace period.
@@ -549,6 +626,77 @@ fn run_ready_callbacks() {
         // Someone may sleep until this callback has run.
         super::wait::wake_waiters();
     }
+}
+
+crate::ktest! {
+    /// Grace periods leave idle CPUs halted: neither `synchronize_sched` nor
+    /// the expedited round of `call_sched` sends them the grace-period IPI
+    /// (each sent one to every CPU before idle CPUs counted as quiescent).
+    /// A CPU woken by its tick at the moment a round starts is asked as
+    /// any busy CPU, hence the margin.
+    #[smp(4, 8)]
+    fn grace_periods_leave_idle_cpus_halted() {
+        use crate::arch::idt::GP_IPIS;
+        const ROUNDS: u64 = 40;
+        let me = cpu_id();
+        let before: Vec<u64> = (0..possible_cpus()).map(|c| GP_IPIS.read_remote(c)).collect();
+        for _ in 0..ROUNDS {
+            synchronize_sched();
+            let done = alloc::sync::Arc::new(AtomicBool::new(false));
+            let d = done.clone();
+            call_sched(Box::new(move || d.store(true, Ordering::SeqCst)));
+            assert!(smp::wait_for(2000, || done.load(Ordering::SeqCst)), "a call_sched callback did not run within 2 s");
+        }
+        for cpu in smp::online().filter(|&c| c != me && c != CALLBACK_CPU) {
+            let taken = GP_IPIS.read_remote(cpu) - before[cpu];
+            crate::println!("cpu {cpu}: {taken} grace-period IPIs in {} grace periods", 2 * ROUNDS);
+            assert!(
+                taken < ROUNDS / 2,
+                "idle cpu {cpu} took {taken} grace-period IPIs in {} grace periods: idle CPUs should not be asked",
+                2 * ROUNDS
+            );
+        }
+    }
+
+}
+
+crate::ktest! {
+    /// An interrupt that ends an idle CPU's halt runs its handler outside
+    /// the idle state: a grace period started while the handler is in a
+    /// section (interrupts off) waits for it, synchronous or not.
+    #[smp(2, 4)]
+    fn a_handler_that_wakes_an_idle_cpu_holds_grace_periods() {
+        use alloc::sync::Arc;
+        use core::sync::atomic::AtomicU8;
+        const TARGET: usize = 1;
+        // 0: not started, 1: in the handler's section, 2: section over.
+        let state = Arc::new(AtomicU8::new(0));
+        for round in 0..2 {
+            state.store(0, Ordering::SeqCst);
+            // Let the target halt (it idles: this test runs nothing there).
+            crate::arch::time::delay_us(2_000);
+            let s = state.clone();
+            smp::on_each_cpu_nowait(Arc::new(move || {
+                if cpu_id() == TARGET {
+                    s.store(1, Ordering::SeqCst);
+                    crate::arch::time::delay_us(20_000);
+                    s.store(2, Ordering::SeqCst);
+                }
+            }));
+            assert!(smp::wait_for(1000, || state.load(Ordering::SeqCst) == 1));
+            if round == 0 {
+                synchronize_sched();
+                assert_eq!(state.load(Ordering::SeqCst), 2, "synchronize_sched returned while the handler's section ran");
+            } else {
+                let seen = Arc::new(AtomicU8::new(0));
+                let (s, v) = (state.clone(), seen.clone());
+                call_sched(Box::new(move || v.store(10 + s.load(Ordering::SeqCst), Ordering::SeqCst)));
+                assert!(smp::wait_for(2000, || seen.load(Ordering::SeqCst) != 0));
+                assert_eq!(seen.load(Ordering::SeqCst), 12, "a call_sched callback ran while the handler's section ran");
+            }
+        }
+    }
+
 }
 
 crate::ktest! {

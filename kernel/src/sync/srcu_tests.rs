@@ -66,10 +66,18 @@ fn readers_and_updater(flavour: Flavour) {
         })
         .collect();
     // The updater: replace the object over and over; each replace waits for
-    // a grace period, so a stream of readers must not starve it.
+    // a grace period, so a stream of readers must not starve it. At least
+    // 300 ms, and until 5 updates are done or 5 s have gone: with 8 vCPUs
+    // on 2 host cores a grace period that needs every CPU's answer can take
+    // tens of milliseconds (the host runs each vCPU a quarter of the
+    // time), and a starved updater makes no progress at all.
     let started = time::now_ns();
     let mut updates = 0;
-    while time::now_ns() - started < 300_000_000 {
+    loop {
+        let elapsed = time::now_ns() - started;
+        if elapsed >= 5_000_000_000 || (elapsed >= 300_000_000 && updates >= 5) {
+            break;
+        }
         updates += 1;
         let old = ptr
             .replace(Tracked {
@@ -93,7 +101,7 @@ fn readers_and_updater(flavour: Flavour) {
     );
     assert!(
         updates >= 5,
-        "the updater starved: {updates} updates in 300 ms"
+        "the updater starved: {updates} updates in 5 s"
     );
     crate::println!(
         "srcu {flavour:?}: {updates} updates, {} read sections on {} readers",

@@ -193,6 +193,8 @@ crate::percpu! {
     pub static KICKS: PerCpu<u64> = 0;
     /// Device-completion IPIs taken by this CPU.
     pub static DEVICE_IPIS: PerCpu<u64> = 0;
+    /// Grace-period IPIs taken by this CPU.
+    pub static GP_IPIS: PerCpu<u64> = 0;
     /// Timer interrupts that ran the high-resolution hook on this CPU.
     pub static HRTIMER_IRQS: PerCpu<u64> = 0;
     /// When this CPU's next tick is due (ns).
@@ -317,6 +319,8 @@ fn rearm(now: u64) {
 /// hook when its deadline has passed, and re-arms the timer for whichever
 /// comes next.
 extern "x86-interrupt" fn timer_tick(mut frame: InterruptStackFrame) {
+    // First: the handler may run read-side sections.
+    super::percpu::idle_exit();
     IN_IRQ.set(1);
     let now = super::time::now_ns();
     let tick = now >= NEXT_TICK_NS.get();
@@ -355,6 +359,8 @@ extern "x86-interrupt" fn timer_tick(mut frame: InterruptStackFrame) {
 }
 
 extern "x86-interrupt" fn call_ipi(_frame: InterruptStackFrame) {
+    // First: the handler may run read-side sections.
+    super::percpu::idle_exit();
     IN_IRQ.set(1);
     smp::handle_call_ipi();
     IN_IRQ.set(0);
@@ -362,6 +368,9 @@ extern "x86-interrupt" fn call_ipi(_frame: InterruptStackFrame) {
 }
 
 extern "x86-interrupt" fn gp_ipi(mut frame: InterruptStackFrame) {
+    // First: the handler may run read-side sections.
+    super::percpu::idle_exit();
+    GP_IPIS.add(1);
     // As in `timer_tick`: the report may come at once.
     restart_fast_path(&mut frame);
     match GP_HOOK.get() {
@@ -399,6 +408,8 @@ fn restart_fast_path(frame: &mut InterruptStackFrame) {
 }
 
 extern "x86-interrupt" fn device_ipi(_frame: InterruptStackFrame) {
+    // First: the handler may run read-side sections.
+    super::percpu::idle_exit();
     IN_IRQ.set(1);
     DEVICE_IPIS.add(1);
     match DEVICE_HOOK.get() {
@@ -410,6 +421,8 @@ extern "x86-interrupt" fn device_ipi(_frame: InterruptStackFrame) {
 }
 
 extern "x86-interrupt" fn kick_ipi(_frame: InterruptStackFrame) {
+    // First: the handler may run read-side sections.
+    super::percpu::idle_exit();
     IN_IRQ.set(1);
     KICKS.add(1);
     IN_IRQ.set(0);
@@ -417,6 +430,8 @@ extern "x86-interrupt" fn kick_ipi(_frame: InterruptStackFrame) {
 }
 
 extern "x86-interrupt" fn spurious(_frame: InterruptStackFrame) {
+    // First: the handler may run read-side sections.
+    super::percpu::idle_exit();
     // Relaxed: a statistic. No EOI: a spurious interrupt is not in service.
     SPURIOUS.fetch_add(1, Ordering::Relaxed);
 }
@@ -436,6 +451,8 @@ fn unhooked(vector: u8) {
 }
 
 extern "x86-interrupt" fn unexpected<const V: u8>(_frame: InterruptStackFrame) {
+    // First: the handler may run read-side sections.
+    super::percpu::idle_exit();
     // Relaxed: a statistic; the first one of each vector is also printed.
     if UNEXPECTED_COUNTS[V as usize].fetch_add(1, Ordering::Relaxed) == 0 {
         crate::println!(

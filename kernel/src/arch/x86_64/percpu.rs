@@ -954,6 +954,69 @@ pub fn quiescent_state(report: fn()) {
     }
 }
 
+crate::percpu! {
+    /// This CPU's idle sequence: odd while it halts in the idle loop, even
+    /// otherwise; one step at each entry and each exit (see [`idle_enter`]).
+    static IDLE_SEQ: PerCpu<u64> = 0;
+}
+
+/// Enters the idle extended quiescent state (Linux's dyntick-idle): from
+/// here until the next interrupt the CPU runs nothing that reads what a
+/// grace period protects, so a grace period may count it as quiescent
+/// without asking it ([`idle_quiet_since`]), and need not wake it with an
+/// IPI. Called by the idle loop with interrupts off, right before
+/// `sti; hlt`; every interrupt handler leaves the state first thing
+/// ([`idle_exit`]), so no handler runs a read-side section inside it.
+///
+/// Ordering: the CPU's earlier accesses (its last sections') come before
+/// the odd value is visible: x86 performs neither an earlier load nor an
+/// earlier store after a later store, and the compiler fence keeps the
+/// compiler from sinking them below it. So a grace period that reads the
+/// odd value finds those sections over.
+pub fn idle_enter() {
+    debug_assert!(!::x86_64::instructions::interrupts::are_enabled());
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    IDLE_SEQ.add(1);
+}
+
+/// Leaves the idle extended quiescent state if this CPU is in it: the
+/// first thing of every interrupt handler, and of the idle loop's next
+/// round. Interrupts off. One `gs:` load when the CPU was not idle.
+#[inline(always)]
+pub fn idle_exit() {
+    if IDLE_SEQ.get() & 1 != 0 {
+        idle_exit_slow();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn idle_exit_slow() {
+    IDLE_SEQ.add(1);
+    // SeqCst (an `mfence`): the even value is globally visible before any
+    // later load of this CPU, the handler's sections' included. Pairs with
+    // the SeqCst fence a grace period takes between the updater's writes
+    // and its read of this CPU's sequence (store buffering): either the
+    // grace period reads the even value (and asks or waits for this CPU as
+    // for any other) or the sections from here on see the updater's
+    // writes.
+    core::sync::atomic::fence(Ordering::SeqCst);
+}
+
+/// `cpu`'s idle sequence, for [`idle_quiet_since`]. The caller orders its
+/// earlier writes before this load with a `SeqCst` fence.
+pub fn idle_seq(cpu: usize) -> u64 {
+    IDLE_SEQ.read_remote(cpu)
+}
+
+/// Whether `cpu` has been in a quiescent state since its idle sequence
+/// read `snap` ([`idle_seq`]): it was idle then (odd), or it has entered
+/// or left the idle state since (the entry is a quiescent point, and an
+/// exit follows an entry).
+pub fn idle_quiet_since(cpu: usize, snap: u64) -> bool {
+    snap & 1 != 0 || IDLE_SEQ.read_remote(cpu) != snap
+}
+
 /// Interrupts off on this CPU while it lives; the previous state comes
 /// back on drop, so guards nest.
 #[must_use = "dropping the guard restores interrupts at once"]
