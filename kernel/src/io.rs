@@ -374,8 +374,8 @@ struct Shared {
     phase: AtomicU8,
     /// The run is over (the watchdog stops).
     over: AtomicBool,
-    /// Every freeze's drain (kill to zero), ns, for the summary.
-    drain_samples: IrqSpinLock<Vec<u64>>,
+    /// Every freeze's drain (kill to zero, and its parts), for the summary.
+    drain_samples: IrqSpinLock<Vec<block::FreezeTimes>>,
 }
 
 fn dev_name(i: usize) -> String {
@@ -982,9 +982,9 @@ fn drive(shared: &Shared) -> bool {
             let q = d.queue();
             if freeze {
                 phase(1);
-                let drain = q.freeze();
-                drains.push(drain);
-                shared.drain_samples.lock().push(drain);
+                let times = q.freeze();
+                drains.push(times.drain_ns);
+                shared.drain_samples.lock().push(times);
                 // With shared tags, other devices' requests hold tags too.
                 if shared.tagset.is_none() {
                     assert_eq!(q.in_flight(), 0, "freeze returned with requests in flight");
@@ -1209,22 +1209,58 @@ fn finish(shared: &Shared) -> (bool, u64) {
     println!("io: key verify_failures={verify}");
     println!("io: key errors={errors}");
     println!("io: key dead_refusals={dead}");
-    // Freeze drains (kill to the usage counter's release) over the run.
-    let mut drains = core::mem::take(&mut *shared.drain_samples.lock());
-    drains.sort_unstable();
-    if !drains.is_empty() {
-        let at = |per_mille: usize| {
-            drains[(drains.len() * per_mille / 1000).min(drains.len() - 1)] / 1000
+    // Freeze drains (kill to the usage counter's release) over the run,
+    // and their parts: the kill's grace period (kill to confirmation) and
+    // the requests in flight that the rest waits for.
+    let samples = core::mem::take(&mut *shared.drain_samples.lock());
+    if !samples.is_empty() {
+        let sorted = |v: &mut Vec<u64>| v.sort_unstable();
+        let at = |v: &[u64], per_mille: usize| {
+            v.get((v.len() * per_mille / 1000).min(v.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        let mut drains: Vec<u64> = samples.iter().map(|t| t.drain_ns / 1000).collect();
+        let mut confirms: Vec<u64> = samples
+            .iter()
+            .filter_map(|t| t.confirm_ns)
+            .map(|n| n / 1000)
+            .collect();
+        let mut in_flight: Vec<u64> = samples.iter().map(|t| t.in_flight_at_kill as u64).collect();
+        sorted(&mut drains);
+        sorted(&mut confirms);
+        sorted(&mut in_flight);
+        println!(
+            "io: freezes: {} drains under load, kill to zero p50 {} us, p99 {} us, max {} us; kill to confirm (the grace period) p50 {} us, p99 {} us; requests in flight at the kill p50 {}, max {}",
+            drains.len(),
+            at(&drains, 500),
+            at(&drains, 990),
+            at(&drains, 1000),
+            at(&confirms, 500),
+            at(&confirms, 990),
+            at(&in_flight, 500),
+            at(&in_flight, 1000),
+        );
+        let (rounds, wakes) = crate::sync::rcu::expedited_histograms();
+        let median_bucket = |h: &[u64]| {
+            let half = h.iter().sum::<u64>().div_ceil(2);
+            let mut seen = 0;
+            h.iter()
+                .position(|&n| {
+                    seen += n;
+                    seen >= half && half > 0
+                })
+                .map_or(0, |b| 1u64 << b)
         };
         println!(
-            "io: freezes: {} drains under load, kill to zero p50 {} us, p99 {} us, max {} us",
-            drains.len(),
-            at(500),
-            at(990),
-            drains[drains.len() - 1] / 1000
+            "io: grace periods since boot: expedited rounds p50 under {} us, round end to the callback thread running p50 under {} us",
+            median_bucket(&rounds),
+            median_bucket(&wakes)
         );
-        println!("io: key freeze_drain_p50_us={}", at(500));
-        println!("io: key freeze_drain_p99_us={}", at(990));
+        println!("io: key freeze_drain_p50_us={}", at(&drains, 500));
+        println!("io: key freeze_drain_p99_us={}", at(&drains, 990));
+        println!("io: key freeze_confirm_p50_us={}", at(&confirms, 500));
+        println!("io: key freeze_inflight_p50={}", at(&in_flight, 500));
     }
     println!("io: key double_completions={}", stats.2);
     println!("io: key entered_after_remove={after}");

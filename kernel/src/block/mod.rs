@@ -48,7 +48,9 @@ use alloc::vec::Vec;
 use core::fmt;
 
 pub use disk::{disks_released, lookup, Disk, DiskConfig};
-pub use queue::{time_usage, usage_ns, Driver, Hctx, QueueStats, RequestQueue, TagSet, UsageMode};
+pub use queue::{
+    time_usage, usage_ns, Driver, FreezeTimes, Hctx, QueueStats, RequestQueue, TagSet, UsageMode,
+};
 pub use request::{Request, RequestState};
 
 /// A data direction.

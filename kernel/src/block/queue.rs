@@ -199,6 +199,24 @@ pub struct RequestQueue {
     driver: Arc<dyn Driver>,
     /// Counters.
     pub stats: QueueStats,
+    /// When the last kill's confirmation ran (ns since boot; 0: not yet):
+    /// splits a freeze's drain into the grace period and the wait for the
+    /// requests in flight ([`FreezeTimes`]).
+    confirmed_at: Arc<AtomicU64>,
+}
+
+/// What one [`RequestQueue::freeze`] took.
+#[derive(Clone, Copy, Debug)]
+pub struct FreezeTimes {
+    /// Kill to zero: the whole drain, ns.
+    pub drain_ns: u64,
+    /// Kill to the kill's confirmation (the usage counter is atomic, so
+    /// every later enter fails): the grace period's part of the drain, ns.
+    /// `None` when this freeze did not kill (nested, or no counter).
+    pub confirm_ns: Option<u64>,
+    /// Requests in flight when the freeze began: what the rest of the
+    /// drain waits for.
+    pub in_flight_at_kill: usize,
 }
 
 enum Section<'a> {
@@ -243,6 +261,7 @@ impl RequestQueue {
             tagset,
             driver,
             stats: QueueStats::default(),
+            confirmed_at: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -501,7 +520,11 @@ impl RequestQueue {
             // what refuses them (tryget_live).
             self.frozen.store(*depth, Ordering::Release);
             if *depth == 1 && self.usage_mode != UsageMode::Absent {
-                self.usage.kill();
+                let confirmed = self.confirmed_at.clone();
+                // Release: the time is read after the release, which the
+                // confirmation precedes (percpu_ref's promise).
+                self.usage
+                    .kill_and_confirm(move || confirmed.store(time::now_ns(), Ordering::Release));
             }
             *depth == 1
         };
@@ -523,15 +546,26 @@ impl RequestQueue {
         self.freeze_wq.wait_until(|| self.usage.is_zero());
     }
 
-    /// Freezes and waits for the drain; returns the drain time in ns.
-    pub fn freeze(&self) -> u64 {
+    /// Freezes and waits for the drain; says what it took.
+    pub fn freeze(&self) -> FreezeTimes {
+        let in_flight_at_kill = self.in_flight();
+        // Relaxed: a statistic. A freeze nested in another (a remove
+        // during the io run's periodic freeze) may read the outer one's
+        // time, or clear it: the figures are for the io run's summary.
+        self.confirmed_at.store(0, Ordering::Relaxed);
         let t0 = time::now_ns();
         self.freeze_start();
         self.freeze_wait();
         let ns = time::now_ns() - t0;
         self.stats.freeze_ns_sum.fetch_add(ns, Ordering::Relaxed);
         self.stats.freeze_ns_max.fetch_max(ns, Ordering::Relaxed);
-        ns
+        // Acquire: pairs with the confirmation's Release store.
+        let confirmed = self.confirmed_at.load(Ordering::Acquire);
+        FreezeTimes {
+            drain_ns: ns,
+            confirm_ns: (confirmed != 0).then(|| confirmed.saturating_sub(t0)),
+            in_flight_at_kill,
+        }
     }
 
     /// Ends a freeze (nests): the last one resurrects the usage counter and

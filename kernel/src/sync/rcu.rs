@@ -333,6 +333,26 @@ static EXP_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
 static EXP_IDLE: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 /// When the expedited grace period in flight last asked the CPUs (ns).
 static EXP_ASKED_NS: AtomicU64 = AtomicU64::new(0);
+/// When the expedited grace period in flight started, and when the last
+/// one ended (ns; statistics for [`expedited_histograms`]).
+static EXP_START_NS: AtomicU64 = AtomicU64::new(0);
+static EXP_END_NS: AtomicU64 = AtomicU64::new(0);
+/// Log2 histograms (bucket `b`: under `2^b` us) of expedited rounds
+/// (start to the last report) and of the callback thread's wakeups (a
+/// round's end to the thread running its first ready callback).
+static EXP_ROUND_US: [AtomicU64; HIST_BUCKETS] = [const { AtomicU64::new(0) }; HIST_BUCKETS];
+static EXP_WAKE_US: [AtomicU64; HIST_BUCKETS] = [const { AtomicU64::new(0) }; HIST_BUCKETS];
+/// Buckets of those histograms: the last one holds everything from
+/// `2^(HIST_BUCKETS - 2)` us (about 0.5 s) up.
+pub const HIST_BUCKETS: usize = 20;
+
+fn hist_add(hist: &[AtomicU64; HIST_BUCKETS], ns: u64) {
+    let us = ns / 1000;
+    let b = (u64::BITS - us.leading_zeros()) as usize;
+    // Relaxed: a statistic.
+    hist[b.min(HIST_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+}
+
 /// Expedited grace periods started, and `call_sched` calls (statistics).
 static EXP_STARTED: AtomicU64 = AtomicU64::new(0);
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -416,7 +436,9 @@ fn start_expedited(cbs: &mut Callbacks) {
     // CPUs' tests by the reports' fences (ordering 3); a stale 0 only
     // skips a test that a later report or tick makes.
     EXP_IN_FLIGHT.store(n, Ordering::Release);
-    EXP_ASKED_NS.store(time::now_ns(), Ordering::Relaxed);
+    let now = time::now_ns();
+    EXP_ASKED_NS.store(now, Ordering::Relaxed);
+    EXP_START_NS.store(now, Ordering::Relaxed);
     EXP_STARTED.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -464,6 +486,13 @@ fn end_expedited(n: u64) {
         if cbs.in_flight != n {
             return; // ended by another CPU already
         }
+        // Relaxed: statistics, under the lock.
+        let now = time::now_ns();
+        hist_add(
+            &EXP_ROUND_US,
+            now.saturating_sub(EXP_START_NS.load(Ordering::Relaxed)),
+        );
+        EXP_END_NS.store(now, Ordering::Relaxed);
         if cbs.pending {
             start_expedited(&mut cbs);
             true
@@ -527,6 +556,15 @@ pub fn expedited_stats() -> (u64, u64) {
         CALLS.load(Ordering::Relaxed),
         EXP_STARTED.load(Ordering::Relaxed),
     )
+}
+
+/// The histograms of expedited rounds and of the callback thread's
+/// wakeups after them (see [`HIST_BUCKETS`]), since boot.
+pub fn expedited_histograms() -> ([u64; HIST_BUCKETS], [u64; HIST_BUCKETS]) {
+    // Relaxed: statistics.
+    let read =
+        |h: &[AtomicU64; HIST_BUCKETS]| core::array::from_fn(|i| h[i].load(Ordering::Relaxed));
+    (read(&EXP_ROUND_US), read(&EXP_WAKE_US))
 }
 
 /// The callback thread sleeps here until the oldest callback is ready.
@@ -619,6 +657,11 @@ fn run_ready_callbacks() {
             }
         };
         let Some(waiting) = ready else { return };
+        // Relaxed: a statistic; the first callback after a round's end.
+        let ended = EXP_END_NS.swap(0, Ordering::Relaxed);
+        if ended != 0 {
+            hist_add(&EXP_WAKE_US, time::now_ns().saturating_sub(ended));
+        }
         // SeqCst: the ended sections' writes come before the callback.
         fence(Ordering::SeqCst);
         GP_SERVED.add(1);
