@@ -49,7 +49,8 @@ use core::fmt;
 
 pub use disk::{disks_released, lookup, Disk, DiskConfig};
 pub use queue::{
-    time_usage, usage_ns, Driver, FreezeTimes, Hctx, QueueStats, RequestQueue, TagSet, UsageMode,
+    time_usage, usage_calls, usage_ns, usage_timing_overhead_ns, Driver, FreezeTimes, Hctx,
+    QueueStats, RequestQueue, TagSet, UsageMode,
 };
 pub use request::{Request, RequestState};
 
