@@ -296,6 +296,12 @@ fn bucket_floor(b: usize) -> u64 {
 
 /// The latency below which `per_mille` of the samples fall (bucket floor).
 fn percentile(h: &[u64], per_mille: u64) -> u64 {
+    percentile_by(h, per_mille, bucket_floor)
+}
+
+/// `value` of the histogram bucket that holds the sample `per_mille` of
+/// the way up `h` (0 if `h` is empty).
+fn percentile_by(h: &[u64], per_mille: u64, value: impl Fn(usize) -> u64) -> u64 {
     let total: u64 = h.iter().sum();
     if total == 0 {
         return 0;
@@ -305,7 +311,7 @@ fn percentile(h: &[u64], per_mille: u64) -> u64 {
     for (b, &n) in h.iter().enumerate() {
         seen += n;
         if seen >= want {
-            return bucket_floor(b);
+            return value(b);
         }
     }
     0
@@ -1235,22 +1241,24 @@ fn finish(shared: &Shared) -> (bool, u64) {
     // the requests in flight that the rest waits for.
     let samples = core::mem::take(&mut *shared.drain_samples.lock());
     if !samples.is_empty() {
-        let sorted = |v: &mut Vec<u64>| v.sort_unstable();
+        let sorted = |it: &mut dyn Iterator<Item = u64>| {
+            let mut v: Vec<u64> = it.collect();
+            v.sort_unstable();
+            v
+        };
         let at = |v: &[u64], per_mille: usize| {
             v.get((v.len() * per_mille / 1000).min(v.len().saturating_sub(1)))
                 .copied()
                 .unwrap_or(0)
         };
-        let mut drains: Vec<u64> = samples.iter().map(|t| t.drain_ns / 1000).collect();
-        let mut confirms: Vec<u64> = samples
-            .iter()
-            .filter_map(|t| t.confirm_ns)
-            .map(|n| n / 1000)
-            .collect();
-        let mut in_flight: Vec<u64> = samples.iter().map(|t| t.in_flight_at_kill as u64).collect();
-        sorted(&mut drains);
-        sorted(&mut confirms);
-        sorted(&mut in_flight);
+        let drains = sorted(&mut samples.iter().map(|t| t.drain_ns / 1000));
+        let confirms = sorted(
+            &mut samples
+                .iter()
+                .filter_map(|t| t.confirm_ns)
+                .map(|n| n / 1000),
+        );
+        let in_flight = sorted(&mut samples.iter().map(|t| t.in_flight_at_kill as u64));
         println!(
             "io: freezes: {} drains under load, kill to zero p50 {} us, p99 {} us, max {} us; kill to confirm (the grace period) p50 {} us, p99 {} us; requests in flight at the kill p50 {}, max {}",
             drains.len(),
@@ -1263,16 +1271,8 @@ fn finish(shared: &Shared) -> (bool, u64) {
             at(&in_flight, 1000),
         );
         let (rounds, wakes) = crate::sync::rcu::expedited_histograms();
-        let median_bucket = |h: &[u64]| {
-            let half = h.iter().sum::<u64>().div_ceil(2);
-            let mut seen = 0;
-            h.iter()
-                .position(|&n| {
-                    seen += n;
-                    seen >= half && half > 0
-                })
-                .map_or(0, |b| 1u64 << b)
-        };
+        // Log2 buckets: bucket `b` holds what took under 2^b us.
+        let median_bucket = |h: &[u64]| percentile_by(h, 500, |b| 1u64 << b);
         println!(
             "io: grace periods since boot: expedited rounds p50 under {} us, round end to the callback thread running p50 under {} us",
             median_bucket(&rounds),

@@ -449,7 +449,7 @@ fn start_expedited(cbs: &mut Callbacks) {
 fn ask_expedited() {
     let online = smp::online().count();
     let busy: Vec<usize> = smp::online()
-        .filter(|&c| !percpu::idle_quiet_since(c, EXP_IDLE[c].load(Ordering::Relaxed)))
+        .filter(|&c| !idle_since_round_start(c))
         .collect();
     ask(&busy, busy.len() == online, Dest::All);
 }
@@ -457,10 +457,21 @@ fn ask_expedited() {
 /// Whether every online CPU has reported grace period `n` or a later one,
 /// or has been idle since `n` started.
 fn all_reported(n: u64) -> bool {
-    smp::online().all(|c| {
-        GP_SEEN.read_remote(c) >= n
-            || percpu::idle_quiet_since(c, EXP_IDLE[c].load(Ordering::Relaxed))
-    })
+    smp::online().all(|c| round_answered(c, n))
+}
+
+/// Whether `cpu` has reported expedited grace period `n` (or a later one),
+/// or has been idle since the round in flight started.
+fn round_answered(cpu: usize, n: u64) -> bool {
+    GP_SEEN.read_remote(cpu) >= n || idle_since_round_start(cpu)
+}
+
+/// Whether `cpu` was idle when the expedited round in flight started, or
+/// has been since (`EXP_IDLE`).
+fn idle_since_round_start(cpu: usize) -> bool {
+    // Relaxed: published by the Release store of `EXP_IN_FLIGHT`, which
+    // the callers loaded with Acquire (or, in `ask_expedited`, wrote).
+    percpu::idle_quiet_since(cpu, EXP_IDLE[cpu].load(Ordering::Relaxed))
 }
 
 /// From a report that advanced this CPU's `GP_SEEN` to `seq` (after its
@@ -540,9 +551,7 @@ pub fn poll_expedited() {
     }
     let me = cpu_id();
     for cpu in smp::online().filter(|&c| c != me) {
-        if GP_SEEN.read_remote(cpu) < n
-            && !percpu::idle_quiet_since(cpu, EXP_IDLE[cpu].load(Ordering::Relaxed))
-        {
+        if !round_answered(cpu, n) {
             ask_one(cpu);
         }
     }
