@@ -207,18 +207,30 @@ crate::ktest! {
     fn srcu_updater_sleeps_beside_a_sleeping_reader_of_its_cpu() {
         let cpu = smp::online().last().unwrap();
         let srcu = Arc::new(Srcu::<Kernel, Checked<Normal>>::new().unwrap());
-        let (reader, state) = sleeping_reader(&srcu, cpu);
-        let (s, st) = (srcu.clone(), state.clone());
-        let updater = crate::sched::spawn_on(cpu, move || {
-            let switches = crate::sched::context_switches(cpu);
-            let result = s.synchronize();
-            let seen = st.load(SeqCst);
-            (result, seen, crate::sched::context_switches(cpu) - switches)
-        });
-        let (result, seen, switches) = updater.join();
-        reader.join();
-        assert_eq!(result, Ok(()), "synchronize beside a sleeping reader was refused");
-        assert_eq!(seen, 2, "synchronize returned while the reader slept in its section");
+        // The case needs the updater to start while the reader sleeps; a
+        // host that does not run this vCPU for the reader's 30 ms makes the
+        // updater start after it woke: then try again (3 times at most).
+        let mut attempts = 0;
+        let switches = loop {
+            attempts += 1;
+            let (reader, state) = sleeping_reader(&srcu, cpu);
+            let (s, st) = (srcu.clone(), state.clone());
+            let updater = crate::sched::spawn_on(cpu, move || {
+                let switches = crate::sched::context_switches(cpu);
+                let before = st.load(SeqCst);
+                let result = s.synchronize();
+                let seen = st.load(SeqCst);
+                (before, result, seen, crate::sched::context_switches(cpu) - switches)
+            });
+            let (before, result, seen, switches) = updater.join();
+            reader.join();
+            assert_eq!(result, Ok(()), "synchronize beside a sleeping reader was refused");
+            assert_eq!(seen, 2, "synchronize returned while the reader slept in its section");
+            if before == 1 {
+                break switches;
+            }
+            assert!(attempts < 3, "the updater never started while the reader slept (3 tries)");
+        };
         assert!(switches >= 4, "the updater spun instead of sleeping ({switches} switches in 30 ms)");
         // The same thread inside its own section is still refused.
         let guard = srcu.read_lock();
