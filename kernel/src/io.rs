@@ -1274,7 +1274,7 @@ fn finish(shared: &Shared) -> (bool, u64) {
         // Log2 buckets: bucket `b` holds what took under 2^b us.
         let median_bucket = |h: &[u64]| percentile_by(h, 500, |b| 1u64 << b);
         println!(
-            "io: grace periods since boot: expedited rounds p50 under {} us, round end to the callback thread running p50 under {} us",
+            "io: grace periods since boot: expedited rounds p50 under {} us, round end to its first callback p50 under {} us",
             median_bucket(&rounds),
             median_bucket(&wakes)
         );

@@ -35,6 +35,40 @@ impl fmt::Display for AllocError {
     }
 }
 
+/// The context a [`Backend::call_sched_atomic`] callback runs in.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::backend::CallbackContext;
+/// assert!(CallbackContext::Worker.may_block());
+/// assert!(!CallbackContext::Atomic.may_block());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallbackContext {
+    /// A worker thread: the callback may block, take any lock, and wait
+    /// for a grace period.
+    Worker,
+    /// Interrupts off, possibly inside an interrupt handler: the callback
+    /// must not block, and may only try locks that the code it interrupted
+    /// could hold.
+    Atomic,
+}
+
+impl CallbackContext {
+    /// Whether the callback may block here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::backend::CallbackContext;
+    /// assert!(CallbackContext::Worker.may_block());
+    /// ```
+    pub fn may_block(self) -> bool {
+        self == CallbackContext::Worker
+    }
+}
+
 /// Where misuse reports go. Every [`Backend`] is one; [`Kref`](crate::kref::Kref)
 /// needs only this part.
 ///
@@ -78,7 +112,10 @@ pub trait Report: 'static {
 ///    that begins after the call started sees everything the caller wrote
 ///    before the call (the usual RCU guarantee).
 /// 4. [`call_sched`](Backend::call_sched) runs its callback exactly once,
-///    after such a grace period, and never from inside the call itself.
+///    after such a grace period, and never from inside the call itself;
+///    so does [`call_sched_atomic`](Backend::call_sched_atomic), except
+///    that its callback may interrupt the caller once the caller's
+///    interrupts are on (it is then in [`CallbackContext::Atomic`]).
 /// 5. [`this_cpu_add_unless`](Backend::this_cpu_add_unless) and
 ///    [`this_cpu_add_sched`](Backend::this_cpu_add_sched) are each one
 ///    read-side section for promise 3: the load of the word, its test and
@@ -219,6 +256,34 @@ pub unsafe trait Backend: Report {
     /// ([`read_lock_sched`](Self::read_lock_sched)) and use this CPU's
     /// per-CPU slots, as percpu_ref's puts in its callbacks do.
     fn call_sched(f: Box<dyn FnOnce() + Send>);
+
+    /// As [`call_sched`](Self::call_sched), for a callback that never
+    /// blocks: the backend may run it in the context that ends the grace
+    /// period (in a kernel: with interrupts off, often in the interrupt
+    /// handler of the CPU whose report ended it, and possibly at a moment
+    /// when it interrupted the caller, once the caller's interrupts are on
+    /// again), saving the wakeup of a worker. `f` is told which context it
+    /// got ([`CallbackContext`]): in [`Atomic`](CallbackContext::Atomic) it
+    /// must not sleep, wait for a grace period, or spin on a lock that the
+    /// interrupted code may hold (try it, and hand the work on with
+    /// `call_sched` if it is busy). percpu_ref's switches land this way, as
+    /// Linux's run from RCU callbacks. The default runs `f` from
+    /// `call_sched`'s worker, telling it so.
+    ///
+    /// Runs exactly once, after a grace period as promise 4 says.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use refcnt::{backend::CallbackContext, host::Host, Backend};
+    /// let (tx, rx) = mpsc::channel();
+    /// Host::call_sched_atomic(Box::new(move |cx| tx.send(cx).unwrap()));
+    /// assert_eq!(rx.recv().unwrap(), CallbackContext::Worker);
+    /// ```
+    fn call_sched_atomic(f: Box<dyn FnOnce(CallbackContext) + Send>) {
+        Self::call_sched(Box::new(move || f(CallbackContext::Worker)))
+    }
 
     /// Monotonic time in nanoseconds; only the dynamic mode's rate
     /// measurement uses it.

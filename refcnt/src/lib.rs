@@ -59,5 +59,5 @@ pub mod percpu_ref;
 pub mod srcu;
 mod sync;
 
-pub use backend::{AllocError, Backend, Report};
+pub use backend::{AllocError, Backend, CallbackContext, Report};
 pub use misuse::Misuse;

@@ -124,7 +124,7 @@ use loom::sync::atomic::{
 };
 use loom::sync::Mutex;
 
-use crate::backend::{AllocError, Backend, Report};
+use crate::backend::{AllocError, Backend, CallbackContext, Report};
 use crate::misuse::Misuse;
 
 /// How many loom threads (CPUs) a model may use, main thread included.
@@ -140,6 +140,7 @@ const IN_IRQ: usize = 1 << (usize::BITS - 2);
 const DEPTH: usize = IN_IRQ - 1;
 
 type Callback = Box<dyn FnOnce() + Send>;
+type AtomicCallback = Box<dyn FnOnce(CallbackContext) + Send>;
 
 struct Cpu {
     section: AtomicUsize,
@@ -153,7 +154,11 @@ struct Cpu {
 struct Waiting {
     /// Quiescent-state counts of the CPUs online at `call_sched`.
     snapshot: Vec<usize>,
-    callback: Callback,
+    /// Told its context: `call_sched_atomic`'s callbacks run as the
+    /// kernel's run at the end of a round (`Atomic`), so a landing that
+    /// finds the control lock held by another thread hands itself on.
+    callback: AtomicCallback,
+    atomic: bool,
 }
 
 struct State {
@@ -368,7 +373,11 @@ pub fn run_pending() {
                 // SeqCst: the ended sections' writes come before the
                 // callback (the kernel's `run_ready_callbacks`).
                 fence(SeqCst);
-                (w.callback)();
+                (w.callback)(if w.atomic {
+                    CallbackContext::Atomic
+                } else {
+                    CallbackContext::Worker
+                });
             }
             Err(lagging) => {
                 // A tick on every CPU the oldest callback still waits for
@@ -389,6 +398,25 @@ pub fn run_pending() {
             }
         }
     }
+}
+
+/// Queues a callback behind a snapshot of the counts, as the kernel's
+/// `call_sched` and `call_sched_atomic` do.
+fn queue(f: AtomicCallback, atomic: bool) {
+    let st = state();
+    // SeqCst: the caller's writes are visible before the snapshot's
+    // loads; pairs with the fence that ends every report.
+    fence(SeqCst);
+    let snapshot = st.cpus[..online()]
+        .iter()
+        // Relaxed: the kernel's `read_remote`; the fence above orders it.
+        .map(|cpu| cpu.quiescent.load(Relaxed))
+        .collect();
+    st.queue.lock().unwrap().push_back(Waiting {
+        snapshot,
+        callback: f,
+        atomic,
+    });
 }
 
 /// Misuse reports in this execution of the model. Read it after joining
@@ -567,19 +595,11 @@ unsafe impl Backend for Loom {
     }
 
     fn call_sched(f: Callback) {
-        let st = state();
-        // SeqCst: the caller's writes are visible before the snapshot's
-        // loads; pairs with the fence that ends every report.
-        fence(SeqCst);
-        let snapshot = st.cpus[..online()]
-            .iter()
-            // Relaxed: the kernel's `read_remote`; the fence above orders it.
-            .map(|cpu| cpu.quiescent.load(Relaxed))
-            .collect();
-        st.queue.lock().unwrap().push_back(Waiting {
-            snapshot,
-            callback: f,
-        });
+        queue(Box::new(move |_| f()), false);
+    }
+
+    fn call_sched_atomic(f: AtomicCallback) {
+        queue(f, true);
     }
 
     fn now_ns() -> u64 {

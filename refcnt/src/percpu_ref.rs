@@ -25,10 +25,12 @@
 //!
 //! **Switching to atomic** sets the ATOMIC bit in the mode word and the
 //! flag in the handle's word (every switch to atomic is asked for through
-//! the handle, under the control lock), then waits for a grace period ([`Backend::synchronize_sched`] or, asynchronously,
-//! [`Backend::call_sched`]). Then it adds the per-CPU sum (what changed
-//! since the last fold) to `count` and removes the bias in one
-//! read-modify-write.
+//! the handle, under the control lock), then waits for a grace period
+//! ([`Backend::synchronize_sched`] or, asynchronously,
+//! [`Backend::call_sched_atomic`], whose callback may run in the
+//! interrupt that ends the grace period and there only tries the control
+//! lock). Then it adds the per-CPU sum (what changed since the last fold)
+//! to `count` and removes the bias in one read-modify-write.
 //!
 //! # Why no reader is missed
 //!
@@ -178,7 +180,7 @@ use alloc::{boxed::Box, sync::Arc, vec::Vec};
 use core::fmt;
 use core::ops::BitOr;
 
-use crate::backend::{AllocError, Backend};
+use crate::backend::{AllocError, Backend, CallbackContext};
 use crate::misuse::{Misuse, ReportLog};
 use crate::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize,
@@ -818,14 +820,44 @@ impl<B: Backend> Inner<B> {
                 B::synchronize_sched();
                 Self::land(this);
             }
-            Action::Start => {
-                let t = Arc::clone(this);
-                B::call_sched(Box::new(move || {
-                    Self::land(&t);
-                    // `exit` waits for this handle to go.
-                    drop(t);
-                    B::wake_waiters();
-                }));
+            Action::Start => Self::land_later(Arc::clone(this)),
+        }
+    }
+
+    /// Lands the flight after a grace period, from the backend's callback
+    /// ([`Backend::call_sched_atomic`]): a switch lands in the context that
+    /// ends the grace period when the backend offers one (in our kernel,
+    /// the interrupt of the last CPU to report), so a kill reaches its
+    /// release without waiting for a worker to be woken and scheduled.
+    fn land_later(this: Arc<Self>) {
+        B::call_sched_atomic(Box::new(move |cx| Self::land_in(this, cx)));
+    }
+
+    /// One round of [`land`](Self::land) in the callback's context `cx`.
+    /// In atomic context the control lock is only tried (the interrupted
+    /// code may hold it): when it is busy, or the flight needs a further
+    /// grace period, the rest goes back to the backend.
+    fn land_in(this: Arc<Self>, cx: CallbackContext) {
+        let landed = {
+            let ctl = if cx.may_block() {
+                Some(this.ctl.lock())
+            } else {
+                this.ctl.try_lock()
+            };
+            ctl.map(|ctl| Self::land_round(&this, ctl))
+        };
+        match landed {
+            // The lock was busy. The grace period has passed already; the
+            // worker this hands the landing to waits for one more, which
+            // costs time only (a landing may come as late as it likes).
+            None => B::call_sched(Box::new(move || {
+                Self::land_in(this, CallbackContext::Worker)
+            })),
+            Some(true) => Self::land_later(this),
+            Some(false) => {
+                // `exit` waits for this handle to go.
+                drop(this);
+                B::wake_waiters();
             }
         }
     }
@@ -838,65 +870,69 @@ impl<B: Backend> Inner<B> {
     /// possible (the kill's, typically) runs after every confirmation the
     /// flight carried, including those that needed a further grace period.
     fn land(this: &Arc<Self>) {
-        loop {
-            let mut ctl = this.ctl.lock();
-            if ctl.fold {
-                let sum = this.percpu_sum();
-                let delta = sum.wrapping_sub(ctl.folded);
-                ctl.folded = sum;
-                let add = delta.wrapping_sub(BIAS);
-                // AcqRel: Release hands what the grace period made visible
-                // here (the per-CPU changes) to whoever later reaches zero;
-                // Acquire pairs with earlier Release puts.
-                let old = this.count.fetch_add(add, AcqRel);
-                // Below zero: more puts than gets in per-CPU mode. Which
-                // put was one too many cannot be known now, so the count is
-                // left below zero and the ref is never released (a leak,
-                // where a repair could release under a holder).
-                if refs(old.wrapping_add(add)) >= BIAS {
-                    this.log.report::<B>(Misuse::Underflow);
-                }
-                ctl.fold = false;
-            }
-            let mut confirms = core::mem::take(&mut ctl.confirms);
-            let again = !ctl.next.is_empty();
-            let mut put = false;
-            if again {
-                // Late confirmations (waiters for an exact count) wait for
-                // the next round, after which the flight's reference goes.
-                let (late, early): (Vec<Pending>, Vec<Pending>) =
-                    confirms.into_iter().partition(|p| p.1);
-                confirms = early;
-                ctl.confirms = core::mem::take(&mut ctl.next);
-                ctl.confirms.extend(late);
-            } else {
-                ctl.in_flight = false;
-                put = core::mem::take(&mut ctl.holds_ref);
-                let mode = this.mode();
-                if mode & (DEAD | DYN | EXITED) == 0 && !ctl.force_atomic {
-                    this.to_percpu_locked(&mut ctl);
-                }
-            }
-            drop(ctl);
-            let (late, early): (Vec<Pending>, Vec<Pending>) =
-                confirms.into_iter().partition(|p| p.1);
-            for (c, _) in early {
-                c();
-            }
-            if put {
-                // Counts on `count` in either mode (see `slow_path`).
-                this.put_atomic(this.mode(), 1);
-            }
-            for (c, _) in late {
-                c();
-            }
-            // `switch_to_atomic_sync` and `exit` may be waiting for this.
-            B::wake_waiters();
-            if !again {
-                return;
-            }
+        while Self::land_round(this, this.ctl.lock()) {
             B::synchronize_sched();
         }
+    }
+
+    /// One round of landing, under the lock it is given (and drops):
+    /// fold, run the confirmations that are due, and settle the mode.
+    /// Returns whether the flight needs another grace period (late kill
+    /// confirmations), after which the caller calls it again. Never
+    /// blocks, so it may run in atomic context.
+    fn land_round(this: &Arc<Self>, mut ctl: MutexGuard<'_, Ctl<B>>) -> bool {
+        if ctl.fold {
+            let sum = this.percpu_sum();
+            let delta = sum.wrapping_sub(ctl.folded);
+            ctl.folded = sum;
+            let add = delta.wrapping_sub(BIAS);
+            // AcqRel: Release hands what the grace period made visible
+            // here (the per-CPU changes) to whoever later reaches zero;
+            // Acquire pairs with earlier Release puts.
+            let old = this.count.fetch_add(add, AcqRel);
+            // Below zero: more puts than gets in per-CPU mode. Which
+            // put was one too many cannot be known now, so the count is
+            // left below zero and the ref is never released (a leak,
+            // where a repair could release under a holder).
+            if refs(old.wrapping_add(add)) >= BIAS {
+                this.log.report::<B>(Misuse::Underflow);
+            }
+            ctl.fold = false;
+        }
+        let mut confirms = core::mem::take(&mut ctl.confirms);
+        let again = !ctl.next.is_empty();
+        let mut put = false;
+        if again {
+            // Late confirmations (waiters for an exact count) wait for
+            // the next round, after which the flight's reference goes.
+            let (late, early): (Vec<Pending>, Vec<Pending>) =
+                confirms.into_iter().partition(|p| p.1);
+            confirms = early;
+            ctl.confirms = core::mem::take(&mut ctl.next);
+            ctl.confirms.extend(late);
+        } else {
+            ctl.in_flight = false;
+            put = core::mem::take(&mut ctl.holds_ref);
+            let mode = this.mode();
+            if mode & (DEAD | DYN | EXITED) == 0 && !ctl.force_atomic {
+                this.to_percpu_locked(&mut ctl);
+            }
+        }
+        drop(ctl);
+        let (late, early): (Vec<Pending>, Vec<Pending>) = confirms.into_iter().partition(|p| p.1);
+        for (c, _) in early {
+            c();
+        }
+        if put {
+            // Counts on `count` in either mode (see `slow_path`).
+            this.put_atomic(this.mode(), 1);
+        }
+        for (c, _) in late {
+            c();
+        }
+        // `switch_to_atomic_sync` and `exit` may be waiting for this.
+        B::wake_waiters();
+        again
     }
 }
 
@@ -1334,10 +1370,16 @@ impl<B: Backend> PercpuRef<B> {
         self.kill_inner(None)
     }
 
-    /// As [`kill`](Self::kill), and runs `confirm` (from a worker) once every
-    /// CPU sees the ref dead, so [`tryget_live`](Self::tryget_live) fails
-    /// everywhere. Confirm runs before the release that the kill may cause.
-    /// A second kill drops `confirm` without running it.
+    /// As [`kill`](Self::kill), and runs `confirm` once every CPU sees the
+    /// ref dead, so [`tryget_live`](Self::tryget_live) fails everywhere.
+    /// Confirm runs before the release that the kill may cause. A second
+    /// kill drops `confirm` without running it.
+    ///
+    /// `confirm` runs where the switch lands ([`Backend::call_sched_atomic`]):
+    /// in a kernel, possibly in the interrupt that ends the grace period.
+    /// Like `release` (and like Linux's, which runs from an RCU callback),
+    /// it must not sleep, wait for a grace period, or take a lock without
+    /// interrupts off; hand such work to a worker.
     ///
     /// # Examples
     ///
@@ -1370,7 +1412,9 @@ impl<B: Backend> PercpuRef<B> {
 
     /// Switches to atomic mode (and keeps it there until
     /// [`switch_to_percpu`](Self::switch_to_percpu)); `confirm` runs once
-    /// every CPU uses the atomic count. Does not wait.
+    /// every CPU uses the atomic count, in the context that rules give
+    /// [`kill_and_confirm`](Self::kill_and_confirm)'s (it must not sleep).
+    /// Does not wait.
     ///
     /// # Examples
     ///

@@ -245,6 +245,13 @@ unsafe impl Backend for Kernel {
         super::rcu::call_sched(f);
     }
 
+    /// As `call_sched`, and the CPU whose report ends the grace period runs
+    /// `f` at once, with interrupts off ([`super::rcu::call_sched_atomic`]):
+    /// a kill's release follows the IPI round without a thread's wakeup.
+    fn call_sched_atomic(f: Box<dyn FnOnce(refcnt::CallbackContext) + Send>) {
+        super::rcu::call_sched_atomic(f);
+    }
+
     fn now_ns() -> u64 {
         time::now_ns()
     }
