@@ -339,6 +339,10 @@ struct Callbacks {
     pending: bool,
 }
 
+/// [`call_sched_atomic`] callbacks in `CALLBACKS`' queue. Changed under
+/// its lock only.
+static ATOMIC_QUEUED: AtomicUsize = AtomicUsize::new(0);
+
 static CALLBACKS: Mutex<Callbacks> = Mutex::new(Callbacks {
     queue: VecDeque::new(),
     in_flight: 0,
@@ -422,6 +426,10 @@ fn queue(callback: Callback) {
     let _irq = IrqGuard::new();
     let start = {
         let mut cbs = CALLBACKS.lock();
+        if matches!(callback, Callback::Atomic(_)) {
+            // Relaxed: under the lock, as every change of it.
+            ATOMIC_QUEUED.fetch_add(1, Ordering::Relaxed);
+        }
         cbs.queue.push_back(Waiting { snapshot, callback });
         if cbs.in_flight == 0 {
             start_expedited(&mut cbs);
@@ -706,7 +714,12 @@ fn run_ready_callbacks() {
             let mut cbs = CALLBACKS.lock();
             let done = cbs.queue.front().is_some_and(is_ready);
             if done {
-                cbs.queue.pop_front()
+                cbs.queue.pop_front().inspect(|w| {
+                    if matches!(w.callback, Callback::Atomic(_)) {
+                        // Relaxed: under the lock.
+                        ATOMIC_QUEUED.fetch_sub(1, Ordering::Relaxed);
+                    }
+                })
             } else {
                 None
             }
@@ -728,6 +741,13 @@ fn run_ready_callbacks() {
 /// expedited round and from the tick (so in an interrupt handler, or where
 /// a section that owed a report ended with interrupts on).
 fn run_ready_atomic() {
+    // Relaxed: a hint that saves the tick the lock when no such callback
+    // is queued. The round's end (`end_expedited`) loads it after taking
+    // the lock under which the callbacks it served were queued, so it
+    // finds them; a tick that misses a new one leaves it to the round.
+    if ATOMIC_QUEUED.load(Ordering::Relaxed) == 0 {
+        return;
+    }
     loop {
         let _irq = IrqGuard::new();
         let ready = {
@@ -737,6 +757,8 @@ fn run_ready_atomic() {
                 .front()
                 .is_some_and(|w| matches!(w.callback, Callback::Atomic(_)) && is_ready(w));
             if atomic {
+                // Relaxed: under the lock.
+                ATOMIC_QUEUED.fetch_sub(1, Ordering::Relaxed);
                 cbs.queue.pop_front()
             } else {
                 None
