@@ -385,20 +385,32 @@ pub fn latencies(samples: usize) {
         "SRCU synchronize_expedited, idle",
         percentiles(time_each(n, || srcu.synchronize_expedited().unwrap())),
     ));
-    // Readers on every other CPU, back to back.
+    // Readers on every other CPU, back to back. The rows are timed only
+    // once every reader runs: measured right after the spawns, they caught
+    // the readers starting or not, run to run (SRCU p50 4 us in one run,
+    // 15 ms in the next, on one kernel).
     let srcu = Arc::new(srcu);
     let stop = Arc::new(AtomicBool::new(false));
+    let running = Arc::new(core::sync::atomic::AtomicUsize::new(0));
     let readers: Vec<_> = smp::online()
         .skip(1)
         .map(|cpu| {
-            let (srcu, stop) = (srcu.clone(), stop.clone());
+            let (srcu, stop, running) = (srcu.clone(), stop.clone(), running.clone());
             crate::sched::spawn_job(cpu, move || {
+                // Relaxed: only counted, then waited for below.
+                running.fetch_add(1, Ordering::Relaxed);
                 while !stop.load(Ordering::Relaxed) {
                     drop(black_box(srcu.read_lock()));
                 }
             })
         })
         .collect();
+    let want = readers.len();
+    assert!(
+        smp::wait_for(10_000, || running.load(Ordering::Relaxed) == want),
+        "bench: only {} of {want} readers started in 10 s",
+        running.load(Ordering::Relaxed)
+    );
     rows.push((
         "SRCU synchronize, readers on every CPU",
         percentiles(time_each(n, || srcu.synchronize().unwrap())),
