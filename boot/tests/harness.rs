@@ -304,6 +304,21 @@ fn io_mode_is_the_default_and_checks_itself() {
             "io: key {key} missing: {console}"
         );
     }
+    // The freezes' figures, as numbers: the drain ends at the release,
+    // which the freezer's return follows.
+    let key = |name: &str| -> u64 {
+        let prefix = format!("io: key {name}=");
+        console
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("io: key {name} missing: {console}"))
+            .parse()
+            .unwrap_or_else(|e| panic!("io: key {name}: {e}: {console}"))
+    };
+    assert!(
+        key("freeze_release_p50_us") <= key("freeze_drain_p50_us"),
+        "{console}"
+    );
     // A bad io option is refused by the kernel with the reason.
     let out = runner(&["--smp", "1", "--io", "rw=sideways", "--timeout", "60"]);
     let console = String::from_utf8_lossy(&out.stdout);

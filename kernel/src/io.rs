@@ -380,7 +380,8 @@ struct Shared {
     phase: AtomicU8,
     /// The run is over (the watchdog stops).
     over: AtomicBool,
-    /// Every freeze's drain (kill to zero, and its parts), for the summary.
+    /// Every freeze's drain (kill to release and to the freezer's return,
+    /// and their parts), for the summary.
     drain_samples: IrqSpinLock<Vec<block::FreezeTimes>>,
 }
 
@@ -1258,13 +1259,21 @@ fn finish(shared: &Shared) -> (bool, u64) {
                 .filter_map(|t| t.confirm_ns)
                 .map(|n| n / 1000),
         );
+        let releases = sorted(
+            &mut samples
+                .iter()
+                .filter_map(|t| t.release_ns)
+                .map(|n| n / 1000),
+        );
         let in_flight = sorted(&mut samples.iter().map(|t| t.in_flight_at_kill as u64));
         println!(
-            "io: freezes: {} drains under load, kill to zero p50 {} us, p99 {} us, max {} us; kill to confirm (the grace period) p50 {} us, p99 {} us; requests in flight at the kill p50 {}, max {}",
+            "io: freezes: {} drains under load, kill to release (zero) p50 {} us, p99 {} us, max {} us; kill to the freezer's return p50 {} us, p99 {} us; kill to confirm (the grace period) p50 {} us, p99 {} us; requests in flight at the kill p50 {}, max {}",
             drains.len(),
+            at(&releases, 500),
+            at(&releases, 990),
+            at(&releases, 1000),
             at(&drains, 500),
             at(&drains, 990),
-            at(&drains, 1000),
             at(&confirms, 500),
             at(&confirms, 990),
             at(&in_flight, 500),
@@ -1278,6 +1287,8 @@ fn finish(shared: &Shared) -> (bool, u64) {
             median_bucket(&rounds),
             median_bucket(&wakes)
         );
+        println!("io: key freeze_release_p50_us={}", at(&releases, 500));
+        println!("io: key freeze_release_p99_us={}", at(&releases, 990));
         println!("io: key freeze_drain_p50_us={}", at(&drains, 500));
         println!("io: key freeze_drain_p99_us={}", at(&drains, 990));
         println!("io: key freeze_confirm_p50_us={}", at(&confirms, 500));

@@ -235,13 +235,20 @@ pub struct RequestQueue {
     /// splits a freeze's drain into the grace period and the wait for the
     /// requests in flight ([`FreezeTimes`]).
     confirmed_at: Arc<AtomicU64>,
+    /// When the usage counter's release last ran (ns since boot): the end
+    /// of a freeze's drain, before the freezer is woken.
+    released_at: Arc<AtomicU64>,
 }
 
 /// What one [`RequestQueue::freeze`] took.
 #[derive(Clone, Copy, Debug)]
 pub struct FreezeTimes {
-    /// Kill to zero: the whole drain, ns.
+    /// Kill to the freezer's return: the whole freeze, ns.
     pub drain_ns: u64,
+    /// Kill to the usage counter's release (its count reached zero): the
+    /// drain itself, without the freezer's wakeup, ns. `None` as for
+    /// `confirm_ns`, or when the count did not reach zero in this freeze.
+    pub release_ns: Option<u64>,
     /// Kill to the kill's confirmation (the usage counter is atomic, so
     /// every later enter fails): the grace period's part of the drain, ns.
     /// `None` when this freeze did not kill (nested, or no counter).
@@ -267,9 +274,18 @@ impl RequestQueue {
         usage_mode: UsageMode,
     ) -> Arc<Self> {
         let freeze_wq = Arc::new(WaitQueue::new());
-        let wq = freeze_wq.clone();
-        let usage = PercpuRef::new(move || wq.wake_all(), Flags::INIT_ATOMIC)
-            .expect("per-CPU memory for a queue's usage counter");
+        let released_at = Arc::new(AtomicU64::new(0));
+        let (wq, released) = (freeze_wq.clone(), released_at.clone());
+        let usage = PercpuRef::new(
+            move || {
+                // Release: pairs with the Acquire load in `freeze`, which
+                // follows the wakeup below.
+                released.store(time::now_ns(), Ordering::Release);
+                wq.wake_all();
+            },
+            Flags::INIT_ATOMIC,
+        )
+        .expect("per-CPU memory for a queue's usage counter");
         let n = tagset.hw_queues();
         Arc::new(RequestQueue {
             name,
@@ -294,6 +310,7 @@ impl RequestQueue {
             driver,
             stats: QueueStats::default(),
             confirmed_at: Arc::new(AtomicU64::new(0)),
+            released_at,
         })
     }
 
@@ -585,6 +602,7 @@ impl RequestQueue {
         // during the io run's periodic freeze) may read the outer one's
         // time, or clear it: the figures are for the io run's summary.
         self.confirmed_at.store(0, Ordering::Relaxed);
+        self.released_at.store(0, Ordering::Relaxed);
         let t0 = time::now_ns();
         self.freeze_start();
         self.freeze_wait();
@@ -593,8 +611,11 @@ impl RequestQueue {
         self.stats.freeze_ns_max.fetch_max(ns, Ordering::Relaxed);
         // Acquire: pairs with the confirmation's Release store.
         let confirmed = self.confirmed_at.load(Ordering::Acquire);
+        // Acquire: pairs with the release callback's Release store.
+        let released = self.released_at.load(Ordering::Acquire);
         FreezeTimes {
             drain_ns: ns,
+            release_ns: (released >= t0).then(|| released - t0),
             confirm_ns: (confirmed != 0).then(|| confirmed.saturating_sub(t0)),
             in_flight_at_kill,
         }

@@ -194,6 +194,51 @@ crate::ktest! {
 }
 
 crate::ktest! {
+    /// What a freeze reports is in the order of its events: the kill's
+    /// confirmation (its grace period; it does not wait for requests in
+    /// flight), then the usage counter's release (once the last request
+    /// in flight is freed), then the freezer's return.
+    #[smp(2)]
+    fn freeze_times_are_confirm_then_release_then_return() {
+        let drv = Arc::new(Parking::default());
+        let disk = parking_disk("t-freeze-times", drv.clone(), false, 8);
+        let q = disk.queue().clone();
+        // Once through first: under TCG, code that runs for the first time
+        // is translated as it goes (milliseconds for a freeze's paths).
+        let warm = q.freeze();
+        q.unfreeze();
+        assert!(warm.confirm_ns.is_some() && warm.release_ns.is_some(), "{warm:?}");
+        let done = Arc::new(AtomicUsize::new(0));
+        for i in 0..2 {
+            disk.submit(bio(Op::Read, i * 4096, 4096, &done)).map_err(|(e, _)| e).unwrap();
+        }
+        let q2 = q.clone();
+        let freezer = sched::spawn_on(1, move || q2.freeze());
+        let held = Duration::from_millis(60);
+        sched::sleep(held);
+        drv.complete_all();
+        let t = freezer.join();
+        let confirm = t.confirm_ns.expect("the first freeze kills");
+        let release = t.release_ns.expect("the count reached zero");
+        assert!(confirm < release, "release before the kill's confirmation: {t:?}");
+        assert!(release <= t.drain_ns, "the freezer returned before the release: {t:?}");
+        // The requests were held for `held` (less the freezer's start):
+        // the release waited for them, the confirmation did not.
+        let held_ns = held.as_nanos() as u64;
+        assert!(release >= held_ns * 2 / 3, "released with requests in flight: {t:?}");
+        assert!(confirm < held_ns * 2 / 3, "the grace period waited for requests: {t:?}");
+        assert_eq!(t.in_flight_at_kill, 2);
+        // A nested freeze neither kills nor releases.
+        let inner = q.freeze();
+        assert_eq!((inner.confirm_ns, inner.release_ns), (None, None), "{inner:?}");
+        q.unfreeze();
+        q.unfreeze();
+        assert_eq!(done.load(SeqCst), 2);
+        assert!(disk.remove());
+    }
+}
+
+crate::ktest! {
     /// Quiesce returns only once no dispatch is running (a blocking driver
     /// asleep in queue_rq, under the tag set's SRCU), and requests
     /// submitted while quiesced wait until the unquiesce dispatches them.
