@@ -319,6 +319,35 @@ fn io_mode_is_the_default_and_checks_itself() {
         key("freeze_release_p50_us") <= key("freeze_drain_p50_us"),
         "{console}"
     );
+    // A freeze, a quiesce and a limits update each second (the hot-remove
+    // takes one of the freezes' seconds).
+    assert!(key("freezes") >= 2 && key("quiesces") >= 2, "{console}");
+    assert!(
+        key("limits_updates") >= 3 && key("srcu_gps") >= 3,
+        "{console}"
+    );
+    // The summary table: a row per job and one for all, whose I/Os are
+    // the total; every check passed.
+    let rows: Vec<Vec<&str>> = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("io: | "))
+        .map(|l| l.strip_suffix(" |").unwrap_or(l).split(" | ").collect())
+        .collect();
+    let jobs: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.len() == 8 && r[0].parse::<u64>().is_ok())
+        .map(|r| r[2].parse().unwrap())
+        .collect();
+    assert_eq!(jobs.len(), 4, "a row per job: {console}");
+    let all = rows.iter().find(|r| r[0] == "all").expect("the all row");
+    assert_eq!(all[2].parse::<u64>().unwrap(), jobs.iter().sum::<u64>());
+    assert_eq!(all[2].parse::<u64>().unwrap(), key("ios"));
+    let checks: Vec<&Vec<&str>> = rows
+        .iter()
+        .filter(|r| r.len() == 2 && r[0] != "check")
+        .collect();
+    assert!(checks.len() >= 10, "the checks' rows: {console}");
+    assert!(checks.iter().all(|r| r[1] == "ok"), "{console}");
     // A bad io option is refused by the kernel with the reason.
     let out = runner(&["--smp", "1", "--io", "rw=sideways", "--timeout", "60"]);
     let console = String::from_utf8_lossy(&out.stdout);

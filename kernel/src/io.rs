@@ -255,7 +255,10 @@ struct JobStats {
     dead_refusals: AtomicU64,
     stale_limits: AtomicU64,
     lat: Vec<AtomicU64>,
+    /// The largest latency since the last once-a-second line (ns).
     lat_max: AtomicU64,
+    /// The largest latency of the run (ns).
+    lat_max_run: AtomicU64,
 }
 
 impl JobStats {
@@ -270,6 +273,7 @@ impl JobStats {
             stale_limits: AtomicU64::new(0),
             lat: (0..LAT_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             lat_max: AtomicU64::new(0),
+            lat_max_run: AtomicU64::new(0),
         }
     }
 }
@@ -383,6 +387,12 @@ struct Shared {
     /// Every freeze's drain (kill to release and to the freezer's return,
     /// and their parts), for the summary.
     drain_samples: IrqSpinLock<Vec<block::FreezeTimes>>,
+    /// The scenario's other events over the run, for the summary: each
+    /// quiesce's wait and each limits update's (its SRCU grace period),
+    /// in ns, and the usage counter's mode switches.
+    quiesce_samples: IrqSpinLock<Vec<u64>>,
+    limits_samples: IrqSpinLock<Vec<u64>>,
+    switches: AtomicU64,
 }
 
 fn dev_name(i: usize) -> String {
@@ -600,6 +610,7 @@ fn job_loop(shared: Arc<Shared>, job: Arc<Job>) {
                     job.stats.bytes.fetch_add(d.done.data.len() as u64, Relaxed);
                     job.stats.lat[bucket(ns)].fetch_add(1, Relaxed);
                     job.stats.lat_max.fetch_max(ns, Relaxed);
+                    job.stats.lat_max_run.fetch_max(ns, Relaxed);
                 }
                 Err(e) => {
                     job.stats.errors.fetch_add(1, Relaxed);
@@ -750,6 +761,9 @@ fn run_once(config: &IoConfig) -> Option<u64> {
         phase: AtomicU8::new(0),
         over: AtomicBool::new(false),
         drain_samples: IrqSpinLock::new(Vec::new()),
+        quiesce_samples: IrqSpinLock::new(Vec::new()),
+        limits_samples: IrqSpinLock::new(Vec::new()),
+        switches: AtomicU64::new(0),
     });
     if !config.quiet {
         println!(
@@ -1016,13 +1030,16 @@ fn drive(shared: &Shared) -> bool {
             }
             if quiesce {
                 phase(3);
-                quiesce_ns.push(q.quiesce());
+                let ns = q.quiesce();
+                quiesce_ns.push(ns);
+                shared.quiesce_samples.lock().push(ns);
                 phase(4);
                 q.unquiesce();
             }
             if switch {
                 phase(5);
                 q.switch_usage(percpu);
+                shared.switches.fetch_add(1, Relaxed);
             }
         }
         phase(0);
@@ -1039,6 +1056,7 @@ fn drive(shared: &Shared) -> bool {
         if cfg.limits_ms > 0 && elapsed >= next[2] && !end {
             phase(6);
             generation += 1;
+            let t = time::now_ns();
             let old = shared
                 .limits
                 .replace(Limits {
@@ -1047,6 +1065,7 @@ fn drive(shared: &Shared) -> bool {
                     alive: AtomicBool::new(true),
                 })
                 .expect("limits update outside any read section");
+            shared.limits_samples.lock().push(time::now_ns() - t);
             drop(old);
             next[2] += cfg.limits_ms;
         }
@@ -1156,41 +1175,36 @@ fn drive(shared: &Shared) -> bool {
     true
 }
 
+/// `n`, p50, p99 and max of `samples` (sorted in place), in `unit` ns.
+fn sample_stats(samples: &mut [u64], unit: u64) -> [u64; 4] {
+    samples.sort_unstable();
+    let at = |per_mille: usize| {
+        samples
+            .get((samples.len() * per_mille / 1000).min(samples.len().saturating_sub(1)))
+            .map_or(0, |v| v / unit)
+    };
+    [samples.len() as u64, at(500), at(990), at(1000)]
+}
+
 /// End of run: stop, remove the device, check the invariants, print the
-/// summary and the machine-readable lines.
+/// summary table and the machine-readable lines.
 fn finish(shared: &Shared) -> (bool, u64) {
     let released_before = block::disks_released();
-    let mut ok = true;
-    let mut fail = |what: &str| {
-        println!("io: CHECK FAILED: {what}");
-        ok = false;
-    };
     let all = devices(shared);
     let count = all.len() as u64;
-    let mut stats = (0u64, 0u64, 0u64);
+    let (mut entered, mut freed, mut doubled) = (0u64, 0u64, 0u64);
+    let (mut usage_zero, mut tags_free) = (true, true);
+    let mut dispatch_srcu_gps = 0;
     for d in all {
         let q = d.queue().clone();
+        dispatch_srcu_gps += q.tagset().srcu_grace_periods();
         d.remove();
-        if !q.usage_is_zero() {
-            fail("the usage counter did not end at zero");
-        }
-        stats.0 += q.stats.entered.load(SeqCst);
-        stats.1 += q.stats.freed.load(SeqCst);
-        stats.2 += q.stats.double_completions.load(SeqCst);
+        usage_zero &= q.usage_is_zero();
+        entered += q.stats.entered.load(SeqCst);
+        freed += q.stats.freed.load(SeqCst);
+        doubled += q.stats.double_completions.load(SeqCst);
         drop(d);
-        if q.in_flight() != 0 {
-            fail("tags still in use at the end");
-        }
-    }
-    // The registry's references went after its grace period; ours now.
-    if block::disks_released() != released_before + count {
-        fail("a removed disk was not released exactly once");
-    }
-    if !shared.remove_released_once.load(SeqCst) {
-        fail("the hot-removed disk was not released exactly once");
-    }
-    if stats.0 != stats.1 {
-        fail("a request that entered a queue was never freed");
+        tags_free &= q.in_flight() == 0;
     }
     let sum = |f: fn(&JobStats) -> &AtomicU64| -> u64 {
         shared.jobs.iter().map(|j| f(&j.stats).load(SeqCst)).sum()
@@ -1201,24 +1215,42 @@ fn finish(shared: &Shared) -> (bool, u64) {
     let verify = sum(|s| &s.verify_failures);
     let stale = sum(|s| &s.stale_limits);
     let dead = sum(|s| &s.dead_refusals);
-    if submitted != ios + errors {
-        fail("an accepted I/O did not complete exactly once");
-    }
-    if stats.2 != 0 {
-        fail("a request completed twice");
-    }
-    if verify != 0 {
-        fail("a read did not return the block's last write");
-    }
-    if errors != 0 {
-        fail("I/O errors");
-    }
-    if stale != 0 {
-        fail("a job read queue limits that were already freed");
-    }
     let after = shared.entered_after_remove.load(SeqCst);
-    if after != 0 {
-        fail("I/O entered a removed device");
+    // The registry's references went after its grace period; ours now.
+    let checks = [
+        (
+            "every accepted I/O completed exactly once",
+            submitted == ios + errors,
+        ),
+        ("no request completed twice", doubled == 0),
+        (
+            "every request that entered a queue was freed",
+            entered == freed,
+        ),
+        (
+            "every read returned its block's last write (verify)",
+            verify == 0,
+        ),
+        ("no I/O errors", errors == 0),
+        ("no job read freed queue limits (SRCU)", stale == 0),
+        ("no I/O entered a removed device", after == 0),
+        ("the usage counters ended at zero", usage_zero),
+        ("the tags were all free at the end", tags_free),
+        (
+            "every removed disk was released exactly once",
+            block::disks_released() == released_before + count,
+        ),
+        (
+            "the hot-removed disk was released exactly once",
+            shared.remove_released_once.load(SeqCst),
+        ),
+    ];
+    let mut ok = true;
+    for (what, passed) in checks {
+        if !passed {
+            println!("io: CHECK FAILED: {what}");
+            ok = false;
+        }
     }
     let ms = shared
         .config
@@ -1231,71 +1263,126 @@ fn finish(shared: &Shared) -> (bool, u64) {
     }
     let secs = (ms / 1000).max(1);
     println!("io: summary: {ios} I/Os in {secs} s ({} IOPS), {submitted} submitted, {dead} refused by a removed device, {verify} verify failures, {errors} errors", iops);
-    println!("io: key iops={iops}");
-    println!("io: key ios={ios}");
-    println!("io: key submitted={submitted}");
-    println!("io: key verify_failures={verify}");
-    println!("io: key errors={errors}");
-    println!("io: key dead_refusals={dead}");
-    // Freeze drains (kill to the usage counter's release) over the run,
-    // and their parts: the kill's grace period (kill to confirmation) and
-    // the requests in flight that the rest waits for.
-    let samples = core::mem::take(&mut *shared.drain_samples.lock());
-    if !samples.is_empty() {
-        let sorted = |it: &mut dyn Iterator<Item = u64>| {
-            let mut v: Vec<u64> = it.collect();
-            v.sort_unstable();
-            v
-        };
-        let at = |v: &[u64], per_mille: usize| {
-            v.get((v.len() * per_mille / 1000).min(v.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0)
-        };
-        let drains = sorted(&mut samples.iter().map(|t| t.drain_ns / 1000));
-        let confirms = sorted(
-            &mut samples
-                .iter()
-                .filter_map(|t| t.confirm_ns)
-                .map(|n| n / 1000),
-        );
-        let releases = sorted(
-            &mut samples
-                .iter()
-                .filter_map(|t| t.release_ns)
-                .map(|n| n / 1000),
-        );
-        let in_flight = sorted(&mut samples.iter().map(|t| t.in_flight_at_kill as u64));
+    // Per job (one per CPU), then all together: the latency histograms
+    // merge bucket by bucket.
+    println!("io: | job | cpu | I/Os | IOPS | MB/s | lat p50 us | lat p99 us | lat max us |");
+    println!("io: |---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut merged = vec![0u64; LAT_BUCKETS];
+    let (mut bytes, mut lat_max) = (0, 0);
+    let row = |name: &str, cpu: &str, n: u64, b: u64, lat: &[u64], max: u64| {
         println!(
-            "io: freezes: {} drains under load, kill to release (zero) p50 {} us, p99 {} us, max {} us; kill to the freezer's return p50 {} us, p99 {} us; kill to confirm (the grace period) p50 {} us, p99 {} us; requests in flight at the kill p50 {}, max {}",
-            drains.len(),
-            at(&releases, 500),
-            at(&releases, 990),
-            at(&releases, 1000),
-            at(&drains, 500),
-            at(&drains, 990),
-            at(&confirms, 500),
-            at(&confirms, 990),
-            at(&in_flight, 500),
-            at(&in_flight, 1000),
+            "io: | {name} | {cpu} | {n} | {} | {} | {} | {} | {} |",
+            n * 1000 / ms,
+            b * 1000 / ms / 1_000_000,
+            percentile(lat, 500) / 1000,
+            percentile(lat, 990) / 1000,
+            max / 1000
         );
-        let (rounds, wakes) = crate::sync::rcu::expedited_histograms();
-        // Log2 buckets: bucket `b` holds what took under 2^b us.
-        let median_bucket = |h: &[u64]| percentile_by(h, 500, |b| 1u64 << b);
-        println!(
-            "io: grace periods since boot: expedited rounds p50 under {} us, round end to its first callback p50 under {} us",
-            median_bucket(&rounds),
-            median_bucket(&wakes)
+    };
+    for j in &shared.jobs {
+        let lat: Vec<u64> = j.stats.lat.iter().map(|n| n.load(SeqCst)).collect();
+        for (m, n) in merged.iter_mut().zip(&lat) {
+            *m += n;
+        }
+        let (b, max) = (j.stats.bytes.load(SeqCst), j.stats.lat_max_run.load(SeqCst));
+        bytes += b;
+        lat_max = lat_max.max(max);
+        let cpu = alloc::format!("{}", j.cpu);
+        row(
+            &alloc::format!("{}", j.index),
+            &cpu,
+            j.stats.ios.load(SeqCst),
+            b,
+            &lat,
+            max,
         );
-        println!("io: key freeze_release_p50_us={}", at(&releases, 500));
-        println!("io: key freeze_release_p99_us={}", at(&releases, 990));
-        println!("io: key freeze_drain_p50_us={}", at(&drains, 500));
-        println!("io: key freeze_drain_p99_us={}", at(&drains, 990));
-        println!("io: key freeze_confirm_p50_us={}", at(&confirms, 500));
-        println!("io: key freeze_inflight_p50={}", at(&in_flight, 500));
     }
-    println!("io: key double_completions={}", stats.2);
-    println!("io: key entered_after_remove={after}");
+    row("all", "", ios, bytes, &merged, lat_max);
+    // The scenario's events: how many, and what they took.
+    let samples = core::mem::take(&mut *shared.drain_samples.lock());
+    let us = |v: &mut Vec<u64>| sample_stats(v, 1000);
+    let mut release: Vec<u64> = samples.iter().filter_map(|t| t.release_ns).collect();
+    let mut drain: Vec<u64> = samples.iter().map(|t| t.drain_ns).collect();
+    let mut confirm: Vec<u64> = samples.iter().filter_map(|t| t.confirm_ns).collect();
+    let mut in_flight: Vec<u64> = samples.iter().map(|t| t.in_flight_at_kill as u64).collect();
+    let mut quiesce = core::mem::take(&mut *shared.quiesce_samples.lock());
+    let mut limits = core::mem::take(&mut *shared.limits_samples.lock());
+    let (release, drain, confirm) = (us(&mut release), us(&mut drain), us(&mut confirm));
+    let in_flight = sample_stats(&mut in_flight, 1);
+    let (quiesce, limits) = (us(&mut quiesce), us(&mut limits));
+    println!("io: | event | count | p50 | p99 | max |");
+    println!("io: |---|---:|---:|---:|---:|");
+    for (what, f) in [
+        ("freeze: kill to release (the drain), us", release),
+        ("freeze: kill to the freezer's return, us", drain),
+        ("freeze: kill to confirm (its grace period), us", confirm),
+        ("freeze: requests in flight at the kill", in_flight),
+        ("quiesce: wait for dispatch to leave, us", quiesce),
+        ("limits update: SRCU replace and grace period, us", limits),
+    ] {
+        println!("io: | {what} | {} | {} | {} | {} |", f[0], f[1], f[2], f[3]);
+    }
+    let switches = shared.switches.load(SeqCst);
+    let srcu_gps = shared.srcu.completed();
+    println!("io: | usage counter mode switches | {switches} | | | |");
+    println!(
+        "io: | SRCU grace periods: limits / dispatch | {srcu_gps} / {dispatch_srcu_gps} | | | |"
+    );
+    println!("io: | check | result |");
+    println!("io: |---|---|");
+    for (what, passed) in checks {
+        println!("io: | {what} | {} |", if passed { "ok" } else { "FAILED" });
+    }
+    let (rounds, wakes) = crate::sync::rcu::expedited_histograms();
+    // Log2 buckets: bucket `b` holds what took under 2^b us.
+    let median_bucket = |h: &[u64]| percentile_by(h, 500, |b| 1u64 << b);
+    println!(
+        "io: grace periods since boot: expedited rounds p50 under {} us, round end to its first callback p50 under {} us",
+        median_bucket(&rounds),
+        median_bucket(&wakes)
+    );
+    // One line per figure, for scripts.
+    let keys: [(&str, u64); 30] = [
+        ("iops", iops),
+        ("ios", ios),
+        ("submitted", submitted),
+        ("mb_per_s", bytes * 1000 / ms / 1_000_000),
+        ("lat_p50_us", percentile(&merged, 500) / 1000),
+        ("lat_p99_us", percentile(&merged, 990) / 1000),
+        ("lat_max_us", lat_max / 1000),
+        ("verify_failures", verify),
+        ("errors", errors),
+        ("dead_refusals", dead),
+        ("freezes", release[0].max(drain[0])),
+        ("freeze_release_p50_us", release[1]),
+        ("freeze_release_p99_us", release[2]),
+        ("freeze_release_max_us", release[3]),
+        ("freeze_drain_p50_us", drain[1]),
+        ("freeze_drain_p99_us", drain[2]),
+        ("freeze_confirm_p50_us", confirm[1]),
+        ("freeze_confirm_p99_us", confirm[2]),
+        ("freeze_inflight_p50", in_flight[1]),
+        ("quiesces", quiesce[0]),
+        ("quiesce_p50_us", quiesce[1]),
+        ("quiesce_max_us", quiesce[3]),
+        ("limits_updates", limits[0]),
+        ("limits_update_p50_us", limits[1]),
+        ("limits_update_max_us", limits[3]),
+        ("usage_switches", switches),
+        ("srcu_gps", srcu_gps as u64),
+        ("dispatch_srcu_gps", dispatch_srcu_gps as u64),
+        ("double_completions", doubled),
+        ("entered_after_remove", after),
+    ];
+    for (key, value) in keys {
+        println!("io: key {key}={value}");
+    }
+    for (j, job) in shared.jobs.iter().enumerate() {
+        println!(
+            "io: key iops_job{j}={}",
+            job.stats.ios.load(SeqCst) * 1000 / ms
+        );
+    }
     println!("io: key result={}", if ok { "ok" } else { "fail" });
     (ok, iops)
 }
