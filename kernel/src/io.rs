@@ -1144,9 +1144,14 @@ fn drive(shared: &Shared) -> bool {
         // Until the next scenario event (sleeps end at their deadline, not
         // at a tick), at most 4 ms, so the second's line stays on time. An
         // event already due (the events of this round took longer than
-        // their period) runs at once, after a yield to the job sharing
-        // this CPU: a sleep of 1 ms each round kept `freeze_ms=10` to
-        // 70-90 freezes a second on a slow host.
+        // their period) runs at once. Giving the CPU up first starved the
+        // scenario whenever it fell behind: a sleep of 1 ms each round
+        // kept `freeze_ms=10` to 70-90 freezes a second on a slow host,
+        // and a yield to the job sharing this CPU, which with
+        // `irqmode=none` never sleeps, cost a whole time slice each round
+        // (10-17 freezes a second at -smp 8 here; 46-74 without it). The
+        // job still runs while the events wait (most of each) and gets
+        // its slice from the tick when the driver runs through one.
         let elapsed = ms(time::now_ns());
         let due = [cfg.freeze_ms, cfg.quiesce_ms, cfg.limits_ms, cfg.switch_ms]
             .iter()
@@ -1155,9 +1160,7 @@ fn drive(shared: &Shared) -> bool {
             .map(|(_, at)| at)
             .min()
             .unwrap_or(u64::MAX);
-        if due <= elapsed {
-            sched::yield_now();
-        } else {
+        if due > elapsed {
             sched::sleep(Duration::from_millis((due - elapsed).min(4)));
         }
     }
