@@ -18,6 +18,20 @@
 //! robin, one tick each. Idle threads are never preempted (they switch as
 //! soon as a thread is ready).
 //!
+//! # Priorities
+//! A thread is [`Priority::Normal`] unless it asks for
+//! [`Priority::High`] ([`set_priority`]): one real-time level above the
+//! others, as Linux's `SCHED_FIFO` above `SCHED_OTHER`, simplified. A
+//! ready High thread runs before the Normal threads of its CPU, and the
+//! tick preempts it only for another High thread, or once it has run
+//! [`HIGH_RUN_LIMIT`] without blocking: then the next Normal thread gets
+//! the CPU for a tick (Linux's real-time throttling keeps a share for
+//! normal tasks the same way), so a High thread that never blocks slows
+//! its CPU's other threads but cannot starve them. A woken High thread
+//! waits for the next tick, as any other (no wakeup preemption). The io
+//! mode's scenario driver runs High: it is the test's clock, and with
+//! `irqmode=none` it shares its CPU with a job that never sleeps.
+//!
 //! Threads stay on the CPU they were spawned on (no migration), so per-CPU
 //! data read by a thread belongs to the CPU it runs on for its whole life;
 //! another thread of the same CPU may run between two instructions of a
@@ -122,7 +136,32 @@ struct Thread {
     /// Set once the thread's function has returned.
     done: AtomicBool,
     exited: WaitQueue,
+    /// [`Priority::High`]. Set by the thread itself; read by its CPU's
+    /// scheduler under the run-queue lock (so Relaxed).
+    high: AtomicBool,
 }
+
+impl Thread {
+    fn high(&self) -> bool {
+        self.high.load(Ordering::Relaxed)
+    }
+}
+
+/// A thread's scheduling class (see "Priorities" in the module
+/// documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Round robin with the other Normal threads of the CPU, a tick each.
+    Normal,
+    /// Before the Normal threads, up to [`HIGH_RUN_LIMIT`] at a stretch.
+    High,
+}
+
+/// How long a [`Priority::High`] thread may run without blocking before
+/// the tick lets a Normal thread of its CPU run for a tick: 20 ticks, so
+/// a High thread that never blocks keeps about 95% of its CPU, as
+/// Linux's default real-time throttling (950 ms a second) leaves it.
+pub const HIGH_RUN_LIMIT: Duration = Duration::from_millis(80);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -145,6 +184,7 @@ impl Thread {
             start: SpinLock::new(start),
             done: AtomicBool::new(false),
             exited: WaitQueue::new(),
+            high: AtomicBool::new(false),
         })
     }
 }
@@ -156,6 +196,18 @@ struct RunQueue {
     /// The context of the thread that exited in the last switch here.
     zombie: Option<&'static Context>,
     switches: u64,
+    /// When the current thread was switched in (ns): how long a High
+    /// thread has run at a stretch.
+    since: u64,
+}
+
+impl RunQueue {
+    /// Whether the current thread is High and has run past
+    /// [`HIGH_RUN_LIMIT`] since it was switched in.
+    fn high_over_limit(&self) -> bool {
+        self.current.as_ref().is_some_and(|c| c.high())
+            && time::now_ns().saturating_sub(self.since) >= HIGH_RUN_LIMIT.as_nanos() as u64
+    }
 }
 
 enum Timer {
@@ -206,6 +258,7 @@ pub fn init() {
                     idle: None,
                     zombie: None,
                     switches: 0,
+                    since: 0,
                 }),
                 timers: Mutex::new(BTreeMap::new()),
             })
@@ -267,6 +320,9 @@ fn schedule(preempt: bool) {
     let me = cpu_id();
     let pair = with_rq(me, |rq| {
         let prev = rq.current.clone().expect("a current thread on this cpu");
+        // A High thread preempted past its limit hands the CPU to a Normal
+        // one; otherwise High threads go first.
+        let throttled = preempt && rq.high_over_limit();
         // Acquire: pairs with the AcqRel compare-exchange of a waker.
         let state = prev.state.load(Ordering::Acquire);
         // A preempted thread stays runnable even if it was on its way to
@@ -282,7 +338,11 @@ fn schedule(preempt: bool) {
         if state == DEAD {
             rq.zombie = Some(prev.ctx);
         }
-        let next = match rq.ready.pop_front() {
+        let pick = rq.ready.iter().position(|t| t.high() != throttled);
+        let next = match pick
+            .and_then(|i| rq.ready.remove(i))
+            .or_else(|| rq.ready.pop_front())
+        {
             Some(next) => {
                 next.on_rq.store(false, Ordering::Relaxed);
                 next
@@ -293,6 +353,7 @@ fn schedule(preempt: bool) {
             return None;
         }
         rq.switches += 1;
+        rq.since = time::now_ns();
         NEED_RESCHED.set(0);
         SRCU_SECTIONS.with(&irq, |running| {
             *prev.srcu.lock() = running.clone();
@@ -359,6 +420,18 @@ pub fn current_id() -> u64 {
     current().id
 }
 
+/// Sets the calling thread's scheduling class (see "Priorities" in the
+/// module documentation). A High thread should block regularly: past
+/// [`HIGH_RUN_LIMIT`] at a stretch it gives way to the CPU's Normal
+/// threads for a tick at a time.
+pub fn set_priority(priority: Priority) {
+    // Relaxed: read by this CPU's scheduler, which runs after this store
+    // in this CPU's program order.
+    current()
+        .high
+        .store(priority == Priority::High, Ordering::Relaxed);
+}
+
 /// Context switches done on `cpu` so far.
 pub fn context_switches(cpu: usize) -> u64 {
     with_rq(cpu, |rq| rq.switches)
@@ -366,6 +439,33 @@ pub fn context_switches(cpu: usize) -> u64 {
 
 /// Makes a blocked thread runnable; false if it was not blocked.
 fn wake(thread: &Arc<Thread>) -> bool {
+    match wake_inner(thread) {
+        Woken::No => false,
+        Woken::Yes(kick) => {
+            if let Some(cpu) = kick {
+                smp::kick(cpu);
+            }
+            true
+        }
+    }
+}
+
+/// As [`wake`], leaving the kick to the caller: the CPU to kick, if any.
+fn wake_deferring_kick(thread: &Arc<Thread>) -> Option<usize> {
+    match wake_inner(thread) {
+        Woken::Yes(kick) => kick,
+        Woken::No => None,
+    }
+}
+
+enum Woken {
+    /// It was not asleep.
+    No,
+    /// Woken; its CPU idles and needs a kick, unless `None`.
+    Yes(Option<usize>),
+}
+
+fn wake_inner(thread: &Arc<Thread>) -> Woken {
     // AcqRel: the waker's writes (the condition) are visible to the thread
     // once it runs; pairs with the Acquire load in `schedule`.
     if thread
@@ -373,15 +473,22 @@ fn wake(thread: &Arc<Thread>) -> bool {
         .compare_exchange(BLOCKED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        return false;
+        return Woken::No;
     }
-    enqueue(thread);
-    true
+    Woken::Yes(enqueue_deferring_kick(thread))
 }
 
 /// Puts a runnable thread on its CPU's queue (unless it runs or is queued
 /// already) and kicks that CPU if it idles.
 fn enqueue(thread: &Arc<Thread>) {
+    if let Some(cpu) = enqueue_deferring_kick(thread) {
+        smp::kick(cpu);
+    }
+}
+
+/// As [`enqueue`]; returns the CPU to kick (another CPU, idling) instead
+/// of kicking it.
+fn enqueue_deferring_kick(thread: &Arc<Thread>) -> Option<usize> {
     let cpu = thread.cpu;
     let kick = with_rq(cpu, |rq| {
         let running = rq.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, thread));
@@ -392,9 +499,7 @@ fn enqueue(thread: &Arc<Thread>) {
         rq.ready.push_back(thread.clone());
         rq.current.as_ref().is_none_or(|c| c.idle)
     });
-    if kick && cpu != cpu_id() {
-        smp::kick(cpu);
-    }
+    (kick && cpu != cpu_id()).then_some(cpu)
 }
 
 /// Panics unless the caller may block: interrupts on, not in an interrupt
@@ -651,9 +756,17 @@ impl WaitQueue {
             let mut waiters = self.waiters.lock();
             core::mem::take(&mut *waiters)
         };
+        // The idle CPUs are kicked together at the end: one broadcast when
+        // they are all the others (see `smp::kick_many`).
+        let mut kicks = Vec::new();
         for thread in &all {
-            wake(thread);
+            if let Some(cpu) = wake_deferring_kick(thread) {
+                if !kicks.contains(&cpu) {
+                    kicks.push(cpu);
+                }
+            }
         }
+        smp::kick_many(&kicks);
     }
 }
 
@@ -848,9 +961,13 @@ pub fn run_timers() {
 /// end of the time slice. Interrupt handler.
 pub fn tick() {
     run_timers();
-    // The time slice of the current thread ends if another one is ready.
-    let slice_over = with_rq(cpu_id(), |rq| {
-        !rq.ready.is_empty() && rq.current.as_ref().is_some_and(|c| !c.idle)
+    // The time slice of the current thread ends if another one is ready
+    // (for a High thread: another High one, or its limit is reached).
+    let slice_over = with_rq(cpu_id(), |rq| match rq.current.as_ref() {
+        Some(c) if !c.idle && !rq.ready.is_empty() => {
+            !c.high() || rq.ready.iter().any(|t| t.high()) || rq.high_over_limit()
+        }
+        _ => false,
     });
     if slice_over {
         NEED_RESCHED.set(1);

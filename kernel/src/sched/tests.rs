@@ -6,8 +6,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use core::time::Duration;
 
 use super::{
-    call_after, context_switches, sleep, spawn, spawn_job, spawn_on, yield_now, Completion,
-    WaitQueue, PREEMPTIONS,
+    call_after, context_switches, set_priority, sleep, spawn, spawn_job, spawn_on, yield_now,
+    Completion, Priority, WaitQueue, HIGH_RUN_LIMIT, PREEMPTIONS,
 };
 use crate::arch::lock::SpinLock;
 use crate::arch::{idt, smp, time};
@@ -335,6 +335,50 @@ crate::ktest! {
                 assert!(h.join(), "two busy threads of cpu 1 did not take turns");
             }
         }
+    }
+}
+
+crate::ktest! {
+    /// A High thread is not preempted by the tick for a busy Normal thread
+    /// of its CPU while under its run limit, and past the limit the Normal
+    /// thread gets turns again (the throttle), so it is slowed, not
+    /// starved; once the High thread is back to Normal they share as
+    /// before.
+    #[smp(2)]
+    fn a_high_thread_keeps_its_cpu_up_to_its_limit() {
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (count.clone(), stop.clone());
+        let normal = spawn_on(1, move || {
+            while !s.load(SeqCst) {
+                c.fetch_add(1, SeqCst);
+                core::hint::spin_loop();
+            }
+        });
+        assert!(busy_until(2000, || count.load(SeqCst) > 0), "the normal thread never ran");
+        let c = count.clone();
+        let high = spawn_on(1, move || {
+            set_priority(Priority::High);
+            // Under the limit (a quarter of it, several ticks): the busy
+            // Normal thread never runs.
+            let before = c.load(SeqCst);
+            let t0 = time::now_ns();
+            let quarter = HIGH_RUN_LIMIT.as_nanos() as u64 / 4;
+            while time::now_ns() - t0 < quarter {
+                core::hint::spin_loop();
+            }
+            let under_limit = c.load(SeqCst) - before;
+            // Spinning on: past the limit it gets turns again.
+            let before = c.load(SeqCst);
+            let resumed = busy_until(2000, || c.load(SeqCst) > before);
+            set_priority(Priority::Normal);
+            (under_limit, resumed)
+        });
+        let (under_limit, resumed) = high.join();
+        stop.store(true, SeqCst);
+        normal.join();
+        assert_eq!(under_limit, 0, "a busy Normal thread preempted a High one under its limit");
+        assert!(resumed, "a High thread that never blocks starved its CPU's Normal thread");
     }
 }
 
