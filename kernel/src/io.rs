@@ -1155,8 +1155,9 @@ fn drive(shared: &Shared) -> bool {
         // and a yield to the job sharing this CPU, which with
         // `irqmode=none` never sleeps, cost a whole time slice each round
         // (10-17 freezes a second at -smp 8 here; 46-74 without it). The
-        // job still runs while the events wait (most of each) and gets
-        // its slice from the tick when the driver runs through one.
+        // job still runs while the events wait (most of each), and for a
+        // tick in every `HIGH_RUN_LIMIT` the driver runs without waiting
+        // (it runs High, see `run_once`).
         let elapsed = ms(time::now_ns());
         let due = [cfg.freeze_ms, cfg.quiesce_ms, cfg.limits_ms, cfg.switch_ms]
             .iter()

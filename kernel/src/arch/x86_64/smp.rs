@@ -461,9 +461,10 @@ pub fn wait_for(ms: u64, mut cond: impl FnMut() -> bool) -> bool {
 
 crate::ktest! {
     /// Each kick IPI arrives exactly once: to each CPU, to a set of CPUs
-    /// (`kick_many`), to all others, and to all CPUs including the sender. (Sends of one vector that reach a
-    /// CPU before it took the previous one merge in its APIC's request
-    /// register, as on hardware; so each send waits for the arrival.)
+    /// (`kick_many`), to all others, and to all CPUs including the
+    /// sender. (Sends of one vector that reach a CPU before it took the
+    /// previous one merge in its APIC's request register, as on hardware;
+    /// so each send waits for the arrival.)
     #[smp(2, 8)]
     fn ipis_arrive_exactly_once() {
         let kicks = |cpu| idt::KICKS.read_remote(cpu);
