@@ -383,6 +383,60 @@ crate::ktest! {
 }
 
 crate::ktest! {
+    /// A woken High thread runs at the next switch of its CPU, ahead of
+    /// the Normal threads queued before it: of two busy Normal threads,
+    /// only the one that was running when the High thread was woken (from
+    /// a timer interrupt, which notes both counts) runs before it.
+    #[smp(2)]
+    fn a_woken_high_thread_goes_before_queued_normal_ones() {
+        let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy: Vec<_> = (0..2)
+            .map(|i| {
+                let (c, s) = (counts.clone(), stop.clone());
+                spawn_on(1, move || {
+                    while !s.load(SeqCst) {
+                        c[i].fetch_add(1, SeqCst);
+                        core::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        assert!(busy_until(2000, || counts.iter().all(|c| c.load(SeqCst) > 0)));
+        let c = counts.clone();
+        let high = spawn_on(1, move || {
+            set_priority(Priority::High);
+            let mut ran_before = Vec::new();
+            for _ in 0..5 {
+                let woken = Arc::new(SpinLock::new(None));
+                let wq = Arc::new(WaitQueue::new());
+                let (w, q, c2) = (woken.clone(), wq.clone(), c.clone());
+                call_after(Duration::from_millis(10), move || {
+                    *w.lock() = Some([c2[0].load(SeqCst), c2[1].load(SeqCst)]);
+                    q.wake_all();
+                });
+                wq.wait_until(|| woken.lock().is_some());
+                let at_wake = woken.lock().unwrap();
+                let now = [c[0].load(SeqCst), c[1].load(SeqCst)];
+                // Which Normal threads ran between the wakeup and now.
+                ran_before.push((0..2).filter(|&i| now[i] != at_wake[i]).count());
+            }
+            set_priority(Priority::Normal);
+            ran_before
+        });
+        let ran_before = high.join();
+        stop.store(true, SeqCst);
+        for b in busy {
+            b.join();
+        }
+        assert!(
+            ran_before.iter().all(|&n| n <= 1),
+            "a queued Normal thread ran before a woken High one: {ran_before:?}"
+        );
+    }
+}
+
+crate::ktest! {
     /// A thread holding a `SpinLock` (or in a `SchedGuard` section) is
     /// never switched out, even across several ticks with another thread
     /// ready on its CPU; the switch the tick put off happens when the lock
