@@ -996,8 +996,8 @@ fn drive(shared: &Shared) -> bool {
     let mut prev_remote = block::complete::remote_stats();
     let mut generation = 0;
     let mut removed_entered: Option<(Arc<Disk>, u64)> = None;
-    let mut drains = Vec::new();
-    let mut quiesce_ns = Vec::new();
+    // Where the run-long samples stood at the last once-a-second line.
+    let (mut drains_seen, mut quiesces_seen) = (0, 0);
     let mut percpu = true;
     let run_ms = cfg.run_ms.unwrap_or(cfg.runtime * 1000);
     let remove_at = cfg
@@ -1024,7 +1024,6 @@ fn drive(shared: &Shared) -> bool {
             if freeze {
                 phase(1);
                 let times = q.freeze();
-                drains.push(times.drain_ns);
                 shared.drain_samples.lock().push(times);
                 // With shared tags, other devices' requests hold tags too.
                 if shared.tagset.is_none() {
@@ -1036,7 +1035,6 @@ fn drive(shared: &Shared) -> bool {
             if quiesce {
                 phase(3);
                 let ns = q.quiesce();
-                quiesce_ns.push(ns);
                 shared.quiesce_samples.lock().push(ns);
                 phase(4);
                 q.unquiesce();
@@ -1124,8 +1122,19 @@ fn drive(shared: &Shared) -> bool {
                 alloc::format!("{:?}", d.queue().usage_mode())
             });
             drop(all);
-            let drain = drains.iter().copied().max().unwrap_or(0) / 1000;
-            let quiesce = quiesce_ns.iter().copied().max().unwrap_or(0) / 1000;
+            // The longest freeze and quiesce of this second.
+            let drain = {
+                let d = shared.drain_samples.lock();
+                let max = d[drains_seen..].iter().map(|t| t.drain_ns).max();
+                drains_seen = d.len();
+                max.unwrap_or(0) / 1000
+            };
+            let quiesce = {
+                let q = shared.quiesce_samples.lock();
+                let max = q[quiesces_seen..].iter().copied().max();
+                quiesces_seen = q.len();
+                max.unwrap_or(0) / 1000
+            };
             // Remote completions this second and the IPIs that did them.
             let remote = block::complete::remote_stats();
             let (ipis, remote_done) = (remote.0 - prev_remote.0, remote.1 - prev_remote.1);
@@ -1139,8 +1148,6 @@ fn drive(shared: &Shared) -> bool {
                 s.max / 1000,
                 shared.srcu.completed(),
             );
-            drains.clear();
-            quiesce_ns.clear();
             prev = s;
         }
         if end {
@@ -1184,15 +1191,11 @@ fn drive(shared: &Shared) -> bool {
     true
 }
 
-/// `n`, p50, p99 and max of `samples` (sorted in place), in `unit` ns.
-fn sample_stats(samples: &mut [u64], unit: u64) -> [u64; 4] {
-    samples.sort_unstable();
-    let at = |per_mille: usize| {
-        samples
-            .get((samples.len() * per_mille / 1000).min(samples.len().saturating_sub(1)))
-            .map_or(0, |v| v / unit)
-    };
-    [samples.len() as u64, at(500), at(990), at(1000)]
+/// `n`, then p50, p99 and max of `samples` divided by `unit`.
+fn sample_stats(samples: Vec<u64>, unit: u64) -> [u64; 4] {
+    let n = samples.len() as u64;
+    let (p50, p99, max) = crate::bench::percentiles(samples);
+    [n, p50 / unit, p99 / unit, max / unit]
 }
 
 /// End of run: stop, remove the device, check the invariants, print the
@@ -1309,16 +1312,16 @@ fn finish(shared: &Shared) -> (bool, u64) {
     row("all", "", ios, bytes, &merged, lat_max);
     // The scenario's events: how many, and what they took.
     let samples = core::mem::take(&mut *shared.drain_samples.lock());
-    let us = |v: &mut Vec<u64>| sample_stats(v, 1000);
-    let mut release: Vec<u64> = samples.iter().filter_map(|t| t.release_ns).collect();
-    let mut drain: Vec<u64> = samples.iter().map(|t| t.drain_ns).collect();
-    let mut confirm: Vec<u64> = samples.iter().filter_map(|t| t.confirm_ns).collect();
-    let mut in_flight: Vec<u64> = samples.iter().map(|t| t.in_flight_at_kill as u64).collect();
-    let mut quiesce = core::mem::take(&mut *shared.quiesce_samples.lock());
-    let mut limits = core::mem::take(&mut *shared.limits_samples.lock());
-    let (release, drain, confirm) = (us(&mut release), us(&mut drain), us(&mut confirm));
-    let in_flight = sample_stats(&mut in_flight, 1);
-    let (quiesce, limits) = (us(&mut quiesce), us(&mut limits));
+    let us = |v: Vec<u64>| sample_stats(v, 1000);
+    let release = us(samples.iter().filter_map(|t| t.release_ns).collect());
+    let drain = us(samples.iter().map(|t| t.drain_ns).collect());
+    let confirm = us(samples.iter().filter_map(|t| t.confirm_ns).collect());
+    let in_flight = sample_stats(
+        samples.iter().map(|t| t.in_flight_at_kill as u64).collect(),
+        1,
+    );
+    let quiesce = us(core::mem::take(&mut *shared.quiesce_samples.lock()));
+    let limits = us(core::mem::take(&mut *shared.limits_samples.lock()));
     println!("io: | event | count | p50 | p99 | max |");
     println!("io: |---|---:|---:|---:|---:|");
     for (what, f) in [

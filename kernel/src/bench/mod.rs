@@ -304,11 +304,17 @@ fn sleep_until_set(flag: &core::sync::atomic::AtomicBool, what: &str) {
     assert!(flag.load(Ordering::SeqCst), "{what}: not done in 10 s");
 }
 
-/// Percentiles of `samples` (ns), as (p50, p99, max).
-fn percentiles(mut samples: Vec<u64>) -> (u64, u64, u64) {
+/// Percentiles of `samples`, as (p50, p99, max); zeros when there are
+/// none. Also the io run's summary's.
+pub(crate) fn percentiles(mut samples: Vec<u64>) -> (u64, u64, u64) {
     samples.sort_unstable();
-    let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
-    (at(50), at(99), *samples.last().unwrap_or(&0))
+    let at = |q: usize| {
+        samples
+            .get((samples.len() * q / 100).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    (at(50), at(99), samples.last().copied().unwrap_or(0))
 }
 
 /// Times `op` `n` times (ns each).
