@@ -85,6 +85,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     // hooks are registered, and only then do the other CPUs start (each
     // in the scheduler's idle loop) and interrupts come on.
     let cpus = arch::init_cpus(madt.as_ref(), phys_offset);
+    mem::heap::enable_cpu_caches();
     sched::init();
     irq::init();
     arch::start_cpus(cpus, sched::run_idle);

@@ -1,6 +1,7 @@
 //! Physical memory at boot: the usable regions from the bootloader's map,
 //! and the kernel heap carved out of the largest one.
 
+pub mod cache;
 pub mod heap;
 
 use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
