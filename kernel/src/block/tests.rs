@@ -600,3 +600,65 @@ crate::ktest! {
         drop(disk);
     }
 }
+
+crate::ktest! {
+    /// Hot-remove under load with freed memory poisoned: after the disk
+    /// is released, nothing writes to what was freed (the disk, its queue,
+    /// their requests, bios and completion closures). Every freed block
+    /// that the heap's caches hold is checked, and every block handed out
+    /// again on the way.
+    #[smp(4)]
+    #[timeout(120)]
+    fn hot_remove_under_load_writes_no_freed_memory() {
+        use crate::mem::cache;
+        // The structures must be small enough to be poisoned at all.
+        assert!(size_of::<Disk>() + 16 <= cache::MAX_SIZE, "Disk is {} bytes", size_of::<Disk>());
+        assert!(size_of::<RequestQueue>() + 16 <= cache::MAX_SIZE, "RequestQueue is {} bytes", size_of::<RequestQueue>());
+        assert!(size_of::<Request>() + 16 <= cache::MAX_SIZE, "Request is {} bytes", size_of::<Request>());
+        cache::set_poison(true);
+        let cfg = NullBlkConfig {
+            memory_backed: true,
+            size_mib: 4,
+            irqmode: IrqMode::Softirq,
+            ..NullBlkConfig::default()
+        };
+        let disk = null_blk::create(14, &cfg, None).unwrap();
+        let released = disks_released();
+        let done = Arc::new(AtomicUsize::new(0));
+        let jobs: Vec<_> = (1..4)
+            .map(|cpu| {
+                let (d, done) = (disk.clone(), done.clone());
+                sched::spawn_on(cpu, move || {
+                    let mut n = 0u64;
+                    loop {
+                        let op = if n % 3 == 0 { Op::Write } else { Op::Read };
+                        let offset = (n * 7 + cpu as u64) % 1024 * 4096;
+                        match d.submit(bio(op, offset, 4096, &done)) {
+                            Ok(()) => n += 1,
+                            Err((BlkError::Dead, _)) => return n,
+                            Err((e, _)) => panic!("submit: {e}"),
+                        }
+                        if n % 8 == 0 {
+                            sched::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        sched::sleep(Duration::from_millis(100));
+        assert!(disk.remove());
+        let submitted: u64 = jobs.into_iter().map(|j| j.join()).sum();
+        assert!(submitted > 0);
+        assert!(smp::wait_for(2000, || done.load(SeqCst) as u64 == submitted), "not every accepted I/O completed");
+        drop(disk);
+        assert!(smp::wait_for(5000, || disks_released() == released + 1), "the disk was not released");
+        // Churn, so that freed blocks are handed out (and checked) again.
+        for _ in 0..20 {
+            let v: Vec<Vec<u8>> = (0..64).map(|i| vec![0u8; 16 + i * 61]).collect();
+            drop(v);
+        }
+        let checked = cache::check_all();
+        cache::set_poison(false);
+        assert!(checked > 100, "only {checked} poisoned blocks were checked");
+    }
+}
