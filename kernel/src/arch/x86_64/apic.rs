@@ -141,7 +141,13 @@ pub enum Delivery {
     Startup(u8),
 }
 
-/// Sends an IPI and waits until the APIC has accepted it.
+/// Sends an IPI. In xAPIC mode it first waits until the APIC has sent the
+/// previous one (the ICR's delivery status), as Linux does, rather than
+/// after the write: under TCG each access to the APIC's registers takes
+/// QEMU's big lock, and a read after a broadcast competes for it with
+/// every CPU the IPI has just woken. A destination shorthand (self, all,
+/// all but self) needs no ICR high write. So a broadcast costs two
+/// accesses instead of three.
 pub fn send_ipi(dest: Dest, delivery: Delivery) {
     let (mode, vector) = match delivery {
         Delivery::Fixed(v) => (0b000, v),
@@ -157,8 +163,8 @@ pub fn send_ipi(dest: Dest, delivery: Delivery) {
     };
     let level_assert = 1u64 << 14;
     let low = u64::from(vector) | (mode << 8) | level_assert | (shorthand << 18);
-    // The ICR write and the wait must not be split by an interrupt handler
-    // that sends an IPI of its own.
+    // The wait and the ICR writes must not be split by an interrupt
+    // handler that sends an IPI of its own.
     let _irq = super::percpu::IrqGuard::new();
     if X2APIC.load(Ordering::Relaxed) {
         // The IPI must not reach its target before the stores that come
@@ -179,12 +185,15 @@ pub fn send_ipi(dest: Dest, delivery: Delivery) {
         unsafe { core::arch::asm!("mfence", "lfence", options(nostack, preserves_flags)) };
         write(reg::ICR_LOW, (u64::from(apic) << 32) | low);
     } else {
-        write(reg::ICR_HIGH, u64::from(apic) << 24);
-        write(reg::ICR_LOW, low);
-        // Delivery status (bit 12) clears when the IPI has been sent.
+        // Delivery status (bit 12) clears when the previous IPI has been
+        // sent.
         while read(reg::ICR_LOW) & (1 << 12) != 0 {
             core::hint::spin_loop();
         }
+        if shorthand == 0 {
+            write(reg::ICR_HIGH, u64::from(apic) << 24);
+        }
+        write(reg::ICR_LOW, low);
     }
 }
 
