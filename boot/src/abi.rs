@@ -41,7 +41,7 @@ impl ExitCode {
 
 /// The io mode's option keys, as both command lines spell them (the
 /// runner's `--io key=value`, the kernel's `key=value` words).
-pub const IO_KEYS: [&str; 23] = [
+pub const IO_KEYS: [&str; 24] = [
     "rw",
     "bs",
     "iodepth",
@@ -65,6 +65,7 @@ pub const IO_KEYS: [&str; 23] = [
     "compare",
     "nr_devices",
     "shared_tags",
+    "poison",
 ];
 
 /// What the kernel does after boot: the runner's `--mode` and the kernel's

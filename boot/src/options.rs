@@ -153,6 +153,7 @@ Options:
                      freeze_ms=MS, quiesce_ms=MS, limits_ms=MS, switch_ms=MS,
                      remove_at=SECOND, usage=percpu|atomic|absent,
                      numjobs=N, nr_devices=N, shared_tags=0|1,
+                     poison=1 (freed heap blocks poisoned and checked),
                      compare=1 (the usage counter's cost: per-CPU,
                      atomic and absent alternated, 1 job and all CPUs)
   --tests A,B      with --mode test: run only these tests

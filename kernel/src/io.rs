@@ -101,6 +101,9 @@ pub struct IoConfig {
     pub run_ms: Option<u64>,
     /// No per-second lines or summary (the comparison's runs).
     pub quiet: bool,
+    /// Poison freed heap blocks for the run and check them on reuse and
+    /// at the end (`mem::cache::set_poison`).
+    pub poison: bool,
 }
 
 impl Default for IoConfig {
@@ -128,6 +131,7 @@ impl Default for IoConfig {
             compare: false,
             run_ms: None,
             quiet: false,
+            poison: false,
         }
     }
 }
@@ -135,7 +139,7 @@ impl Default for IoConfig {
 impl IoConfig {
     /// The command-line keys [`set`](Self::set) knows (shared with the
     /// runner).
-    pub const KEYS: [&'static str; 23] = crate::abi::IO_KEYS;
+    pub const KEYS: [&'static str; 24] = crate::abi::IO_KEYS;
 
     /// Sets option `key` from its command-line word: `None` for a key that
     /// is not an io option, `Some(Err(what it accepts))` for a bad value.
@@ -223,6 +227,7 @@ impl IoConfig {
                 .map(|n| self.nr_devices = n as usize)
                 .ok_or("1..=8"),
             "shared_tags" => flag().map(|v| self.shared_tags = v).ok_or("0 or 1"),
+            "poison" => flag().map(|v| self.poison = v).ok_or("0 or 1"),
             _ => return None,
         };
         Some(r)
@@ -684,6 +689,9 @@ fn run_once(config: &IoConfig) -> Option<u64> {
             config.bs, config.dev.bs
         );
         return None;
+    }
+    if config.poison {
+        crate::mem::cache::set_poison(true);
     }
     let tagset = if config.shared_tags {
         match null_blk::tag_set(&config.dev) {
@@ -1229,7 +1237,7 @@ fn finish(shared: &Shared) -> (bool, u64) {
     let dead = sum(|s| &s.dead_refusals);
     let after = shared.entered_after_remove.load(SeqCst);
     // The registry's references went after its grace period; ours now.
-    let checks = [
+    let mut checks = vec![
         (
             "every accepted I/O completed exactly once",
             submitted == ios + errors,
@@ -1257,8 +1265,24 @@ fn finish(shared: &Shared) -> (bool, u64) {
             shared.remove_released_once.load(SeqCst),
         ),
     ];
+    if shared.config.poison {
+        // Every freed block the heap's caches hold, checked now; blocks
+        // handed out during the run were checked as they went.
+        let clean = match crate::mem::cache::check_all() {
+            Ok(n) => {
+                println!("io: poisoning: {n} freed heap blocks checked");
+                true
+            }
+            Err(bad) => {
+                println!("io: {bad}");
+                false
+            }
+        };
+        crate::mem::cache::set_poison(false);
+        checks.push(("no freed heap block was written to (poisoned)", clean));
+    }
     let mut ok = true;
-    for (what, passed) in checks {
+    for &(what, passed) in &checks {
         if !passed {
             println!("io: CHECK FAILED: {what}");
             ok = false;

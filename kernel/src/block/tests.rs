@@ -657,8 +657,31 @@ crate::ktest! {
             let v: Vec<Vec<u8>> = (0..64).map(|i| vec![0u8; 16 + i * 61]).collect();
             drop(v);
         }
-        let checked = cache::check_all();
+        let checked = cache::check_all().unwrap_or_else(|bad| panic!("{bad}"));
         cache::set_poison(false);
         assert!(checked > 100, "only {checked} poisoned blocks were checked");
+    }
+}
+
+crate::ktest! {
+    /// The io mode with `poison=1`: a short run with freezes, a
+    /// hot-remove and re-create passes every check, the poisoning one
+    /// included, and leaves poisoning off.
+    #[smp(4)]
+    #[timeout(120)]
+    fn io_run_with_poisoning_passes_its_checks() {
+        let cfg = crate::io::IoConfig {
+            runtime: 2,
+            freeze_ms: 100,
+            quiesce_ms: 300,
+            limits_ms: 100,
+            remove_at: Some(1),
+            poison: true,
+            ..crate::io::IoConfig::default()
+        };
+        let mut small = cfg.clone();
+        small.dev.size_mib = 8;
+        assert!(crate::io::run(small), "the poisoned io run failed a check");
+        assert!(!crate::mem::cache::poisoning(), "poisoning was left on");
     }
 }

@@ -248,40 +248,77 @@ unsafe fn poison(addr: usize, k: usize) {
     }
 }
 
+/// A freed block that was written to (found while poisoning).
+#[derive(Clone, Copy, Debug)]
+pub struct Corruption {
+    addr: usize,
+    size: usize,
+    /// The first byte that is not poison (offset, value), or `None` when
+    /// the free-list link is what was overwritten.
+    byte: Option<(usize, u8)>,
+    link: usize,
+}
+
+impl core::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let Corruption {
+            addr,
+            size,
+            byte,
+            link,
+        } = *self;
+        write!(
+            f,
+            "heap: the {size}-byte block at {addr:#x} was written after it was freed: "
+        )?;
+        match byte {
+            Some((i, b)) => write!(f, "byte {i} is {b:#04x}, not {POISON:#04x}"),
+            None => write!(f, "its free-list link is {link:#x}"),
+        }
+    }
+}
+
 /// Checks a block about to be handed out: if it was poisoned, nothing may
 /// have written to it since, and its link must be a heap block. Then
 /// clears the mark, so that the new owner's data is never taken for it.
+/// (The caller reports a corruption once it holds no lock and has
+/// interrupts back: the panic's own allocations must find the caches
+/// consistent.)
 ///
 /// # Safety
 /// As [`poison`].
-unsafe fn check(addr: usize, k: usize) {
+unsafe fn check(addr: usize, k: usize) -> Result<(), Corruption> {
     // SAFETY: the block is free and ours until we return it.
     let marked = unsafe { word(addr, 1).read() } == addr ^ POISON_MARK;
     if !marked {
-        return;
+        return Ok(());
     }
     let size = CLASSES[k];
     // SAFETY: as above; the block is `size` bytes.
     let bytes = unsafe { core::slice::from_raw_parts((addr as *const u8).add(16), size - 16) };
-    if let Some(i) = bytes.iter().position(|&b| b != POISON) {
-        panic!(
-            "heap: the {size}-byte block at {addr:#x} was written after it was freed: byte {} is {:#04x}, not {POISON:#04x}",
-            i + 16,
-            bytes[i]
-        );
-    }
     // SAFETY: as above.
-    let next = unsafe { word(addr, 0).read() };
+    let link = unsafe { word(addr, 0).read() };
+    let mut bad = Corruption {
+        addr,
+        size,
+        byte: None,
+        link,
+    };
+    if let Some(i) = bytes.iter().position(|&b| b != POISON) {
+        bad.byte = Some((i + 16, bytes[i]));
+        return Err(bad);
+    }
     // Relaxed: written before the caches were enabled (see `enable`).
     let (lo, hi) = (
         HEAP_START.load(Ordering::Relaxed),
         HEAP_END.load(Ordering::Relaxed),
     );
-    if next != 0 && (next % 16 != 0 || next < lo || next >= hi) {
-        panic!("heap: the {size}-byte block at {addr:#x} was written after it was freed: its free-list link is {next:#x}");
+    if link != 0 && (link % 16 != 0 || link < lo || link >= hi) {
+        return Err(bad);
     }
     // SAFETY: as above.
     unsafe { word(addr, 1).write(0) };
+    Ok(())
 }
 
 /// Pops a block of class `k` from this CPU's lists, refilling them if
@@ -293,20 +330,26 @@ pub fn alloc(k: usize, backing: &dyn Backing) -> Option<NonNull<u8>> {
     let guard = IrqGuard::new();
     let got = CACHE.with(&guard, |c| {
         if c.count[k] == 0 && !refill(c, k, backing) {
-            return None;
+            return Ok(None);
         }
         let addr = c.current[k];
         // SAFETY: `addr` heads this CPU's list of free class-`k` blocks,
         // which only this CPU touches, with interrupts off.
-        unsafe {
-            check(addr, k);
-            c.current[k] = word(addr, 0).read();
+        if let Err(bad) = unsafe { check(addr, k) } {
+            // The rest of the list is not to be trusted: drop it (leaked).
+            CACHED.add(((c.count[k] * CLASSES[k]) as u64).wrapping_neg());
+            c.current[k] = 0;
+            c.count[k] = 0;
+            return Err(bad);
         }
+        // SAFETY: as above.
+        c.current[k] = unsafe { word(addr, 0).read() };
         c.count[k] -= 1;
         CACHED.add((CLASSES[k] as u64).wrapping_neg());
-        NonNull::new(addr as *mut u8)
+        Ok(NonNull::new(addr as *mut u8))
     });
     drop(guard);
+    let got = got.unwrap_or_else(|bad| panic!("{bad}"));
     got.or_else(|| {
         // The depots may hold what the heap lacks.
         reclaim(backing);
@@ -321,14 +364,14 @@ pub fn alloc(k: usize, backing: &dyn Backing) -> Option<NonNull<u8>> {
 /// used afterwards.
 pub unsafe fn dealloc(ptr: NonNull<u8>, k: usize, backing: &dyn Backing) {
     let addr = ptr.as_ptr() as usize;
-    if poisoning() {
-        // SAFETY: the caller gave the block up; it is `CLASSES[k]` bytes.
-        unsafe { poison(addr, k) };
-    }
     if !enabled() {
         let mut one = Some(ptr);
         backing.dealloc_many(class_layout(k), &mut || one.take());
         return;
+    }
+    if poisoning() {
+        // SAFETY: the caller gave the block up; it is `CLASSES[k]` bytes.
+        unsafe { poison(addr, k) };
     }
     let guard = IrqGuard::new();
     CACHE.with(&guard, |c| {
@@ -413,8 +456,14 @@ fn free_chain(k: usize, chain: usize, backing: &dyn Backing) {
     backing.dealloc_many(class_layout(k), &mut || {
         let addr = NonNull::new(next as *mut u8)?;
         // SAFETY: a free class-`k` block of a chain we own; read its link
-        // before the heap reuses the block.
-        next = unsafe { word(next, 0).read() };
+        // and clear its poison mark before the heap reuses the block (a
+        // mark left in a hole could be taken for one when the memory
+        // comes back as a block of a class).
+        unsafe {
+            let block = next;
+            next = word(block, 0).read();
+            word(block, 1).write(0);
+        }
         Some(addr)
     });
 }
@@ -457,7 +506,13 @@ pub struct CacheStats {
 pub fn stats() -> CacheStats {
     // Relaxed: statistics.
     let depot_bytes = DEPOT_BYTES.load(Ordering::Relaxed);
-    let cpus = if enabled() { CACHED.sum() as usize } else { 0 };
+    // The CPUs' counts are read one after another while blocks move: the
+    // sum may be off by what moved meanwhile, never below zero.
+    let cpus = if enabled() {
+        (CACHED.sum() as i64).max(0) as usize
+    } else {
+        0
+    };
     CacheStats {
         cached_bytes: cpus.wrapping_add(depot_bytes),
         depot_bytes,
@@ -471,50 +526,57 @@ pub fn heap_trips_here() -> u64 {
 }
 
 /// Checks every poisoned block in every CPU's lists (on that CPU, from a
-/// call IPI) and in the depots: panics, as an allocation would, at the
-/// first one written to after it was freed. Returns the blocks checked.
-pub fn check_all() -> usize {
+/// call IPI) and in the depots; returns how many it checked, or the first
+/// block found written to after it was freed.
+pub fn check_all() -> Result<usize, Corruption> {
     let checked = AtomicUsize::new(0);
+    let found: Mutex<Option<Corruption>> = Mutex::new(None);
+    let note = |r: Result<usize, Corruption>| match r {
+        // Relaxed: read after `on_each_cpu` returns, which waited for
+        // every CPU (with Acquire) to finish.
+        Ok(n) => _ = checked.fetch_add(n, Ordering::Relaxed),
+        Err(bad) => _ = found.lock().get_or_insert(bad),
+    };
     crate::arch::smp::on_each_cpu(&|| {
         let guard = IrqGuard::new();
-        let n = CACHE.with(&guard, |c| {
+        let r = CACHE.with(&guard, |c| {
             let mut n = 0;
             for k in 0..N {
-                n += check_chain(c.current[k], k) + check_chain(c.spare[k], k);
+                n += check_chain(c.current[k], k)? + check_chain(c.spare[k], k)?;
             }
-            n
+            Ok(n)
         });
-        // Relaxed: summed after `on_each_cpu` returns, which waited for
-        // every CPU (with Acquire) to finish.
-        checked.fetch_add(n, Ordering::Relaxed);
+        note(r);
     });
-    let mut n = checked.load(Ordering::Relaxed);
     for (k, depot) in DEPOTS.iter().enumerate() {
         let _irq = IrqGuard::new();
         let d = depot.lock();
         for &chain in &d.chains[..d.len] {
-            n += check_chain(chain, k);
+            note(check_chain(chain, k));
         }
     }
-    n
+    match found.into_inner() {
+        Some(bad) => Err(bad),
+        None => Ok(checked.load(Ordering::Relaxed)),
+    }
 }
 
-/// Checks the blocks of a list this CPU holds (with interrupts off, or
-/// under its depot's lock); keeps their marks.
-fn check_chain(mut addr: usize, k: usize) -> usize {
+/// Checks the blocks of a list the caller holds (this CPU's, with
+/// interrupts off, or a depot's, under its lock); keeps their marks.
+fn check_chain(mut addr: usize, k: usize) -> Result<usize, Corruption> {
     let mut n = 0;
     while addr != 0 {
         // SAFETY: a free class-`k` block on a list the caller holds.
         let mark = unsafe { word(addr, 1).read() };
         // SAFETY: as above.
-        unsafe { check(addr, k) };
+        unsafe { check(addr, k) }?;
         // SAFETY: as above; `check` cleared the mark, put it back.
         unsafe { word(addr, 1).write(mark) };
         // SAFETY: as above; `check` found the link inside the heap.
         addr = unsafe { word(addr, 0).read() };
         n += 1;
     }
-    n
+    Ok(n)
 }
 
 crate::ktest! {
@@ -691,7 +753,7 @@ crate::ktest! {
             }
             keep.push(v.into_iter().nth(round % 40).unwrap());
         }
-        let checked = check_all();
+        let checked = check_all().unwrap_or_else(|bad| panic!("{bad}"));
         assert!(checked > 40, "only {checked} poisoned blocks checked");
         set_poison(false);
         // Twice: the second round gets blocks freed with poisoning off by
