@@ -42,9 +42,10 @@ use spin::Mutex;
 
 use crate::arch::percpu::IrqGuard;
 
-/// The block sizes the caches serve, in bytes. Between 64 and 4096 they
-/// step by a quarter or a third of a power of two (as Linux's `kmalloc-96`
-/// and `kmalloc-192`), so rounding wastes at most a third.
+/// The block sizes the caches serve, in bytes. From 32 up each is 3/2 or
+/// 4/3 of the one before (classes between the powers of two, as Linux's
+/// `kmalloc-96` and `kmalloc-192`), so above 32 bytes a rounded-up request
+/// leaves at most a third of its block unused.
 pub const CLASSES: [usize; 16] = [
     16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
 ];
