@@ -152,8 +152,8 @@ crate::percpu! {
     /// minus what it moved out (wrapping: only the sum over CPUs is
     /// meaningful; blocks move between CPUs).
     static CACHED: PerCpu<u64> = 0;
-    /// Times this CPU took the heap's lock for the caches (refills,
-    /// returns, direct requests).
+    /// Times this CPU took the heap's lock (refills and returns of the
+    /// caches, and requests too large for them).
     static HEAP_TRIPS: PerCpu<u64> = 0;
 }
 
@@ -409,7 +409,6 @@ fn refill(c: &mut CpuCache, k: usize, backing: &dyn Backing) -> bool {
         CACHED.add((batch(k) * CLASSES[k]) as u64);
         return true;
     }
-    HEAP_TRIPS.add(1);
     let mut head = 0;
     let got = backing.alloc_many(class_layout(k), batch(k), &mut |p| {
         let addr = p.as_ptr() as usize;
@@ -435,7 +434,6 @@ fn depot_push(k: usize, chain: usize, backing: &dyn Backing) {
             return;
         }
     }
-    HEAP_TRIPS.add(1);
     free_chain(k, chain, backing);
 }
 
@@ -485,9 +483,6 @@ pub fn reclaim(backing: &dyn Backing) -> usize {
 
 fn alloc_direct(k: usize, backing: &dyn Backing) -> Option<NonNull<u8>> {
     let mut got = None;
-    if enabled() {
-        HEAP_TRIPS.add(1);
-    }
     backing.alloc_many(class_layout(k), 1, &mut |p| got = Some(p));
     got
 }
@@ -521,9 +516,22 @@ pub fn stats() -> CacheStats {
     }
 }
 
-/// Times this CPU went to the heap for the caches.
+/// Counts one acquisition of the heap's lock on this CPU (the heap calls
+/// it; before the per-CPU areas exist nothing is counted).
+pub fn note_heap_trip() {
+    if enabled() {
+        HEAP_TRIPS.add(1);
+    }
+}
+
+/// Times this CPU took the heap's lock.
 pub fn heap_trips_here() -> u64 {
     HEAP_TRIPS.get()
+}
+
+/// Times all CPUs took the heap's lock.
+pub fn heap_trips() -> u64 {
+    HEAP_TRIPS.sum()
 }
 
 /// Checks every poisoned block in every CPU's lists (on that CPU, from a

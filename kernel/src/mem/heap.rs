@@ -61,6 +61,7 @@ pub fn usage() -> (usize, usize) {
 impl Backing for KernelHeap {
     fn alloc_many(&self, layout: Layout, n: usize, put: &mut dyn FnMut(NonNull<u8>)) -> usize {
         let _irq = IrqGuard::new();
+        cache::note_heap_trip();
         let mut heap = self.0.lock();
         for got in 0..n {
             match heap.allocate_first_fit(layout) {
@@ -73,6 +74,7 @@ impl Backing for KernelHeap {
 
     fn dealloc_many(&self, layout: Layout, next: &mut dyn FnMut() -> Option<NonNull<u8>>) {
         let _irq = IrqGuard::new();
+        cache::note_heap_trip();
         let mut heap = self.0.lock();
         while let Some(p) = next() {
             // SAFETY: `Backing`'s callers pass blocks this heap returned for
