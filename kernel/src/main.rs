@@ -2,8 +2,8 @@
 //! per-CPU data.
 //!
 //! Boot order: serial console, GDT/TSS/IDT, heap, command line (QEMU fw_cfg),
-//! ACPI MADT, banner, CPUs (per-CPU areas, scheduler, interrupt hooks, then
-//! the other CPUs and interrupts on), then the run mode the command line
+//! ACPI MADT, banner, CPUs (per-CPU areas, the heap's per-CPU caches,
+//! scheduler, interrupt hooks, then the other CPUs and interrupts on), then the run mode the command line
 //! names. Everything that touches hardware lives under [`arch`]; the rest
 //! is portable code.
 #![no_std]
