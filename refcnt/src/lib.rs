@@ -20,7 +20,14 @@
 //! * [`kref`]: a single atomic count with `refcount_t` saturation rules.
 //! * [`srcu`]: sleepable RCU (normal and fast flavours) and [`srcu::SrcuPtr`].
 //! * [`misuse`]: what counts as misuse, with per-kind counters.
-//! * [`host`] (feature `std`): threads own CPU slots; for tests and benches.
+#![cfg_attr(
+    feature = "std",
+    doc = "* [`host`] (feature `std`): threads own CPU slots; for tests and benches."
+)]
+#![cfg_attr(
+    not(feature = "std"),
+    doc = "* `host` (feature `std`, off in this build): threads own CPU slots; for tests and benches."
+)]
 //!
 //! # Testing
 //!

@@ -1,6 +1,6 @@
 //! The in-kernel test harness.
 //!
-//! Tests live next to the code they test, declared with [`ktest!`]. The
+//! Tests live next to the code they test, declared with [`ktest!`](macro@crate::ktest). The
 //! macro puts a [`KernelTest`] record into the `ktests` linker section; the
 //! linker's `__start_ktests`/`__stop_ktests` symbols bound the array (the
 //! target spec passes `-z nostart-stop-gc` so that the section is kept).

@@ -361,7 +361,7 @@ pub fn alloc(k: usize, backing: &dyn Backing) -> Option<NonNull<u8>> {
 /// Gives a block of class `k` back to this CPU's lists.
 ///
 /// # Safety
-/// `ptr` must have come from [`alloc`] with the same `k` and must not be
+/// `ptr` must have come from [`alloc`](fn@alloc) with the same `k` and must not be
 /// used afterwards.
 pub unsafe fn dealloc(ptr: NonNull<u8>, k: usize, backing: &dyn Backing) {
     let addr = ptr.as_ptr() as usize;

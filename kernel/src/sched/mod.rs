@@ -8,7 +8,7 @@
 //! its way out, after the EOI, unless preemption is disabled. Preemption is
 //! disabled inside an rcu-sched read-side section: a
 //! [`SchedGuard`](crate::arch::percpu::SchedGuard), which every
-//! [`SpinLock`](crate::arch::lock::SpinLock) holds while locked, or with
+//! [`SpinLock`] holds while locked, or with
 //! interrupts off. A switch the tick could not do is done when the
 //! outermost section ends (the tick also marks the section's exit as owing
 //! a quiescent state, so the exit takes its cold path, which calls

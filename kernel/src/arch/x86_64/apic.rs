@@ -65,7 +65,7 @@ fn write(r: u32, v: u64) {
     }
 }
 
-/// Whether the CPU supports x2APIC (CPUID.1:ECX[21]).
+/// Whether the CPU supports x2APIC (`CPUID.1:ECX[21]`).
 pub fn has_x2apic() -> bool {
     core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0
 }

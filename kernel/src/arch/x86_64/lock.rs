@@ -98,7 +98,7 @@ impl<T> DerefMut for IrqSpinLockGuard<'_, T> {
 /// thread of the same CPU that would then spin on the lock, and sleeping
 /// while holding it is caught ("scheduling while atomic"). Interrupts stay
 /// on: a lock that interrupt handlers take must be taken with an
-/// [`IrqGuard`](super::percpu::IrqGuard) held instead (or be an
+/// [`IrqGuard`] held instead (or be an
 /// [`IrqSpinLock`], the interrupts-off
 /// lock the arch layer uses).
 ///
