@@ -10,8 +10,9 @@
 //! run, an SRCU grace period ended, a percpu_ref switch landed or a release
 //! returned); conditions that change silently (an SRCU reader leaving its
 //! section) are re-tested every millisecond, the sleep's timeout
-//! ([`RECHECK`]; sleeps end at their deadline, not at a tick). A waiter that may not sleep (interrupts off, a spin lock held,
-//! an interrupt handler, before the scheduler runs) keeps spinning.
+//! ([`RECHECK`]; sleeps end at their deadline, not at a tick). A waiter
+//! that may not sleep (interrupts off, a spin lock held, an interrupt
+//! handler, before the scheduler runs) keeps spinning.
 
 use core::sync::atomic::{fence, AtomicUsize, Ordering};
 use core::time::Duration;
