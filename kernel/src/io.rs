@@ -693,9 +693,6 @@ fn run_once(config: &IoConfig) -> Option<u64> {
         );
         return None;
     }
-    if config.poison {
-        crate::mem::cache::set_poison(true);
-    }
     let tagset = if config.shared_tags {
         match null_blk::tag_set(&config.dev) {
             Ok(t) => Some(t),
@@ -798,6 +795,11 @@ fn run_once(config: &IoConfig) -> Option<u64> {
     );
     }
     drop(disk);
+    // From here `finish` runs, which turns poisoning off again (an early
+    // return above would have left it on).
+    if config.poison {
+        crate::mem::cache::set_poison(true);
+    }
     shared.heap_trips[0].store(crate::mem::cache::heap_trips(), SeqCst);
     let handles: Vec<_> = shared
         .jobs
