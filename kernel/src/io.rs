@@ -13,6 +13,8 @@
 //! usage counter ends at zero, every removed disk was released once.
 #![deny(unsafe_code)]
 
+mod compare;
+
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
@@ -421,6 +423,21 @@ fn xorshift(s: &mut u64) -> u64 {
     *s
 }
 
+/// The next I/O's direction for the job's `rw` (a coin toss for randrw).
+fn pick_op(rw: Rw, rng: &mut u64) -> Op {
+    match rw {
+        Rw::Read | Rw::RandRead => Op::Read,
+        Rw::Write | Rw::RandWrite => Op::Write,
+        Rw::RandRw => {
+            if xorshift(rng) & 1 == 0 {
+                Op::Read
+            } else {
+                Op::Write
+            }
+        }
+    }
+}
+
 fn fill(buf: &mut [u8], block: u64, stamp: u64) {
     let mut seed = stamp ^ block.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
     for w in buf[32..].as_chunks_mut::<8>().0 {
@@ -502,17 +519,7 @@ fn job_loop(shared: Arc<Shared>, job: Arc<Job>) {
                     break b;
                 }
             };
-            let op = match cfg.rw {
-                Rw::Read | Rw::RandRead => Op::Read,
-                Rw::Write | Rw::RandWrite => Op::Write,
-                Rw::RandRw => {
-                    if xorshift(&mut rng) & 1 == 0 {
-                        Op::Read
-                    } else {
-                        Op::Write
-                    }
-                }
-            };
+            let op = pick_op(cfg.rw, &mut rng);
             // The queue limits, under SRCU: must be alive while read.
             {
                 let g = shared.srcu.read_lock();
@@ -668,7 +675,7 @@ fn snapshot(shared: &Shared) -> Snapshot {
 /// returns whether every check passed.
 pub fn run(config: IoConfig) -> bool {
     if config.compare {
-        return compare(&config);
+        return compare::compare(&config);
     }
     run_once(&config).is_some()
 }
@@ -833,133 +840,6 @@ fn run_once(config: &IoConfig) -> Option<u64> {
     shared.over.store(true, SeqCst);
     watchdog.join();
     (ok & checked).then_some(iops)
-}
-
-/// Measures what the queue's usage counter costs: the same job with the
-/// counter per-CPU, forced atomic, and absent, alternated run by run (5
-/// rounds of 400 ms each), with 1 job and with a job on every CPU; prints
-/// the median IOPS of each and its ratio to `absent`. Always `irqmode=none`,
-/// no memory backing and no verify, so the block layer's own path is what
-/// is measured (the job's `rw`, `bs` and `iodepth` are kept).
-fn compare(config: &IoConfig) -> bool {
-    const ROUNDS: usize = 5;
-    let mut base = config.clone();
-    base.freeze_ms = 0;
-    base.quiesce_ms = 0;
-    base.limits_ms = 0;
-    base.switch_ms = 0;
-    base.remove_at = Some(0);
-    base.run_ms = Some(400);
-    base.quiet = true;
-    base.verify = false;
-    base.dev.irqmode = null_blk::IrqMode::None;
-    base.dev.memory_backed = false;
-    let modes = [UsageMode::PerCpu, UsageMode::Atomic, UsageMode::Absent];
-    let all = smp::online_cpus();
-    let mut counts = vec![1];
-    if all > 1 {
-        counts.push(all);
-    }
-    println!(
-        "io: compare: rw={:?} bs={} iodepth={} irqmode={:?} memory_backed={}, {ROUNDS} rounds of 400 ms per setting, modes alternated",
-        base.rw, base.bs, base.iodepth, base.dev.irqmode, base.dev.memory_backed
-    );
-    println!("| jobs | usage counter | IOPS (median) | IOPS per job | vs absent |");
-    println!("|---:|---|---:|---:|---:|");
-    let mut keys = Vec::new();
-    for &jobs in &counts {
-        let mut results: Vec<Vec<u64>> = vec![Vec::new(); modes.len()];
-        for _ in 0..ROUNDS {
-            for (i, &mode) in modes.iter().enumerate() {
-                let mut c = base.clone();
-                c.dev.usage = mode;
-                c.numjobs = jobs;
-                match run_once(&c) {
-                    Some(iops) => results[i].push(iops),
-                    None => {
-                        println!("io: compare: a run with usage={mode:?} failed its checks");
-                        return false;
-                    }
-                }
-            }
-        }
-        let medians: Vec<u64> = results
-            .iter_mut()
-            .map(|r| {
-                r.sort_unstable();
-                r[r.len() / 2]
-            })
-            .collect();
-        let absent = medians[2].max(1);
-        for (i, mode) in ["per-CPU", "atomic", "absent"].iter().enumerate() {
-            // Per mille, printed as a ratio with three decimals.
-            let ratio = medians[i] * 1000 / absent;
-            println!(
-                "| {jobs} | {mode} | {} | {} | {}.{:03} |",
-                medians[i],
-                medians[i] / jobs as u64,
-                ratio / 1000,
-                ratio % 1000
-            );
-            let name = ["percpu", "atomic", "absent"][i];
-            keys.push(alloc::format!(
-                "io: key compare_jobs{jobs}_{name}_iops={}",
-                medians[i]
-            ));
-        }
-    }
-    // The share of a request's time spent entering and leaving the queue
-    // (taking and putting the usage reference), timed directly: one more
-    // per-CPU run per job count with the clock read around both. Jobs in
-    // irqmode=none never sleep, so jobs x run time is the time their
-    // requests took. The clock reads cost more than what they time under
-    // TCG, so the share is given twice: as timed (an upper bound), and
-    // with the timing's own cost per call, measured on this CPU with
-    // nothing between the reads, taken off.
-    let overhead = block::usage_timing_overhead_ns(31);
-    for &jobs in &counts {
-        let mut c = base.clone();
-        c.dev.usage = UsageMode::PerCpu;
-        c.numjobs = jobs;
-        let before = block::usage_ns();
-        let calls_before = block::usage_calls();
-        block::time_usage(true);
-        let ran = run_once(&c);
-        block::time_usage(false);
-        let Some(iops) = ran else {
-            println!("io: compare: the timed run failed its checks");
-            return false;
-        };
-        let spent = block::usage_ns() - before;
-        let calls = block::usage_calls() - calls_before;
-        let net = spent.saturating_sub(calls * overhead);
-        let total = jobs as u64 * c.run_ms.unwrap_or(400) * 1_000_000;
-        // Per mille, printed with one decimal of a per cent.
-        let share = spent * 1000 / total.max(1);
-        let net_share = net * 1000 / total.max(1);
-        let ios = (iops * c.run_ms.unwrap_or(400) / 1000).max(1);
-        println!(
-            "io: compare: {jobs} job(s): entering and leaving the queue take {}.{}% of the requests' time as timed ({} ns of {} ns per request, clock reads included: an upper bound); {}.{}% with the timing's own {overhead} ns per call taken off ({} ns per request)",
-            share / 10,
-            share % 10,
-            spent / ios,
-            1_000_000_000 * jobs as u64 / iops.max(1),
-            net_share / 10,
-            net_share % 10,
-            net / ios,
-        );
-        keys.push(alloc::format!(
-            "io: key compare_jobs{jobs}_enter_exit_per_mille={share}"
-        ));
-        keys.push(alloc::format!(
-            "io: key compare_jobs{jobs}_enter_exit_net_per_mille={net_share}"
-        ));
-    }
-    for k in keys {
-        println!("{k}");
-    }
-    println!("io: key result=ok");
-    true
 }
 
 /// Reports where a run that overran its time by 15 s is stuck, every 10 s
