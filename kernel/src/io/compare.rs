@@ -283,8 +283,8 @@ pub(super) fn compare(config: &IoConfig) -> bool {
         }
     }
     println!(
-        "io: compare: interleaved: three devices, one per setting, in one run of {} ms; each job sends {BATCH} I/Os to one, then to the next, the order rotated each round; time per I/O: the median batch, and the median of the rounds' ratios",
-        INTERLEAVED.as_millis()
+        "io: compare: interleaved: three devices, one per setting, {PARTS} parts of {} ms with new devices; each job sends {BATCH} I/Os to one, then to the next, the order rotated each round; time per I/O: the median batch, and the median of the rounds' ratios",
+        (INTERLEAVED / PARTS as u32).as_millis()
     );
     println!("| jobs | usage counter | ns per I/O (median batch) | speed vs absent (median of the rounds' ratios) |");
     println!("|---:|---|---:|---:|");
