@@ -352,9 +352,11 @@ pub fn alloc(k: usize, backing: &dyn Backing) -> Option<NonNull<u8>> {
     drop(guard);
     let got = got.unwrap_or_else(|bad| panic!("{bad}"));
     got.or_else(|| {
-        // The depots may hold what the heap lacks.
-        reclaim(backing);
-        alloc_direct(k, backing)
+        // The depots may hold what the heap lacks; if they held nothing,
+        // the heap has not changed and the refill just failed: no retry.
+        (reclaim(backing) > 0)
+            .then(|| alloc_direct(k, backing))
+            .flatten()
     })
 }
 
