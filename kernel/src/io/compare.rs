@@ -366,6 +366,22 @@ pub(super) fn compare(config: &IoConfig) -> bool {
     true
 }
 
+/// The tests' devices: small, completing inline.
+fn test_config() -> IoConfig {
+    let mut base = IoConfig::default();
+    base.dev.irqmode = null_blk::IrqMode::None;
+    base.dev.size_mib = 4;
+    base
+}
+
+/// Panics unless none of the devices a part makes is registered.
+fn assert_no_device_left() {
+    for i in 0..MODES.len() {
+        let name = alloc::format!("nullb{i}");
+        assert!(block::lookup(&name).is_none(), "{name} is still registered");
+    }
+}
+
 crate::ktest! {
     /// The interleaved measurement times all three settings in every
     /// round, on every job, and leaves no device behind: the devices it
@@ -373,9 +389,7 @@ crate::ktest! {
     /// be made again.
     #[smp(2)]
     fn interleaved_rounds_time_every_setting_and_release_their_devices() {
-        let mut base = IoConfig::default();
-        base.dev.irqmode = null_blk::IrqMode::None;
-        base.dev.size_mib = 4;
+        let base = test_config();
         let released = block::disks_released();
         let rounds = interleaved_part(&base, 2, 1, Duration::from_millis(100)).expect("the part ran");
         assert!(rounds.len() >= 10, "only {} rounds in 100 ms", rounds.len());
@@ -383,9 +397,7 @@ crate::ktest! {
             assert!(r.iter().all(|&ns| ns > 0), "a round with an untimed setting: {r:?}");
         }
         assert!(crate::arch::smp::wait_for(2000, || block::disks_released() >= released + 3), "the devices were not released");
-        for i in 0..3 {
-            assert!(block::lookup(&alloc::format!("nullb{i}")).is_none(), "nullb{i} is still registered");
-        }
+        assert_no_device_left();
         let again = null_blk::create(0, &base.dev, None).expect("nullb0 again");
         assert!(again.remove());
     }
@@ -396,13 +408,9 @@ crate::ktest! {
     /// message naming the job), not with figures.
     #[smp(1)]
     fn interleaved_part_fails_on_a_refused_io() {
-        let mut base = IoConfig::default();
-        base.dev.irqmode = null_blk::IrqMode::None;
-        base.dev.size_mib = 4;
+        let mut base = test_config();
         base.bs = 1000; // not a multiple of the device's 4096-byte blocks
         assert!(interleaved_part(&base, 1, 0, Duration::from_millis(50)).is_none());
-        for i in 0..3 {
-            assert!(block::lookup(&alloc::format!("nullb{i}")).is_none(), "nullb{i} is still registered");
-        }
+        assert_no_device_left();
     }
 }
