@@ -725,3 +725,31 @@ crate::ktest! {
         assert!(disk.remove());
     }
 }
+
+crate::ktest! {
+    /// A memory-backed device the heap cannot hold (with room to spare for
+    /// the rest of the kernel) is refused with a message that names the
+    /// size and what to do instead, and takes nothing: no device is
+    /// registered and the heap is as it was. A device that fits is made.
+    /// (Linux's null_blk fails the configfs `power` write with -ENOMEM.)
+    #[smp(1)]
+    fn a_memory_backed_device_the_heap_cannot_hold_is_refused() {
+        let (used0, free) = crate::mem::heap::usage();
+        let huge = NullBlkConfig { memory_backed: true, size_mib: 1024, ..NullBlkConfig::default() };
+        let e = null_blk::create(5, &huge, None).err().expect("a 1 GiB device was made in a smaller heap");
+        assert!(e.contains("size=1024") && e.contains("memory_backed=0"), "the message does not say what to change: {e}");
+        assert!(lookup("nullb5").is_none(), "the refused device is registered");
+        // Half the free heap fits; a second one of the same size does not.
+        let half = NullBlkConfig { size_mib: (free >> 21) as u64 - 8, ..huge };
+        let first = null_blk::create(5, &half, None).expect("half the free heap");
+        let e = null_blk::create(6, &half, None).err().expect("a second half of the heap was made");
+        assert!(e.contains("MiB free"), "{e}");
+        assert!(lookup("nullb6").is_none(), "the refused device is registered");
+        let released = super::disks_released();
+        assert!(first.remove());
+        drop(first);
+        assert!(smp::wait_for(2000, || super::disks_released() > released), "the device was not released");
+        let (used1, _) = crate::mem::heap::usage();
+        assert!(used1 <= used0 + (1 << 20), "refusals and a removal left {} KiB more in use", (used1.saturating_sub(used0)) >> 10);
+    }
+}

@@ -182,7 +182,7 @@ impl Driver for NullBlkDriver {
 /// share between them (null_blk's `shared_tags`).
 ///
 /// # Errors
-/// As [`create`].
+/// A message saying which option is out of range and what it accepts.
 pub fn tag_set(config: &NullBlkConfig) -> Result<Arc<TagSet>, alloc::string::String> {
     let (queues, depth) = check(config)?;
     Ok(TagSet::new(queues, depth, config.blocking))
@@ -217,12 +217,50 @@ fn check(config: &NullBlkConfig) -> Result<(usize, usize), alloc::string::String
     Ok((queues, config.hw_queue_depth))
 }
 
+/// Heap a memory-backed device leaves free for the rest of the kernel
+/// (requests and their buffers, threads, other devices' queues).
+const HEAP_RESERVE: usize = 32 << 20;
+
+/// The zeroed data of a memory-backed device of `size_mib` MiB, in
+/// [`CHUNK`]s; an error, with nothing kept, when the heap cannot hold it
+/// and [`HEAP_RESERVE`] besides (where `null_blk` in Linux fails the
+/// configfs `power` write with `-ENOMEM`, and so on here: never a panic).
+fn alloc_store(size_mib: u64) -> Result<Vec<SpinLock<Box<[u8]>>>, alloc::string::String> {
+    let bytes = (size_mib << 20) as usize;
+    let (_, free) = crate::mem::heap::usage();
+    let no_room = || {
+        format!(
+            "size={size_mib} with memory_backed=1 needs {size_mib} MiB of the heap, which has {} MiB free and keeps {} MiB for the rest of the kernel: use size={} or less (or fewer memory-backed devices), or memory_backed=0",
+            free >> 20,
+            HEAP_RESERVE >> 20,
+            free.saturating_sub(HEAP_RESERVE) >> 20
+        )
+    };
+    if bytes + HEAP_RESERVE > free {
+        return Err(no_room());
+    }
+    // Fallible all the way: another CPU may take what the check saw free.
+    // On an error, what was taken goes back as `store` drops.
+    let mut store = Vec::new();
+    store
+        .try_reserve_exact(bytes / CHUNK)
+        .map_err(|_| no_room())?;
+    for _ in 0..bytes / CHUNK {
+        let mut chunk = Vec::new();
+        chunk.try_reserve_exact(CHUNK).map_err(|_| no_room())?;
+        chunk.resize(CHUNK, 0u8);
+        store.push(SpinLock::new(chunk.into_boxed_slice()));
+    }
+    Ok(store)
+}
+
 /// Creates device `nullb{index}` with `config` on `tagset` (a new one when
 /// `None`; pass one to share tags between devices) and registers its
 /// disk.
 ///
 /// # Errors
-/// A message saying which option is out of range and what it accepts.
+/// A message saying which option is out of range and what it accepts, or
+/// that the heap has no room for a memory-backed device of this size.
 pub fn create(
     index: usize,
     config: &NullBlkConfig,
@@ -231,15 +269,15 @@ pub fn create(
     let (queues, depth) = check(config)?;
     let cpus: Vec<usize> = crate::arch::smp::online().collect();
     let bytes = config.size_mib << 20;
+    let store = if config.memory_backed {
+        Some(alloc_store(config.size_mib)?)
+    } else {
+        None
+    };
     let tagset = match tagset {
         Some(t) => t,
         None => TagSet::new(queues, depth, config.blocking),
     };
-    let store = config.memory_backed.then(|| {
-        (0..bytes as usize / CHUNK)
-            .map(|_| SpinLock::new(alloc::vec![0u8; CHUNK].into_boxed_slice()))
-            .collect()
-    });
     let dev = Arc::new(NullBlk {
         config: config.clone(),
         store,
