@@ -296,6 +296,7 @@ fn io_mode_is_the_default_and_checks_itself() {
         "verify_failures=0",
         "errors=0",
         "double_completions=0",
+        "hot_removes=1",
         "entered_after_remove=0",
         "result=ok",
     ] {

@@ -753,3 +753,26 @@ crate::ktest! {
         assert!(used1 <= used0 + (1 << 20), "refusals and a removal left {} KiB more in use", (used1.saturating_sub(used0)) >> 10);
     }
 }
+
+crate::ktest! {
+    /// A hot-remove set at or after the run's end is refused before the
+    /// run starts (it would never happen, and its checks would pass with
+    /// nothing checked); one a second before the end is taken.
+    #[smp(2)]
+    fn a_hot_remove_after_the_run_is_refused() {
+        let base = || {
+            let mut cfg = crate::io::IoConfig { runtime: 2, quiet: true, ..crate::io::IoConfig::default() };
+            cfg.dev.size_mib = 4;
+            cfg
+        };
+        for at in [2, 99] {
+            let cfg = crate::io::IoConfig { remove_at: Some(at), ..base() };
+            assert!(!crate::io::run(cfg), "remove_at={at} in a 2 s run was accepted");
+        }
+        assert!(lookup("nullb0").is_none(), "a refused run left its device");
+        let released = disks_released();
+        assert!(crate::io::run(crate::io::IoConfig { remove_at: Some(1), ..base() }), "remove_at=1 in a 2 s run");
+        // The hot-removed device and the re-created one (removed at the end).
+        assert!(disks_released() >= released + 2, "no hot-remove happened");
+    }
+}
