@@ -268,6 +268,17 @@ const GET_ONE: usize = 1 << REF_BITS;
 const GET_MASK: usize = (1 << GET_BITS) - 1;
 const BIAS: usize = 1 << (REF_BITS - 1);
 
+/// The most references a [`PercpuRef`] holds at once (see its "Range"):
+/// 2^47 - 1 on 64-bit targets, 2^23 - 1 on 32-bit ones.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(target_pointer_width = "64")]
+/// assert_eq!(refcnt::percpu_ref::MAX_REFS, (1 << 47) - 1);
+/// ```
+pub const MAX_REFS: usize = BIAS - 1;
+
 const _: () =
     assert!(GET_MASK + 1 >= DYNAMIC_BATCH && (GET_MASK + 1).is_multiple_of(DYNAMIC_BATCH));
 
@@ -335,6 +346,17 @@ struct Inner<B: Backend> {
 }
 
 /// A per-CPU reference count with Linux `percpu_ref` semantics.
+///
+/// # Range
+///
+/// At most [`MAX_REFS`] references at once: 2^47 - 1 on 64-bit targets
+/// (Linux's percpu_ref allows 2^31 - 1), 2^23 - 1 on 32-bit ones. The
+/// atomic count keeps a quarter of its word for the dynamic mode's count
+/// of gets, and the top bit of the rest tells a count below zero; more
+/// references than that read as a count below zero (reported as
+/// [`Misuse::Underflow`]) or, after a switch, wrap to a count that may
+/// release under its holders. Per-CPU counters wrap freely: only the sum
+/// has this range.
 ///
 /// # Examples
 ///
@@ -1405,8 +1427,21 @@ impl<B: Backend> PercpuRef<B> {
         // after it find the flag and count on `count`.
         self.sync_word(&ctl);
         drop(ctl);
-        Inner::run(&self.inner, a, false);
+        // The initial reference goes before the switch starts, so the fold
+        // counts it however soon the grace period ends (as soon as `run`
+        // returns, or inside it, if this thread is preempted or every other
+        // CPU is idle). Dropped after, it would still be in `count` when
+        // the fold adds the per-CPU sum: one put too many in per-CPU mode
+        // would then go unseen there, and this put would release under the
+        // holder whose reference that put took, where the fold must find
+        // the count below zero, report it and leak (Linux drops it under
+        // its switch lock, before the grace period can end). It cannot
+        // release here: a switch from per-CPU mode keeps the bias in
+        // `count` until the fold, and a flight holds a reference of its own
+        // (`take_flight_ref`) until its confirmations have run, so they
+        // still come before the release.
         self.put_many(1);
+        Inner::run(&self.inner, a, false);
         true
     }
 

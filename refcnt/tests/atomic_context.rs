@@ -25,6 +25,11 @@ thread_local! {
     /// The contexts the callbacks ran in, in order.
     static RAN: RefCell<Vec<CallbackContext>> = const { RefCell::new(Vec::new()) };
     static MISUSES: Cell<usize> = const { Cell::new(0) };
+    /// Grace periods end as soon as they start: `call_sched_atomic` runs
+    /// its callback at once, in atomic context (what a kernel does when
+    /// the caller is preempted right after starting one, or when every
+    /// other CPU is idle and the caller answers for its own).
+    static IMMEDIATE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// One CPU, no interrupts but the ones a test asks for.
@@ -58,7 +63,12 @@ unsafe impl Backend for Uni {
         QUEUE.with(|q| q.borrow_mut().push_back((false, Box::new(move |_| f()))));
     }
     fn call_sched_atomic(f: Box<dyn FnOnce(CallbackContext) + Send>) {
-        QUEUE.with(|q| q.borrow_mut().push_back((true, f)));
+        if IMMEDIATE.with(Cell::get) {
+            RAN.with(|r| r.borrow_mut().push(CallbackContext::Atomic));
+            f(CallbackContext::Atomic);
+        } else {
+            QUEUE.with(|q| q.borrow_mut().push_back((true, f)));
+        }
     }
     fn now_ns() -> u64 {
         if INTERRUPT_IN_NOW.with(|i| i.replace(false)) {
@@ -194,4 +204,47 @@ fn a_kill_during_a_flight_lands_after_a_further_atomic_round() {
     assert_eq!(*log.lock().unwrap(), ["confirm", "release"]);
     assert_eq!(QUEUE.with(|q| q.borrow().len()), 0);
     assert_eq!(MISUSES.with(Cell::get), 0);
+}
+
+/// One put too many in per-CPU mode, with a holder: the kill's fold finds
+/// the count below zero, reports it, and the ref leaks rather than
+/// releasing under the holder, however soon the kill's switch lands. Here
+/// its grace period ends inside `kill` itself, before `kill` has dropped
+/// the initial reference: that drop must already be counted when the
+/// fold runs (Linux drops it under the switch lock, before the grace
+/// period can end), else the fold adds the negative per-CPU sum to a count
+/// that still holds the initial reference, finds no underflow, and the
+/// initial reference's put then releases.
+#[test]
+fn an_over_put_leaks_even_when_the_kill_lands_at_once() {
+    for confirm in [false, true] {
+        let (r, log) = logged(Flags::empty());
+        let holder = r.get();
+        r.put_many(2); // the holder's put, and one more: misuse
+        IMMEDIATE.with(|i| i.set(true));
+        let killed = if confirm {
+            r.kill_and_confirm(confirm_into(&log))
+        } else {
+            r.kill()
+        };
+        IMMEDIATE.with(|i| i.set(false));
+        assert!(killed);
+        assert_eq!(
+            ran(),
+            [CallbackContext::Atomic],
+            "the kill did not land at once"
+        );
+        let log = log.lock().unwrap().clone();
+        assert!(
+            !log.contains(&"release"),
+            "released while a holder still holds (confirm: {confirm}): {log:?}"
+        );
+        assert!(
+            MISUSES.with(Cell::get) >= 1,
+            "the underflow was not reported"
+        );
+        holder.leak();
+        RAN.with(|r| r.borrow_mut().clear());
+        MISUSES.with(|m| m.set(0));
+    }
 }
