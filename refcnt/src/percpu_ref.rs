@@ -269,15 +269,17 @@ const GET_MASK: usize = (1 << GET_BITS) - 1;
 const BIAS: usize = 1 << (REF_BITS - 1);
 
 /// The most references a [`PercpuRef`] holds at once (see its "Range"):
-/// 2^47 - 1 on 64-bit targets, 2^23 - 1 on 32-bit ones.
+/// 2^47 - 2 on 64-bit targets, 2^23 - 2 on 32-bit ones. (One below the
+/// bias, which a per-CPU count adds to the atomic one, and one more for
+/// the reference a mode switch holds while it is in flight.)
 ///
 /// # Examples
 ///
 /// ```
 /// # #[cfg(target_pointer_width = "64")]
-/// assert_eq!(refcnt::percpu_ref::MAX_REFS, (1 << 47) - 1);
+/// assert_eq!(refcnt::percpu_ref::MAX_REFS, (1 << 47) - 2);
 /// ```
-pub const MAX_REFS: usize = BIAS - 1;
+pub const MAX_REFS: usize = BIAS - 2;
 
 const _: () =
     assert!(GET_MASK + 1 >= DYNAMIC_BATCH && (GET_MASK + 1).is_multiple_of(DYNAMIC_BATCH));
@@ -349,8 +351,8 @@ struct Inner<B: Backend> {
 ///
 /// # Range
 ///
-/// At most [`MAX_REFS`] references at once: 2^47 - 1 on 64-bit targets
-/// (Linux's percpu_ref allows 2^31 - 1), 2^23 - 1 on 32-bit ones. The
+/// At most [`MAX_REFS`] references at once: 2^47 - 2 on 64-bit targets
+/// (Linux's percpu_ref allows 2^31 - 1), 2^23 - 2 on 32-bit ones. The
 /// atomic count keeps a quarter of its word for the dynamic mode's count
 /// of gets, and the top bit of the rest tells a count below zero; more
 /// references than that read as a count below zero (reported as

@@ -727,3 +727,30 @@ fn a_switch_back_that_lands_in_a_callback_reaches_the_fast_path() {
     assert_eq!(released.load(SeqCst), 1);
     no_reports();
 }
+
+/// `MAX_REFS` references at once are counted exactly, in atomic mode, in
+/// per-CPU mode, and across the switches between them: the ref releases
+/// when, and only when, the last of them is put.
+#[test]
+fn max_refs_are_counted_exactly_in_both_modes() {
+    use refcnt::percpu_ref::MAX_REFS;
+    for flags in [Flags::INIT_ATOMIC, Flags::empty()] {
+        let (r, released) = counting(flags);
+        // The initial reference and MAX_REFS - 1 more.
+        r.get_many(MAX_REFS - 1);
+        r.switch_to_atomic_sync();
+        assert_eq!(r.count_atomic(), MAX_REFS, "{flags:?}");
+        r.switch_to_percpu();
+        assert!(r.kill());
+        r.put_many(MAX_REFS - 2);
+        assert_eq!(
+            released.load(SeqCst),
+            0,
+            "released with a reference held ({flags:?})"
+        );
+        r.put();
+        assert!(r.wait_for_release_timeout(Duration::from_secs(5)));
+        assert_eq!(released.load(SeqCst), 1, "{flags:?}");
+        no_reports();
+    }
+}
