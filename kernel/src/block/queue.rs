@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use refcnt::percpu_ref::{Flags, Mode, PercpuRef};
 use refcnt::srcu::{Srcu, SrcuReadGuard};
 
-use super::request::Request;
+use super::request::{Request, RequestState};
 use super::tags::Tags;
 use super::{BlkError, EndIo, Op};
 use crate::arch::lock::IrqSpinLock;
@@ -106,7 +106,8 @@ pub struct QueueStats {
     pub entered: AtomicU64,
     /// Requests freed (tag back, usage reference put).
     pub freed: AtomicU64,
-    /// Completions refused because the request was already complete.
+    /// Completions refused: the request was already complete, or not yet
+    /// handed to the driver.
     pub double_completions: AtomicU64,
     /// Freezes (outermost).
     pub freezes: AtomicU64,
@@ -473,19 +474,36 @@ impl RequestQueue {
         }
     }
 
-    pub(crate) fn note_double_completion(&self, id: u64) {
+    /// A completion refused: of a request already completed, or of one
+    /// never handed to the driver (`started` false: it still waits on a
+    /// quiesced queue's dispatch list, or is being set up). Both are a
+    /// driver's bug, counted together.
+    pub(crate) fn note_refused_completion(&self, id: u64, started: bool) {
         self.stats
             .double_completions
             .fetch_add(1, Ordering::Relaxed);
-        crate::println!(
-            "block: {}: request {id} completed twice; the second completion was ignored",
-            self.name
-        );
+        if started {
+            crate::println!(
+                "block: {}: request {id} completed twice; the second completion was ignored",
+                self.name
+            );
+        } else {
+            crate::println!(
+                "block: {}: request {id} completed before it was started (never handed to the driver); the completion was ignored",
+                self.name
+            );
+        }
     }
 
-    /// Calls `f` on every request in flight, holding a reference to each
-    /// (taken only if the request is not being freed, and kept only if its
-    /// tag still names it), as blk-mq's tag iterators do.
+    /// Calls `f` on every started request: handed to the driver, in flight
+    /// or completed and not yet freed, as blk-mq's busy-tag iterator
+    /// (`blk_mq_tagset_busy_iter`) visits only started requests. A request
+    /// that holds a tag but has not been handed to the driver (parked on a
+    /// quiesced queue's dispatch list) is not visited: a pass that fails
+    /// every request in flight must not complete one the driver never
+    /// saw. Holds a reference to each (taken only if the request is not
+    /// being freed, and kept only if its tag still names it), and checks
+    /// the state after taking it.
     pub fn for_each_in_flight(&self, mut f: impl FnMut(&Arc<Request>)) {
         for hctx in &self.hctxs {
             for slot in hctx.slots.iter() {
@@ -497,7 +515,7 @@ impl RequestQueue {
                     continue;
                 }
                 let still = slot.lock().as_ref().is_some_and(|s| Arc::ptr_eq(s, &rq));
-                if still {
+                if still && rq.state() != RequestState::Idle {
                     f(&rq);
                 }
                 rq.put();

@@ -137,18 +137,17 @@ impl Request {
     }
 
     /// Completes the request: in flight -> complete exactly once, then its
-    /// end_io, then the submission's reference goes. A second completion
-    /// is refused: counted in the queue's statistics and reported, never
-    /// run. Returns whether this call completed it. Callable from any
+    /// end_io, then the submission's reference goes. A second completion,
+    /// or one of a request not yet handed to the driver, is refused:
+    /// counted in the queue's statistics and reported, never run. Returns whether this call completed it. Callable from any
     /// context, interrupt handlers included (see the `complete` module);
     /// `end_io` runs in the caller's context.
     pub fn complete(self: &Arc<Self>, result: Result<(), BlkError>) -> bool {
-        if self
-            .state
-            .compare_exchange(IN_FLIGHT, COMPLETE, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
+        if let Err(found) =
+            self.state
+                .compare_exchange(IN_FLIGHT, COMPLETE, Ordering::AcqRel, Ordering::Relaxed)
         {
-            self.queue.note_double_completion(self.id);
+            self.queue.note_refused_completion(self.id, found != IDLE);
             return false;
         }
         let end_io = self.end_io.lock().take();

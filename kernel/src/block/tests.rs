@@ -17,6 +17,8 @@ use crate::drivers::null_blk::{self, IrqMode, NullBlkConfig};
 use crate::sched;
 use crate::sync::SpinLock;
 
+mod outside;
+
 /// A driver that keeps every request until the test completes it.
 struct Parking {
     parked: SpinLock<Vec<Arc<Request>>>,
