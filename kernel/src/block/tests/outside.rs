@@ -54,6 +54,17 @@ fn outside_finished<T>(h: &sched::JoinHandle<T>, ms: u64) -> bool {
     h.is_finished()
 }
 
+/// A freeze of `q` from `cpu` returns within 2 s (nothing left in flight,
+/// no usage reference leaked), then the queue is unfrozen; `why` names
+/// what a hang would mean.
+fn outside_freeze_drains(q: &Arc<RequestQueue>, cpu: usize, why: &str) {
+    let q2 = q.clone();
+    let freezer = sched::spawn_on(cpu, move || q2.freeze());
+    assert!(outside_finished(&freezer, 2000), "{why}");
+    freezer.join();
+    q.unfreeze();
+}
+
 fn outside_sleep_until(ms: u64, mut cond: impl FnMut() -> bool) -> bool {
     for _ in 0..ms / 2 {
         if cond() {
@@ -209,13 +220,7 @@ crate::ktest! {
         assert_eq!(ran.load(SeqCst), 2);
         assert_eq!(q.stats.entered.load(SeqCst), 2);
         assert_eq!(q.stats.freed.load(SeqCst), 2);
-        let q2 = q.clone();
-        let freezer = sched::spawn_on(0, move || {
-            q2.freeze();
-        });
-        assert!(outside_finished(&freezer, 2000), "a usage reference leaked by the Again refusals");
-        freezer.join();
-        q.unfreeze();
+        outside_freeze_drains(&q, 0, "a usage reference leaked by the Again refusals");
         assert!(disk.remove());
     }
 }
@@ -648,13 +653,7 @@ crate::ktest! {
         }
         assert_eq!(drv.complete_all(), 5);
         assert_eq!(ran.load(SeqCst), 5);
-        let q2 = q.clone();
-        let freezer = sched::spawn_on(1, move || {
-            q2.freeze();
-        });
-        assert!(outside_finished(&freezer, 2000), "the freeze never drained");
-        freezer.join();
-        q.unfreeze();
+        outside_freeze_drains(&q, 1, "the freeze never drained");
         assert!(disk.remove());
     }
 }
