@@ -1437,11 +1437,12 @@ impl<B: Backend> PercpuRef<B> {
         // would then go unseen there, and this put would release under the
         // holder whose reference that put took, where the fold must find
         // the count below zero, report it and leak (Linux drops it under
-        // its switch lock, before the grace period can end). It cannot
-        // release here: a switch from per-CPU mode keeps the bias in
-        // `count` until the fold, and a flight holds a reference of its own
-        // (`take_flight_ref`) until its confirmations have run, so they
-        // still come before the release.
+        // its switch lock, before the grace period can end). Confirmations
+        // still come before the release: a switch from per-CPU mode keeps
+        // the bias in `count` until the fold, and a flight holds a
+        // reference of its own (`take_flight_ref`) until its confirmations
+        // have run. Only an atomic ref with nothing to confirm (no flight)
+        // can release here, which is what its last put should do.
         self.put_many(1);
         Inner::run(&self.inner, a, false);
         true

@@ -139,9 +139,10 @@ impl Request {
     /// Completes the request: in flight -> complete exactly once, then its
     /// end_io, then the submission's reference goes. A second completion,
     /// or one of a request not yet handed to the driver, is refused:
-    /// counted in the queue's statistics and reported, never run. Returns whether this call completed it. Callable from any
-    /// context, interrupt handlers included (see the `complete` module);
-    /// `end_io` runs in the caller's context.
+    /// counted in the queue's statistics and reported, never run. Returns
+    /// whether this call completed it. Callable from any context,
+    /// interrupt handlers included (see the `complete` module); `end_io`
+    /// runs in the caller's context.
     pub fn complete(self: &Arc<Self>, result: Result<(), BlkError>) -> bool {
         if let Err(found) =
             self.state
