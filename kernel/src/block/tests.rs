@@ -63,17 +63,23 @@ impl Parking {
 }
 
 fn parking_disk(name: &str, driver: Arc<Parking>, blocking: bool, depth: usize) -> Arc<Disk> {
-    let queue = RequestQueue::new(
-        String::from(name),
-        TagSet::new(1, depth, blocking),
-        driver,
-        UsageMode::PerCpu,
-    );
+    test_disk(name, TagSet::new(1, depth, blocking), driver, 4096)
+}
+
+/// A registered 1 MiB disk named `name` on `tagset` (shared or its own),
+/// its requests going to `driver`, with a per-CPU usage counter.
+fn test_disk(
+    name: &str,
+    tagset: Arc<TagSet>,
+    driver: Arc<dyn Driver>,
+    block_size: u32,
+) -> Arc<Disk> {
+    let queue = RequestQueue::new(String::from(name), tagset, driver, UsageMode::PerCpu);
     Disk::add(
         DiskConfig {
             name: String::from(name),
             capacity: 1 << 20,
-            block_size: 4096,
+            block_size,
             read_only: false,
         },
         queue,

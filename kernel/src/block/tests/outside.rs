@@ -45,13 +45,7 @@ fn outside_whole(back: &Bio, op: Op, offset: u64, len: usize, nowait: bool) {
 
 /// Waits up to `ms` for `h` to finish, sleeping (not spinning).
 fn outside_finished<T>(h: &sched::JoinHandle<T>, ms: u64) -> bool {
-    for _ in 0..ms / 2 {
-        if h.is_finished() {
-            return true;
-        }
-        sched::sleep(Duration::from_millis(2));
-    }
-    h.is_finished()
+    outside_sleep_until(ms, || h.is_finished())
 }
 
 /// A freeze of `q` from `cpu` returns within 2 s (nothing left in flight,
@@ -287,8 +281,7 @@ crate::ktest! {
     /// and every tag and usage reference comes back (a freeze drains).
     #[smp(2)]
     fn outside_errors_free_every_tag() {
-        let queue = RequestQueue::new(String::from("o-fail"), TagSet::new(2, 2, false), Arc::new(Failing), UsageMode::PerCpu);
-        let disk = Disk::add(DiskConfig { name: String::from("o-fail"), capacity: 1 << 20, block_size: 4096, read_only: false }, queue);
+        let disk = test_disk("o-fail", TagSet::new(2, 2, false), Arc::new(Failing), 4096);
         let errs = Arc::new(AtomicUsize::new(0));
         let oks = Arc::new(AtomicUsize::new(0));
         let jobs: Vec<_> = (0..2)
@@ -483,10 +476,7 @@ crate::ktest! {
         let set = TagSet::new(1, 1, false);
         let da = Arc::new(Parking::default());
         let db = Arc::new(Parking::default());
-        let mk = |name: &str, drv: Arc<Parking>| {
-            let q = RequestQueue::new(String::from(name), set.clone(), drv, UsageMode::PerCpu);
-            Disk::add(DiskConfig { name: String::from(name), capacity: 1 << 20, block_size: 4096, read_only: false }, q)
-        };
+        let mk = |name: &str, drv: Arc<Parking>| test_disk(name, set.clone(), drv, 4096);
         let a = mk("o-sh-a", da.clone());
         let b = mk("o-sh-b", db.clone());
         let ran = Arc::new(AtomicUsize::new(0));
@@ -891,10 +881,7 @@ crate::ktest! {
         let set = TagSet::new(1, 8, false);
         let da = Arc::new(Parking::default());
         let db = Arc::new(Parking::default());
-        let mk = |name: &str, drv: Arc<Parking>| {
-            let q = RequestQueue::new(String::from(name), set.clone(), drv, UsageMode::PerCpu);
-            Disk::add(DiskConfig { name: String::from(name), capacity: 1 << 20, block_size: 4096, read_only: false }, q)
-        };
+        let mk = |name: &str, drv: Arc<Parking>| test_disk(name, set.clone(), drv, 4096);
         let a = mk("o-shi-a", da.clone());
         let b = mk("o-shi-b", db.clone());
         let ran = Arc::new(AtomicUsize::new(0));
@@ -1075,8 +1062,7 @@ crate::ktest! {
     #[smp(2)]
     fn outside_quiesce_waits_for_nonblocking_dispatch() {
         let drv = Arc::new(Spinner::default());
-        let queue = RequestQueue::new(String::from("o-spin"), TagSet::new(2, 4, false), drv.clone(), UsageMode::PerCpu);
-        let disk = Disk::add(DiskConfig { name: String::from("o-spin"), capacity: 1 << 20, block_size: 512, read_only: false }, queue);
+        let disk = test_disk("o-spin", TagSet::new(2, 4, false), drv.clone(), 512);
         let ran = Arc::new(AtomicUsize::new(0));
         let (d2, r2) = (disk.clone(), ran.clone());
         let sub = sched::spawn_on(1, move || d2.submit(outside_bio(Op::Write, 1536, 2048, &r2, false)).map_err(|(e, _)| e));
