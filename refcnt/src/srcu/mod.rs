@@ -188,7 +188,7 @@ mod ptr;
 mod task;
 
 pub use kind::{Checked, Dynamic, Fast, Kind, Normal, CHECKS};
-pub use ptr::{ReplaceError, SrcuPtr};
+pub use ptr::SrcuPtr;
 pub use task::{TaskSections, TASK_SECTIONS};
 
 use alloc::boxed::Box;
@@ -298,8 +298,6 @@ pub enum SrcuError {
         callbacks: usize,
     },
 }
-
-impl core::error::Error for SrcuError {}
 
 impl fmt::Display for SrcuError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

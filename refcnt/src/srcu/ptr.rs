@@ -168,13 +168,11 @@ impl<T, B: Backend> SrcuPtr<T, B> {
     ///
     /// # Errors
     ///
-    /// A [`ReplaceError`] holding [`SrcuError::SyncInReadSection`] and
-    /// `value` itself if called inside a read section of the pointer's
-    /// domain, where detected (as for [`Srcu::synchronize`]): the wait
-    /// would be for the caller's own section. Nothing changed: the old
-    /// value is still published and `value` comes back unpublished. Leave
-    /// the section and call again, or use
-    /// [`replace_deferred`](SrcuPtr::replace_deferred), which never waits.
+    /// [`SrcuError::SyncInReadSection`] if called inside a read section of
+    /// the pointer's domain, where detected (as for
+    /// [`Srcu::synchronize`]). The new value is published anyway; the old one
+    /// is dropped by a callback after a grace period
+    /// ([`replace_deferred`](SrcuPtr::replace_deferred)).
     ///
     /// # Examples
     ///
@@ -183,20 +181,14 @@ impl<T, B: Backend> SrcuPtr<T, B> {
     /// let srcu = Srcu::<Host>::new().unwrap();
     /// let p = SrcuPtr::new(&srcu, 1);
     /// assert_eq!(p.replace(2).unwrap(), 1);
-    ///
-    /// // Inside a read section the wait would never end: refused, and the
-    /// // new value handed back.
-    /// let g = srcu.read_lock();
-    /// let refused = p.replace(3).unwrap_err();
-    /// assert_eq!(refused.value, 3);
-    /// assert_eq!(*p.read(&g), 2);
     /// ```
-    pub fn replace(&self, value: T) -> Result<T, ReplaceError<T>>
+    pub fn replace(&self, value: T) -> Result<T, SrcuError>
     where
         T: Send + 'static,
     {
-        if let Err(error) = self.domain.check_not_reader() {
-            return Err(ReplaceError { error, value });
+        if let Err(e) = self.domain.check_not_reader() {
+            self.replace_deferred(value);
+            return Err(e);
         }
         let old = self.swap(value);
         // Rule (P): the grace period's cookie is taken after the swap.
@@ -245,56 +237,6 @@ impl<T, B: Backend> SrcuPtr<T, B> {
         // pointer, so freed exactly once, here; we own `self`, so no reader
         // holds it.
         *unsafe { Box::from_raw(p) }
-    }
-}
-
-/// [`SrcuPtr::replace`] refused to wait: nothing was published, and the
-/// value it was given comes back in [`value`](ReplaceError::value).
-///
-/// `Debug` does not need `T: Debug`, so `.unwrap()` and `.expect()` work
-/// for any `T`; the value is left out of the output.
-///
-/// # Examples
-///
-/// ```
-/// use refcnt::{host::Host, srcu::{Srcu, SrcuError, SrcuPtr}};
-/// let srcu = Srcu::<Host>::new().unwrap();
-/// let p = SrcuPtr::new(&srcu, "old");
-/// let g = srcu.read_lock();
-/// let e = p.replace("new").unwrap_err();
-/// assert_eq!(e.error, SrcuError::SyncInReadSection { domain: srcu.id() });
-/// drop(g);
-/// // Out of the section, the same value can be published.
-/// assert_eq!(p.replace(e.value).unwrap(), "old");
-/// ```
-pub struct ReplaceError<T> {
-    /// Why the replace was refused.
-    pub error: SrcuError,
-    /// The value that was to be published, handed back unpublished.
-    pub value: T,
-}
-
-impl<T> fmt::Debug for ReplaceError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReplaceError")
-            .field("error", &self.error)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T> fmt::Display for ReplaceError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}; nothing was published (the new value is handed back)",
-            self.error
-        )
-    }
-}
-
-impl<T> core::error::Error for ReplaceError<T> {
-    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
-        Some(&self.error)
     }
 }
 
