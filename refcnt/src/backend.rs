@@ -25,9 +25,13 @@ use crate::sync::atomic::{AtomicUsize, Ordering};
 /// ```
 /// let e = refcnt::AllocError;
 /// assert_eq!(e.to_string(), "per-CPU allocation failed");
+/// let boxed: Box<dyn std::error::Error> = e.into();
+/// assert_eq!(boxed.to_string(), "per-CPU allocation failed");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AllocError;
+
+impl core::error::Error for AllocError {}
 
 impl fmt::Display for AllocError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -265,6 +265,9 @@ pub enum Flavour {
 /// let err = srcu.read_unlock(7).unwrap_err();
 /// assert_eq!(err, SrcuError::BadUnlock { domain: srcu.id(), index: 7 });
 /// assert!(err.to_string().contains("not locked"));
+/// // An error type: `?` carries it into a `Box<dyn Error>`.
+/// let boxed: Box<dyn std::error::Error> = err.into();
+/// assert!(boxed.to_string().contains("not locked"));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SrcuError {
@@ -298,6 +301,8 @@ pub enum SrcuError {
         callbacks: usize,
     },
 }
+
+impl core::error::Error for SrcuError {}
 
 impl fmt::Display for SrcuError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

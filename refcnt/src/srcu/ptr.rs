@@ -172,7 +172,9 @@ impl<T, B: Backend> SrcuPtr<T, B> {
     /// the pointer's domain, where detected (as for
     /// [`Srcu::synchronize`]). The new value is published anyway; the old one
     /// is dropped by a callback after a grace period
-    /// ([`replace_deferred`](SrcuPtr::replace_deferred)).
+    /// ([`replace_deferred`](SrcuPtr::replace_deferred)): the update the
+    /// caller asked for still happens, safely, and only the old value,
+    /// which could not be handed back without the wait, is not returned.
     ///
     /// # Examples
     ///
