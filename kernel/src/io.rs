@@ -706,7 +706,7 @@ fn run_once(config: &IoConfig) -> Option<u64> {
     }
     if config.bs == 0 || !config.bs.is_multiple_of(config.dev.bs) {
         println!(
-            "io: bs={} must be a multiple of the device block size {}",
+            "io: bs={} (bytes per I/O) must be a multiple of the device's block size dev_bs={}: use a bs that is, or set dev_bs=512",
             config.bs, config.dev.bs
         );
         return None;
