@@ -123,7 +123,7 @@ impl Mode {
 /// The kernel prints, one line each:
 /// - `ktest: test NAME smp=1,2,8 timeout=60 selftest=0` (list mode)
 /// - `ktest: start NAME`
-/// - `ktest: ok NAME 123us`
+/// - `ktest: ok NAME 123kcycles` (the test's time in thousands of TSC cycles)
 /// - `ktest: FAILED NAME: reason`
 /// - `ktest: done N`
 pub const KTEST_PREFIX: &str = "ktest: ";
