@@ -204,15 +204,67 @@ pub struct Flags(u32);
 impl Flags {
     /// Start in atomic mode and stay there until
     /// [`PercpuRef::switch_to_percpu`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, Mode, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_ATOMIC).unwrap();
+    /// assert_eq!(r.stats().mode, Mode::Atomic);
+    /// assert_eq!(r.count_atomic(), 1); // exact, as in any atomic ref
+    /// r.switch_to_percpu();
+    /// assert_eq!(r.stats().mode, Mode::PerCpu);
+    /// ```
     pub const INIT_ATOMIC: Flags = Flags(1);
     /// Start dead, with a count of zero; [`PercpuRef::reinit`] or
     /// [`PercpuRef::resurrect`] brings it to life.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_DEAD).unwrap();
+    /// assert!(r.is_dying() && r.is_zero());
+    /// assert!(r.tryget_live().is_none());
+    /// assert!(r.reinit());
+    /// assert!(r.tryget_live().is_some());
+    /// ```
     pub const INIT_DEAD: Flags = Flags(2);
     /// Linux's permission to resurrect after kill; always granted here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+    /// // Without the flag too: a killed ref comes back.
+    /// for flags in [Flags::ALLOW_REINIT, Flags::empty()] {
+    ///     let r = PercpuRef::<Host>::new(|| {}, flags).unwrap();
+    ///     let g = r.get();
+    ///     r.kill();
+    ///     assert!(r.resurrect());
+    ///     drop(g);
+    ///     assert!(r.tryget_live().is_some());
+    /// }
+    /// ```
     pub const ALLOW_REINIT: Flags = Flags(4);
     /// Start atomic and switch to per-CPU by itself once gets are frequent;
     /// the per-CPU counters are allocated then, so an idle dynamic ref
     /// takes no per-CPU memory (see the module documentation).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, percpu_ref::{Flags, Mode, PercpuRef}};
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::DYNAMIC).unwrap();
+    /// let s = r.stats();
+    /// assert_eq!((s.mode, s.percpu), (Mode::DynamicAtomic, false));
+    /// // Gets far faster than the default rate switch it to per-CPU.
+    /// for _ in 0..100_000 {
+    ///     drop(r.get());
+    /// }
+    /// let s = r.stats();
+    /// assert_eq!((s.mode, s.percpu), (Mode::PerCpu, true));
+    /// ```
     pub const DYNAMIC: Flags = Flags(8);
 
     /// No flags: start alive, in per-CPU mode.
@@ -247,10 +299,36 @@ impl BitOr for Flags {
 }
 
 /// Default switching rate of the dynamic mode: gets per second, from the
-/// 2013 patch.
+/// 2013 patch. [`PercpuRef::new`] uses it; [`PercpuRef::new_with_rate`]
+/// takes another.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, percpu_ref::{Flags, Mode, PercpuRef, DEFAULT_DYNAMIC_RATE}};
+/// assert_eq!(DEFAULT_DYNAMIC_RATE, 4096);
+/// // At an impossible rate the ref never switches by itself.
+/// let r = PercpuRef::<Host>::new_with_rate(|| {}, Flags::DYNAMIC, u64::MAX).unwrap();
+/// for _ in 0..10_000 {
+///     drop(r.get());
+/// }
+/// assert_eq!(r.stats().mode, Mode::DynamicAtomic);
+/// ```
 pub const DEFAULT_DYNAMIC_RATE: u64 = 4096;
 
 /// How many gets the dynamic mode counts between two looks at the clock.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, percpu_ref::{Flags, Mode, PercpuRef, DYNAMIC_BATCH}};
+/// // Fewer gets than one batch never switch, however fast they come.
+/// let r = PercpuRef::<Host>::new(|| {}, Flags::DYNAMIC).unwrap();
+/// for _ in 0..DYNAMIC_BATCH - 1 {
+///     drop(r.get());
+/// }
+/// assert_eq!(r.stats().mode, Mode::DynamicAtomic);
+/// ```
 pub const DYNAMIC_BATCH: usize = 128;
 
 // Mode word bits. Stored only with the control lock held (or with `&mut`).
@@ -496,6 +574,19 @@ impl<B: Backend> fmt::Debug for OwnedRefGuard<B> {
 }
 
 /// Which counter the fast paths use.
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, percpu_ref::{Flags, Mode, PercpuRef}};
+/// let mut r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+/// assert_eq!(r.stats().mode, Mode::PerCpu);
+/// r.switch_to_atomic_sync();
+/// assert_eq!(r.stats().mode, Mode::Atomic);
+/// r.kill();
+/// r.exit();
+/// assert_eq!(r.stats().mode, Mode::Exited);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Per-CPU counters.
@@ -509,6 +600,20 @@ pub enum Mode {
 }
 
 /// A snapshot of a ref's statistics, from [`PercpuRef::stats`].
+///
+/// # Examples
+///
+/// ```
+/// use refcnt::{host::Host, percpu_ref::{Flags, PercpuRef}};
+/// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+/// r.kill();
+/// r.wait_for_release();
+/// assert!(r.resurrect());
+/// let s = r.stats();
+/// assert_eq!((s.lives, s.releases), (2, 1));
+/// assert_eq!((s.switches_to_atomic, s.switches_to_percpu), (1, 1));
+/// assert!(s.percpu && !s.switching);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {
     /// The current mode.
