@@ -93,6 +93,18 @@ impl CallbackContext {
 pub trait Report: 'static {
     /// Tells someone that `m` happened. Must not block and must not call
     /// back into the object that reported it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::{self, Host}, percpu_ref::{Flags, PercpuRef}, Misuse};
+    /// // The host backend records reports per thread (and prints them
+    /// // unless REFCNT_QUIET is set): a second kill is one.
+    /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
+    /// r.kill();
+    /// r.kill();
+    /// assert_eq!(host::take_reports(), [Misuse::DoubleKill]);
+    /// ```
     fn report(m: Misuse);
 }
 
@@ -182,14 +194,44 @@ pub trait Report: 'static {
 pub unsafe trait Backend: Report {
     /// One per-CPU allocation of `slots` counters, all zero, at the same
     /// offset on every CPU (in a kernel). Freed when dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// let p: <Host as Backend>::PerCpu = Host::alloc_percpu(3).unwrap();
+    /// assert_eq!((0..3).map(|s| Host::sum(&p, s)).sum::<usize>(), 0);
+    /// ```
     type PerCpu: Send + Sync;
 
     /// Proof of being inside a read-side section; the section ends when it
     /// is dropped. Sections nest. In a kernel: interrupts off, restored on
     /// drop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// let outer: <Host as Backend>::ReadGuard = Host::read_lock_sched();
+    /// let inner = Host::read_lock_sched(); // sections nest
+    /// drop(inner);
+    /// drop(outer); // the section ends here
+    /// ```
     type ReadGuard;
 
     /// Allocates `slots` zeroed counters on every possible CPU.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError`] when the memory cannot be had.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// let p = Host::alloc_percpu(2).unwrap();
+    /// assert_eq!((Host::sum(&p, 0), Host::sum(&p, 1)), (0, 0));
+    /// ```
     fn alloc_percpu(slots: usize) -> Result<Self::PerCpu, AllocError>;
 
     /// As [`alloc_percpu`](Backend::alloc_percpu), from a context that must
@@ -220,11 +262,34 @@ pub unsafe trait Backend: Report {
 
     /// Adds `delta` (wrapping) to counter `slot` of the calling CPU.
     /// In a kernel: one `add qword gs:[off], reg`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// let p = Host::alloc_percpu(2).unwrap();
+    /// Host::this_cpu_add(&p, 1, 7);
+    /// Host::this_cpu_add(&p, 1, 3usize.wrapping_neg()); // wrapping: a put
+    /// assert_eq!((Host::sum(&p, 0), Host::sum(&p, 1)), (0, 4));
+    /// ```
     fn this_cpu_add(p: &Self::PerCpu, slot: usize, delta: usize);
 
     /// Wrapping sum of counter `slot` over all possible CPUs. The read is
     /// racy; the result is exact only when no CPU can still be adding, which
     /// callers ensure with a grace period.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// let p = std::sync::Arc::new(Host::alloc_percpu(1).unwrap());
+    /// // A get on one CPU (thread) and its put on another: each counter
+    /// // alone is off, and only the sum is the count.
+    /// let q = p.clone();
+    /// std::thread::spawn(move || Host::this_cpu_add(&q, 0, 1)).join().unwrap();
+    /// Host::this_cpu_add(&p, 0, 1usize.wrapping_neg());
+    /// assert_eq!(Host::sum(&p, 0), 0);
+    /// ```
     fn sum(p: &Self::PerCpu, slot: usize) -> usize;
 
     /// A word that names `p` for [`this_cpu_add_unless`](Backend::this_cpu_add_unless)
@@ -248,10 +313,36 @@ pub unsafe trait Backend: Report {
 
     /// Enters a read-side section that [`Backend::synchronize_sched`] waits
     /// for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{atomic::{AtomicBool, Ordering::SeqCst}, Arc};
+    /// use refcnt::{host::Host, Backend};
+    /// let done = Arc::new(AtomicBool::new(false));
+    /// let g = Host::read_lock_sched();
+    /// let d = done.clone();
+    /// let t = std::thread::spawn(move || {
+    ///     Host::synchronize_sched(); // waits for the section above
+    ///     d.store(true, SeqCst);
+    /// });
+    /// std::thread::sleep(std::time::Duration::from_millis(20));
+    /// assert!(!done.load(SeqCst));
+    /// drop(g);
+    /// t.join().unwrap();
+    /// assert!(done.load(SeqCst));
+    /// ```
     fn read_lock_sched() -> Self::ReadGuard;
 
     /// Waits for a grace period: every read-side section that began before
     /// the call has ended (rcu-sched).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// Host::synchronize_sched(); // no section open anywhere: returns soon
+    /// ```
     fn synchronize_sched();
 
     /// Runs `f` after a grace period, from a context that may block (a
@@ -259,6 +350,17 @@ pub unsafe trait Backend: Report {
     /// CPU runs (a kthread, in a kernel): `f` may enter read-side sections
     /// ([`read_lock_sched`](Self::read_lock_sched)) and use this CPU's
     /// per-CPU slots, as percpu_ref's puts in its callbacks do.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use refcnt::{host::Host, Backend};
+    /// let (tx, rx) = mpsc::channel();
+    /// let here = std::thread::current().id();
+    /// Host::call_sched(Box::new(move || tx.send(std::thread::current().id()).unwrap()));
+    /// assert_ne!(rx.recv().unwrap(), here); // in a worker, not the caller
+    /// ```
     fn call_sched(f: Box<dyn FnOnce() + Send>);
 
     /// As [`call_sched`](Self::call_sched), for a callback that never
@@ -291,6 +393,15 @@ pub unsafe trait Backend: Report {
 
     /// Monotonic time in nanoseconds; only the dynamic mode's rate
     /// measurement uses it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// let t = Host::now_ns();
+    /// std::thread::sleep(std::time::Duration::from_millis(1));
+    /// assert!(Host::now_ns() >= t + 1_000_000);
+    /// ```
     fn now_ns() -> u64;
 
     /// The calling CPU's counter `slot`, if this backend can read it.
@@ -298,6 +409,16 @@ pub unsafe trait Backend: Report {
     /// section, nesting depth); the default, `None`, turns them off. A
     /// backend whose tasks may migrate while inside an SRCU read section
     /// should keep the default (see [`srcu`](crate::srcu), "Misuse").
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// let p = Host::alloc_percpu(1).unwrap();
+    /// Host::this_cpu_add(&p, 0, 2);
+    /// // The host backend's CPUs are threads: this one reads its own.
+    /// assert_eq!(Host::this_cpu_read(&p, 0), Some(2));
+    /// ```
     fn this_cpu_read(_p: &Self::PerCpu, _slot: usize) -> Option<usize> {
         None
     }
@@ -407,6 +528,15 @@ pub unsafe trait Backend: Report {
     /// it. The default wraps the add in [`read_lock_sched`](Backend::read_lock_sched);
     /// a kernel whose grace period cannot split one instruction may
     /// override it with the bare `add gs:[off]`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refcnt::{host::Host, Backend};
+    /// let p = Host::alloc_percpu(1).unwrap();
+    /// Host::this_cpu_add_sched(&p, 0, 4);
+    /// assert_eq!(Host::sum(&p, 0), 4);
+    /// ```
     #[inline]
     fn this_cpu_add_sched(p: &Self::PerCpu, slot: usize, delta: usize) {
         let _section = Self::read_lock_sched();
