@@ -3,13 +3,13 @@
 //! The trait is made of associated functions only, so a kernel implements it
 //! on a zero-sized type and every call is static: the per-CPU fast path of
 //! [`PercpuRef`](crate::percpu_ref::PercpuRef) is one inlined
-//! [`Backend::this_cpu_add_unless`] (in our kernel: `test gs:`, `jnz`,
-//! `add gs:`). Nothing here is x86-specific, and
-//! nothing needs `std`; `Box` comes from `alloc`.
+//! [`Backend::this_cpu_add_unless`] (in our kernel: a load of the handle's
+//! word, a register test, a branch and an `add gs:`). Nothing here is
+//! x86-specific, and nothing needs `std`; `Box` comes from `alloc`.
 //!
-//! The same operations are enough for SRCU later: it needs four per-CPU
-//! slots (lock and unlock counts for two indexes), [`Backend::sum`] for its
-//! scans, and the rcu-sched grace period for its fast flavour.
+//! The same operations serve SRCU: it needs four per-CPU slots (lock and
+//! unlock counts for two indexes), [`Backend::sum`] for its scans, and the
+//! rcu-sched grace period for its fast flavour.
 
 use alloc::boxed::Box;
 use core::fmt;
@@ -147,10 +147,12 @@ pub trait Report: 'static {
 /// # Examples
 ///
 /// A single-CPU backend, enough to show the shape (interrupts do not exist
-/// here, so a read-side section is empty and a grace period is immediate):
+/// here, so a read-side section is empty, and a grace period has passed
+/// whenever the main loop runs):
 ///
 /// ```
 /// use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+/// use std::sync::Mutex;
 /// use refcnt::{AllocError, Backend, Misuse, Report};
 ///
 /// struct Uni;
@@ -159,8 +161,24 @@ pub trait Report: 'static {
 ///         eprintln!("{m}");
 ///     }
 /// }
+/// /// Callbacks waiting for the main loop ([`run_deferred`]).
+/// static DEFERRED: Mutex<Vec<Box<dyn FnOnce() + Send>>> = Mutex::new(Vec::new());
+/// /// The kernel's main loop calls this outside any section: with one CPU
+/// /// and no interrupts, every section has ended by then.
+/// fn run_deferred() {
+///     loop {
+///         let batch = core::mem::take(&mut *DEFERRED.lock().unwrap());
+///         if batch.is_empty() {
+///             return;
+///         }
+///         batch.into_iter().for_each(|f| f());
+///     }
+/// }
 /// // SAFETY: there is one CPU and no interrupts, so every add is whole and
-/// // every section has ended by the time anyone else runs.
+/// // every section has ended by the time `synchronize_sched` or the main
+/// // loop runs; `call_sched` defers (promise 4). `now_ns` has no clock: the
+/// // dynamic mode never switches by itself, and `wait_for_release_timeout`
+/// // would never time out.
 /// unsafe impl Backend for Uni {
 ///     type PerCpu = Box<[AtomicUsize]>;
 ///     type ReadGuard = ();
@@ -176,8 +194,9 @@ pub trait Report: 'static {
 ///     fn read_lock_sched() {}
 ///     fn synchronize_sched() {}
 ///     fn call_sched(f: Box<dyn FnOnce() + Send>) {
-///         // A real backend defers; this toy one has nothing to wait for.
-///         f()
+///         // Never from inside the call (promise 4): the caller may be in a
+///         // section, or hold a lock the callback takes.
+///         DEFERRED.lock().unwrap().push(f);
 ///     }
 ///     fn now_ns() -> u64 {
 ///         0
@@ -188,6 +207,8 @@ pub trait Report: 'static {
 /// r.get_many(2);
 /// r.put_many(2);
 /// assert!(r.kill());
+/// assert!(!r.is_zero()); // the switch waits for its grace period
+/// run_deferred();
 /// assert!(r.is_zero());
 /// ```
 #[allow(unsafe_code)] // declaring the contract is not unsafe code; implementing it is
@@ -391,8 +412,10 @@ pub unsafe trait Backend: Report {
         Self::call_sched(Box::new(move || f(CallbackContext::Worker)))
     }
 
-    /// Monotonic time in nanoseconds; only the dynamic mode's rate
-    /// measurement uses it.
+    /// Monotonic time in nanoseconds: the dynamic mode's rate measurement
+    /// and the deadline of
+    /// [`wait_for_release_timeout`](crate::percpu_ref::PercpuRef::wait_for_release_timeout)
+    /// use it (a clock that never moves makes that timeout wait for ever).
     ///
     /// # Examples
     ///

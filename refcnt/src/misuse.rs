@@ -55,7 +55,8 @@ pub enum Misuse {
     /// An SRCU grace-period wait (`synchronize`, `barrier`, ...) inside a
     /// read section of the same domain; refused, since it would deadlock.
     SrcuSyncInReadSection,
-    /// SRCU `read_unlock` of an index that is not locked; ignored.
+    /// SRCU `read_unlock` or `up_read` of an index that no section entered
+    /// with `read_lock_raw` or `down_read` holds; ignored.
     SrcuBadUnlock,
     /// SRCU `cleanup` while readers or callbacks remain; refused.
     SrcuCleanupBusy,
@@ -141,8 +142,9 @@ impl fmt::Display for Misuse {
                  would deadlock; refused: leave the section first, or use call()"
             }
             Misuse::SrcuBadUnlock => {
-                "srcu: read_unlock of an index that is not locked; ignored: \
-                 pass the index read_lock_raw returned, once"
+                "srcu: read_unlock of an index no raw section holds; ignored: \
+                 pass the index read_lock_raw or down_read returned, once (a \
+                 guard's section ends when the guard is dropped)"
             }
             Misuse::SrcuCleanupBusy => {
                 "srcu: cleanup while read sections are open or callbacks pending; \

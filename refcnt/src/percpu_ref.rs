@@ -394,7 +394,8 @@ struct Ctl<B: Backend> {
     confirms: Vec<Pending>,
     /// Need a grace period that starts after the flight in progress lands.
     next: Vec<Pending>,
-    /// The per-CPU counters (slot 0: the count, slot 1: the flag), once
+    /// The per-CPU counters (one slot: the count; the ATOMIC flag lives in
+    /// the handle's word), once
     /// allocated: at creation, or for a dynamic ref when it first goes
     /// per-CPU. Kept until [`PercpuRef::exit`] or the drop; never
     /// replaced. `Inner::counters` publishes where they are to the fast

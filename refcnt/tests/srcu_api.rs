@@ -240,6 +240,63 @@ fn misuse_unlock_not_locked() {
     take_reports();
 }
 
+/// A guard's section ends only when the guard drops: a raw unlock of its
+/// index is refused in both flavours, and a replace of an `SrcuPtr` still
+/// waits for the guard, so a borrow from `read` cannot outlive its value.
+/// (An extra `read_unlock(g.index())` used to be accepted while another
+/// section held the index, or always in the fast flavour: the grace period
+/// then ended under the guard and the replace freed what it borrowed.)
+#[test]
+fn a_raw_unlock_cannot_end_a_guards_section() {
+    for fl in FLAVOURS {
+        let s = domain(fl);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let p = Arc::new(SrcuPtr::new(&s, Counted(drops.clone())));
+        // A raw section on the same index, so that the index is held by
+        // someone (the case a holder-count check let through).
+        let g = s.read_lock();
+        let raw = s.down_read();
+        let borrowed: &Counted = p.read(&g);
+        for idx in [g.index(), 1 - g.index()] {
+            if idx == raw {
+                continue;
+            }
+            assert_eq!(
+                s.read_unlock(idx),
+                Err(SrcuError::BadUnlock {
+                    domain: s.id(),
+                    index: idx
+                })
+            );
+        }
+        take_reports();
+        s.up_read(raw).unwrap();
+        // Every raw section is gone; the guard's index is refused too.
+        assert!(s.read_unlock(g.index()).is_err());
+        assert!(s.up_read(g.index()).is_err());
+        assert_eq!(
+            take_reports(),
+            [Misuse::SrcuBadUnlock, Misuse::SrcuBadUnlock]
+        );
+        assert_eq!(s.readers(), 1, "the guard's section was ended");
+        let (p2, d2) = (p.clone(), drops.clone());
+        let replacer = thread::spawn(move || drop(p2.replace(Counted(d2)).unwrap()));
+        pause();
+        assert!(
+            !replacer.is_finished(),
+            "a grace period ended under a live guard"
+        );
+        assert_eq!(drops.load(SeqCst), 0, "freed under a live guard");
+        assert!(
+            Arc::strong_count(&borrowed.0) >= 2,
+            "the borrow is still good"
+        );
+        drop(g);
+        replacer.join().unwrap();
+        assert_eq!(drops.load(SeqCst), 1);
+    }
+}
+
 /// For both flavours: `sync` returns only after a reader that was inside
 /// its section when it started (and sleeps there) has left, and it ran a
 /// grace period of its own.

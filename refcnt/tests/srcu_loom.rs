@@ -97,6 +97,38 @@ fn fast_reader_vs_synchronize() {
     reader_vs_synchronize(Flavour::Fast);
 }
 
+/// A rogue thread unlocks both indexes while a guard's reader runs: both
+/// unlocks are refused (no raw section is open), so the grace period still
+/// waits for the reader and its read is ordered before the poisoning.
+/// (Before `raw_open`, an unlock of an index some reader held was taken,
+/// always in the fast flavour: the counters balanced under the live guard
+/// and loom saw the read race with the poison.)
+fn rogue_unlock_vs_guard(flavour: Flavour) {
+    model(move || {
+        let w = World::new(flavour);
+        let (w1, w2) = (w.clone(), w.clone());
+        let rogue = thread::spawn(move || {
+            let refused = [w1.srcu.up_read(0), w1.srcu.read_unlock(1)];
+            assert!(refused.iter().all(Result::is_err), "{refused:?}");
+        });
+        let reader = thread::spawn(move || w2.read());
+        w.update(1);
+        rogue.join().unwrap();
+        reader.join().unwrap();
+        assert_eq!(w.srcu.readers(), 0);
+    });
+}
+
+#[test]
+fn normal_rogue_unlock_vs_guard() {
+    rogue_unlock_vs_guard(Flavour::Normal);
+}
+
+#[test]
+fn fast_rogue_unlock_vs_guard() {
+    rogue_unlock_vs_guard(Flavour::Fast);
+}
+
 /// The index-flip race: a reader reads the active index, stalls while a
 /// whole grace period flips it, and only then counts itself on what has
 /// become the inactive index. The second grace period must still wait for

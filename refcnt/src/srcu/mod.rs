@@ -135,8 +135,10 @@
 //! * waiting for a grace period (`synchronize*`, `barrier`,
 //!   [`SrcuPtr::replace`]) inside a read section of the same domain, which
 //!   would wait for itself forever ([`Misuse::SrcuSyncInReadSection`]);
-//! * [`Srcu::read_unlock`] of an index that is not locked
-//!   ([`Misuse::SrcuBadUnlock`]);
+//! * [`Srcu::read_unlock`] or [`Srcu::up_read`] of an index that no raw
+//!   section ([`Srcu::read_lock_raw`], [`Srcu::down_read`]) holds; a
+//!   guard's section cannot be ended that way, so no grace period ends
+//!   under a live guard ([`Misuse::SrcuBadUnlock`]);
 //! * [`Srcu::cleanup`] while readers are inside or callbacks are pending
 //!   ([`Misuse::SrcuCleanupBusy`]);
 //! * more than [`MAX_NESTING`] sections open at once in one task
@@ -203,6 +205,21 @@ use crate::backend::{AllocError, Backend};
 use crate::misuse::{Misuse, ReportLog};
 use crate::sync::atomic::{fence, AtomicUsize, Ordering};
 use crate::sync::Mutex;
+
+/// Takes one away from `n` unless it is zero; whether it did. Acquire on
+/// success (see `Srcu::check_unlock`). A compare-exchange loop, which
+/// loom's atomics model too.
+fn take_one(n: &AtomicUsize) -> bool {
+    // Relaxed: the value only decides whether to try; the exchange orders.
+    let mut cur = n.load(Ordering::Relaxed);
+    while cur != 0 {
+        match n.compare_exchange_weak(cur, cur - 1, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+    false
+}
 
 /// Per-CPU counter slots of a domain.
 /// The per-CPU slot counting lock operations on index `idx` (0 or 1).
@@ -278,8 +295,9 @@ pub enum SrcuError {
         /// [`Srcu::id`] of the domain.
         domain: usize,
     },
-    /// `read_unlock` of an index that no reader holds (or that is not 0 or
-    /// 1). No counter was changed.
+    /// `read_unlock` or `up_read` of an index that no section entered with
+    /// `read_lock_raw` or `down_read` holds (or that is not 0 or 1). No
+    /// counter was changed.
     BadUnlock {
         /// [`Srcu::id`] of the domain.
         domain: usize,
@@ -314,7 +332,8 @@ impl fmt::Display for SrcuError {
             ),
             SrcuError::BadUnlock { domain, index } => write!(
                 f,
-                "srcu domain {domain}: read_unlock({index}) of an index that is not locked"
+                "srcu domain {domain}: read_unlock({index}) of an index that is not locked \
+                 (by read_lock_raw or down_read; a guard's section ends when it is dropped)"
             ),
             SrcuError::ReadersActive { domain, readers } => write!(
                 f,
@@ -400,6 +419,17 @@ struct Inner<B: Backend> {
     id: usize,
     /// This domain's misuse reports ([`Srcu::take_reports`]).
     log: ReportLog,
+    /// Open sections entered with `read_lock_raw` or `down_read`, per
+    /// index: what `read_unlock` and `up_read` may end. A raw unlock first
+    /// takes one away (never below zero) and is refused when there is
+    /// none, so it can never end a guard's section: the counters a grace
+    /// period scans always include every live guard, which is what lets
+    /// [`SrcuPtr::read`] hand out borrows in safe code. (Without it, an
+    /// extra `read_unlock(g.index())` balanced the counters under a live
+    /// guard, a grace period ended, and `SrcuPtr::replace` freed what
+    /// the guard's borrow still pointed into.) Only the raw calls touch
+    /// it; guards do not.
+    raw_open: [AtomicUsize; 2],
 }
 
 /// An SRCU domain (see the [module documentation](self)).
@@ -575,6 +605,7 @@ impl<B: Backend> Inner<B> {
             // Relaxed: only uniqueness matters.
             id: NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
             log: ReportLog::new(),
+            raw_open: [AtomicUsize::new(0), AtomicUsize::new(0)],
         })
     }
 
@@ -1054,7 +1085,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     #[inline]
     pub fn read_lock_raw(&self) -> usize {
-        word_index(self.lock(true))
+        self.open_raw(self.lock(true))
     }
 
     /// Leaves a read section entered with [`read_lock_raw`] by the calling
@@ -1069,12 +1100,12 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// # Errors
     ///
     /// [`SrcuError::BadUnlock`] (and [`Misuse::SrcuBadUnlock`]) if `idx` is
-    /// not 0 or 1, or if no reader holds `idx` at all; no counter changes.
-    /// The second check reads every CPU's counters, so this is slower than
-    /// dropping a guard. In the fast flavour only the range is checked:
-    /// readers there have no fences, and without one an unlock that no
-    /// lock matches cannot be told apart from a concurrent reader's
-    /// half-visible section.
+    /// not 0 or 1, or if no section entered with `read_lock_raw` or
+    /// [`down_read`](Srcu::down_read) holds `idx`; no counter changes. A
+    /// guard's section ([`read_lock`](Srcu::read_lock)) is left only by
+    /// dropping the guard: an unlock of its index is refused, in every
+    /// flavour, so that no grace period can end while a guard (and a
+    /// borrow from [`SrcuPtr::read`]) is alive.
     ///
     /// [`read_lock_raw`]: Srcu::read_lock_raw
     ///
@@ -1086,6 +1117,8 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// let idx = srcu.read_lock_raw();
     /// srcu.read_unlock(idx).unwrap();
     /// assert!(srcu.read_unlock(idx).is_err()); // not locked any more
+    /// let g = srcu.read_lock();
+    /// assert!(srcu.read_unlock(g.index()).is_err()); // a guard's section
     /// ```
     pub fn read_unlock(&self, idx: usize) -> Result<(), SrcuError> {
         self.check_unlock(idx)?;
@@ -1115,7 +1148,18 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     #[inline]
     pub fn down_read(&self) -> usize {
-        word_index(self.lock(false))
+        self.open_raw(self.lock(false))
+    }
+
+    /// Counts a section just entered by a raw call (`raw_open`) and
+    /// returns its index.
+    fn open_raw(&self, word: usize) -> usize {
+        let idx = word_index(word);
+        // Release: the section's lock count (added just before) happens
+        // before any unlock that takes this one away (Acquire in
+        // `check_unlock`), as a section's lock precedes its unlock.
+        self.inner.raw_open[idx].fetch_add(1, Ordering::Release);
+        idx
     }
 
     /// Leaves a section entered with [`down_read`](Srcu::down_read), on
@@ -1141,20 +1185,14 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
         Ok(())
     }
 
-    /// Refuses an unlock of an index no reader holds (see `read_unlock`).
+    /// Takes away one open raw section of `idx` (`raw_open`), or refuses
+    /// the unlock if there is none (see `read_unlock`).
     fn check_unlock(&self, idx: usize) -> Result<(), SrcuError> {
         let inner = &*self.inner;
-        let bad = idx > 1
-            || (K::FLAVOUR.unwrap_or(inner.flavour) == Flavour::Normal && {
-                let unlocks = B::sum(&inner.percpu, unlock_slot(idx));
-                // Same pairing as scan fence A: every unlock counted above
-                // has its lock counted below, and the caller's own lock
-                // (if it has one) happened before this call, so a holder
-                // always leaves the difference positive.
-                fence(Ordering::SeqCst);
-                let locks = B::sum(&inner.percpu, lock_slot(idx));
-                (locks.wrapping_sub(unlocks) as isize) <= 0
-            });
+        // Acquire on success: pairs with the Release increment in
+        // `open_raw`, so the section's lock count happens before the
+        // unlock count added next. Relaxed on failure: nothing is done.
+        let bad = idx > 1 || !take_one(&inner.raw_open[idx]);
         if bad {
             self.inner.log.report::<B>(Misuse::SrcuBadUnlock);
             return Err(SrcuError::BadUnlock {
