@@ -240,6 +240,60 @@ fn misuse_unlock_not_locked() {
     take_reports();
 }
 
+/// A grace period that a panic abandons half way (here the backend's
+/// `synchronize_sched`, refusing a caller inside an rcu-sched section,
+/// panics in the fast flavour's first scan) leaves the domain as if it had
+/// not started: a later replace still waits for a guard entered after the
+/// flip of the grace period that follows. (The sequence used to stay odd,
+/// so every later grace period ended the waits of callers that snapped
+/// during it one grace period early, and the replace below returned the
+/// value the guard still borrowed.)
+#[test]
+fn a_grace_period_abandoned_by_a_panic_ends_no_wait_early() {
+    let s = Arc::new(Srcu::<Host, Fast>::new().unwrap());
+    let drops = Arc::new(AtomicUsize::new(0));
+    let p = Arc::new(SrcuPtr::new(&s, Counted(drops.clone())));
+    {
+        let _sched = Host::read_lock_sched();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.synchronize()));
+        assert!(
+            r.is_err(),
+            "synchronize_sched inside its own section did not panic"
+        );
+    }
+    take_reports();
+    // A reader on the active index holds up the next grace period's
+    // second scan; meanwhile a guard enters on the new index and a replace
+    // snaps.
+    let r0 = s.down_read();
+    let s1 = s.clone();
+    let updater = thread::spawn(move || s1.synchronize().unwrap());
+    let g = loop {
+        let g = s.read_lock();
+        if g.index() != r0 {
+            break g;
+        }
+        drop(g);
+        thread::yield_now();
+    };
+    let (p2, d2) = (p.clone(), drops.clone());
+    let replacer = thread::spawn(move || drop(p2.replace(Counted(d2)).unwrap()));
+    pause();
+    // The first grace period can end now; the replace's needs the guard
+    // gone (and so may the updater's second: it is joined after).
+    s.up_read(r0).unwrap();
+    pause();
+    assert!(
+        !replacer.is_finished(),
+        "the replace returned under a live guard"
+    );
+    assert_eq!(drops.load(SeqCst), 0, "freed under a live guard");
+    drop(g);
+    replacer.join().unwrap();
+    updater.join().unwrap();
+    assert_eq!(drops.load(SeqCst), 1);
+}
+
 /// A guard's section ends only when the guard drops: a raw unlock of its
 /// index is refused in both flavours, and a replace of an `SrcuPtr` still
 /// waits for the guard, so a borrow from `read` cannot outlive its value.

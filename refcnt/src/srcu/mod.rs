@@ -206,6 +206,23 @@ use crate::misuse::{Misuse, ReportLog};
 use crate::sync::atomic::{fence, AtomicUsize, Ordering};
 use crate::sync::Mutex;
 
+/// Puts an SRCU sequence back to the even value it had before a grace
+/// period that a panic abandoned (see `Inner::one_gp`); forgotten when the
+/// grace period ends normally.
+struct Abandoned<'a> {
+    seq: &'a AtomicUsize,
+    back_to: usize,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        // Relaxed: written under `gp_lock`, which the unwinding caller
+        // still holds; waiters only compare it with their targets, and an
+        // even value below them keeps them waiting.
+        self.seq.store(self.back_to, Ordering::Relaxed);
+    }
+}
+
 /// Takes one away from `n` unless it is zero; whether it did. Acquire on
 /// success (see `Srcu::check_unlock`). A compare-exchange loop, which
 /// loom's atomics model too.
@@ -795,6 +812,18 @@ impl<B: Backend> Inner<B> {
         // orders them.
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        // If a panic leaves this grace period half done (the backend's
+        // `synchronize_sched` refusing a caller inside an rcu-sched
+        // section, say), the sequence must not stay odd: every later grace
+        // period would then read "idle" as "running" and end the waits of
+        // callers that snapped during it one grace period early, under
+        // their readers. Put back, it says this grace period never
+        // happened, which is true; the next one scans both indexes from
+        // whichever is active, as any does.
+        let abandoned = Abandoned {
+            seq: &self.seq,
+            back_to: s,
+        };
         // Closes the race "a caller snapshotted the sequence before this
         // grace period started, yet the scans miss its earlier writes": the
         // caller fenced before reading the (even) sequence, this fence
@@ -821,6 +850,7 @@ impl<B: Backend> Inner<B> {
         fence(Ordering::SeqCst);
         // Scan 2: every reader on the old active index.
         self.wait_readers(cur & 1, expedited);
+        core::mem::forget(abandoned);
         // Release: pairs with the Acquire load in `wait_for`/`poll_state`;
         // a waiter that sees the end sees what the scans established.
         self.seq.store(s.wrapping_add(2), Ordering::Release);
