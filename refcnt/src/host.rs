@@ -199,6 +199,16 @@ impl Drop for SlotOwner {
             // another thread may own by then (it claims a new one, see
             // `claim`).
             THIS.with(ThisCpu::forget);
+            // A read-side section still open here belongs to a guard kept
+            // in a thread-local that is destroyed after this one: its
+            // unlock will still write this slot's section word. Giving the
+            // slot to another thread now would let two threads update one
+            // word with plain stores, and lose a section a grace period
+            // must wait for. Keep it taken for good (one slot leaked per
+            // such thread). Acquire: our own word; pairs with nothing.
+            if SECTIONS[id].0.load(Acquire) & DEPTH_MASK != 0 {
+                return;
+            }
             // Release: the next owner's writes come after ours.
             SLOT_TAKEN[id].store(false, Release);
         }

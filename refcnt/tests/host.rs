@@ -159,3 +159,49 @@ fn refs_work_in_late_thread_local_destructors() {
         "the initial reference and the late one"
     );
 }
+
+/// A thread that exits while a read-side section is still open (its guard
+/// kept in a thread-local destroyed after the backend's slot owner) keeps
+/// its slot: no other thread may get it while the late unlock can still
+/// write its section word. (It was handed on at once; two threads then
+/// updated one word with plain stores, and a section could be lost to a
+/// grace period: found by a soundness audit.)
+#[test]
+fn a_slot_with_an_open_section_is_not_handed_on() {
+    use refcnt::host::HostReadGuard;
+    use std::cell::RefCell;
+    static HOLDER_DROPPING: AtomicBool = AtomicBool::new(false);
+    static MAY_DROP: AtomicBool = AtomicBool::new(false);
+    struct Holder(RefCell<Option<HostReadGuard>>);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            HOLDER_DROPPING.store(true, SeqCst);
+            while !MAY_DROP.load(SeqCst) {
+                std::thread::yield_now();
+            }
+            drop(self.0.borrow_mut().take());
+        }
+    }
+    thread_local! { static HOLD: Holder = const { Holder(RefCell::new(None)) }; }
+    let (tx, rx) = mpsc::channel();
+    let t1 = std::thread::spawn(move || {
+        // Registered before the slot owner, so destroyed after it.
+        HOLD.with(|_| {});
+        let g = Host::read_lock_sched();
+        tx.send(cpu()).unwrap();
+        HOLD.with(|h| *h.0.borrow_mut() = Some(g));
+    });
+    let t1_slot = rx.recv().unwrap();
+    while !HOLDER_DROPPING.load(SeqCst) {
+        std::thread::yield_now();
+    }
+    // T1's slot owner is gone, its section still open: a new thread must
+    // get another slot.
+    let t2_slot = std::thread::spawn(cpu).join().unwrap();
+    MAY_DROP.store(true, SeqCst);
+    t1.join().unwrap();
+    assert_ne!(
+        t2_slot, t1_slot,
+        "a slot with an open section was handed on"
+    );
+}
