@@ -792,33 +792,67 @@ fn before_callback() {
 crate::ktest! {
     /// Grace periods leave idle CPUs halted: neither `synchronize_sched` nor
     /// the expedited round of `call_sched` sends them the grace-period IPI
-    /// (each sent one to every CPU before idle CPUs counted as quiescent).
+    /// (each sent one to every CPU before idle CPUs counted as quiescent,
+    /// which asks every idle CPU in every one of the 80 grace periods).
     /// A CPU woken by its tick at the moment a round starts is asked as
-    /// any busy CPU, hence the margin.
+    /// any busy CPU, hence the margin; and a host that stalls vCPUs keeps
+    /// a woken CPU awake for longer (23 of 80 seen with loom and Miri
+    /// running beside QEMU), so an attempt that crosses the margin is run
+    /// again, up to five, and one clean attempt is needed.
     #[smp(4, 8)]
     fn grace_periods_leave_idle_cpus_halted() {
-        use crate::arch::idt::GP_IPIS;
         const ROUNDS: u64 = 40;
-        let me = cpu_id();
-        let before: Vec<u64> = (0..possible_cpus()).map(|c| GP_IPIS.read_remote(c)).collect();
-        for _ in 0..ROUNDS {
-            synchronize_sched();
-            let done = alloc::sync::Arc::new(AtomicBool::new(false));
-            let d = done.clone();
-            call_sched(Box::new(move || d.store(true, Ordering::SeqCst)));
-            assert!(smp::wait_for(2000, || done.load(Ordering::SeqCst)), "a call_sched callback did not run within 2 s");
-        }
-        for cpu in smp::online().filter(|&c| c != me && c != CALLBACK_CPU) {
-            let taken = GP_IPIS.read_remote(cpu) - before[cpu];
-            crate::println!("cpu {cpu}: {taken} grace-period IPIs in {} grace periods", 2 * ROUNDS);
-            assert!(
-                taken < ROUNDS / 2,
-                "idle cpu {cpu} took {taken} grace-period IPIs in {} grace periods: idle CPUs should not be asked",
+        const ATTEMPTS: usize = 5;
+        let mut best = (0, u64::MAX);
+        for attempt in 1..=ATTEMPTS {
+            let worst = idle_gp_ipis(ROUNDS);
+            if worst.1 < best.1 {
+                best = worst;
+            }
+            crate::println!(
+                "attempt {attempt}: most grace-period IPIs on an idle cpu: {} (cpu {}) in {} grace periods",
+                worst.1,
+                worst.0,
                 2 * ROUNDS
             );
+            if worst.1 < ROUNDS / 2 {
+                return;
+            }
         }
+        panic!(
+            "idle cpu {} took {} grace-period IPIs in {} grace periods (the best of {ATTEMPTS} attempts): idle CPUs should not be asked",
+            best.0,
+            best.1,
+            2 * ROUNDS
+        );
     }
+}
 
+/// Runs `rounds` pairs of grace periods (a `synchronize_sched` and a
+/// `call_sched` waited for) from this CPU, and returns the idle CPU (not
+/// this one nor the callback CPU) that took the most grace-period IPIs
+/// meanwhile, with their number.
+fn idle_gp_ipis(rounds: u64) -> (usize, u64) {
+    use crate::arch::idt::GP_IPIS;
+    let me = cpu_id();
+    let before: Vec<u64> = (0..possible_cpus())
+        .map(|c| GP_IPIS.read_remote(c))
+        .collect();
+    for _ in 0..rounds {
+        synchronize_sched();
+        let done = alloc::sync::Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        call_sched(Box::new(move || d.store(true, Ordering::SeqCst)));
+        assert!(
+            smp::wait_for(2000, || done.load(Ordering::SeqCst)),
+            "a call_sched callback did not run within 2 s"
+        );
+    }
+    smp::online()
+        .filter(|&c| c != me && c != CALLBACK_CPU)
+        .map(|c| (c, GP_IPIS.read_remote(c) - before[c]))
+        .max_by_key(|&(_, taken)| taken)
+        .unwrap_or((me, 0))
 }
 
 crate::ktest! {
