@@ -1024,7 +1024,7 @@ crate::ktest! {
         assert_eq!(QUIESCENT.get(), before + 1, "outside a section a tick (with interrupts on where it landed) reports at once");
         drop(irq);
         // The owed report's self-IPI (or a tick) reports once they are on.
-        assert!(smp::wait_for(100, || QUIESCENT.get() > before + 1), "no report after interrupts came back on");
+        assert!(smp::wait_for(1000, || QUIESCENT.get() > before + 1), "no report after interrupts came back on");
     }
 }
 
