@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use refcnt::host::{take_reports, Host};
-use refcnt::percpu_ref::{Flags, Mode, PercpuRef};
+use refcnt::percpu_ref::{Flags, Mode, PercpuRef, DYNAMIC_BATCH};
 use refcnt::{Backend, Misuse};
 
 fn counting(flags: Flags) -> (PercpuRef<Host>, Arc<AtomicUsize>) {
@@ -508,12 +508,24 @@ fn dynamic_ref_goes_percpu_under_concurrent_gets() {
     no_reports();
 }
 
+/// At a rate of one get a second every batch of gets is hot: the same
+/// gets that switch a live ref leave a killed one atomic.
 #[test]
 fn dynamic_never_switches_after_kill() {
-    let (r, _) = counting(Flags::DYNAMIC);
+    let gets = 4 * DYNAMIC_BATCH;
+    let (live, _) = dynamic_counting();
+    for _ in 0..gets {
+        drop(live.tryget());
+    }
+    assert_eq!(
+        live.stats().mode,
+        Mode::PerCpu,
+        "the gets suffice to switch a live ref"
+    );
+    let (r, _) = dynamic_counting();
     let g = r.get();
     r.kill();
-    for _ in 0..10_000 {
+    for _ in 0..gets {
         drop(r.tryget());
     }
     assert_eq!(r.stats().switches_to_percpu, 0);
