@@ -66,6 +66,15 @@ fn parking_disk(name: &str, driver: Arc<Parking>, blocking: bool, depth: usize) 
     test_disk(name, TagSet::new(1, depth, blocking), driver, 4096)
 }
 
+/// Two parking disks named `names` on one shared tag set, each with its
+/// driver: `[(disk, driver); 2]`.
+fn parked_pair(set: &Arc<TagSet>, names: [&str; 2]) -> [(Arc<Disk>, Arc<Parking>); 2] {
+    names.map(|name| {
+        let drv = Arc::new(Parking::default());
+        (test_disk(name, set.clone(), drv.clone(), 4096), drv)
+    })
+}
+
 /// A registered 1 MiB disk named `name` on `tagset` (shared or its own),
 /// its requests going to `driver`, with a per-CPU usage counter.
 fn test_disk(

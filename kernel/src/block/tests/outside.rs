@@ -474,11 +474,7 @@ crate::ktest! {
     #[smp(2)]
     fn outside_shared_tags_sleeper_on_other_device_survives_remove() {
         let set = TagSet::new(1, 1, false);
-        let da = Arc::new(Parking::default());
-        let db = Arc::new(Parking::default());
-        let mk = |name: &str, drv: Arc<Parking>| test_disk(name, set.clone(), drv, 4096);
-        let a = mk("o-sh-a", da.clone());
-        let b = mk("o-sh-b", db.clone());
+        let [(a, da), (b, db)] = parked_pair(&set, ["o-sh-a", "o-sh-b"]);
         let ran = Arc::new(AtomicUsize::new(0));
         a.submit(outside_bio(Op::Read, 0, 4096, &ran, false)).map_err(|(e, _)| e).unwrap();
         let (e, _) = b.submit(outside_bio(Op::Read, 0, 4096, &ran, true)).unwrap_err();
@@ -879,11 +875,7 @@ crate::ktest! {
     #[smp(1)]
     fn outside_shared_tags_iterator_per_queue() {
         let set = TagSet::new(1, 8, false);
-        let da = Arc::new(Parking::default());
-        let db = Arc::new(Parking::default());
-        let mk = |name: &str, drv: Arc<Parking>| test_disk(name, set.clone(), drv, 4096);
-        let a = mk("o-shi-a", da.clone());
-        let b = mk("o-shi-b", db.clone());
+        let [(a, da), (b, db)] = parked_pair(&set, ["o-shi-a", "o-shi-b"]);
         let ran = Arc::new(AtomicUsize::new(0));
         for i in 0..3 {
             a.submit(outside_bio(Op::Read, i * 4096, 4096, &ran, false)).map_err(|(e, _)| e).unwrap();
