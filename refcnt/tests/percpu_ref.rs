@@ -485,7 +485,7 @@ fn dynamic_ref_failed_allocation_stays_atomic_and_retries() {
 fn dynamic_ref_goes_percpu_under_concurrent_gets() {
     let (r, n) = dynamic_counting();
     let r = Arc::new(r);
-    let rounds = if cfg!(miri) { 300 } else { 20_000 };
+    let rounds = if cfg!(miri) { 150 } else { 20_000 };
     let ts: Vec<_> = (0..3)
         .map(|_| {
             let r = r.clone();
