@@ -1246,6 +1246,12 @@ impl<B: Backend> PercpuRef<B> {
     #[cold]
     #[inline(never)]
     fn slow_path(&self, n: usize, put: bool) {
+        // Zero references taken or dropped: nothing to count, and nothing
+        // to report on a ref at zero (the fast path's add of 0 is as
+        // harmless).
+        if n == 0 {
+            return;
+        }
         if self.inner.slow_path(n, put) {
             self.promote();
         }
@@ -1335,7 +1341,7 @@ impl<B: Backend> PercpuRef<B> {
     }
 
     /// Takes `n` references (explicit form: put them with
-    /// [`put_many`](Self::put_many)).
+    /// [`put_many`](Self::put_many)). `n == 0` does nothing, in any state.
     ///
     /// # Examples
     ///
@@ -1380,6 +1386,7 @@ impl<B: Backend> PercpuRef<B> {
     /// left below zero and the ref is never released (a leak, rather than
     /// a release while a holder whose reference the extra put took may
     /// still be using the object; Linux warns and leaks the same way).
+    /// `n == 0` drops nothing, in any state: no release, no report.
     ///
     /// # Examples
     ///
@@ -1388,6 +1395,10 @@ impl<B: Backend> PercpuRef<B> {
     /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
     /// r.get_many(2);
     /// r.put_many(2);
+    /// r.kill();
+    /// r.wait_for_release();
+    /// r.put_many(0); // nothing to drop: not a second zero
+    /// assert!(r.take_reports().is_empty());
     /// ```
     #[inline(always)]
     pub fn put_many(&self, n: usize) {

@@ -766,3 +766,28 @@ fn max_refs_are_counted_exactly_in_both_modes() {
         no_reports();
     }
 }
+
+/// `get_many(0)` and `put_many(0)` take and drop nothing, so they are never
+/// misuse: not on a live ref in any mode, not on a dead one before or after
+/// its release (they reported a get on zero and a second zero there).
+#[test]
+fn zero_count_calls_do_nothing_in_every_state() {
+    for flags in [Flags::empty(), Flags::INIT_ATOMIC, Flags::DYNAMIC] {
+        let (r, n) = counting(flags);
+        let zero_calls = |when: &str| {
+            r.get_many(0);
+            r.put_many(0);
+            assert_eq!(r.take_reports(), [], "{flags:?}, {when}");
+        };
+        zero_calls("live");
+        let g = r.get();
+        r.kill();
+        zero_calls("dying, one reference held");
+        assert_eq!(n.load(SeqCst), 0, "{flags:?}: released under a holder");
+        drop(g);
+        r.wait_for_release();
+        zero_calls("released");
+        assert_eq!(n.load(SeqCst), 1, "{flags:?}: released again");
+        assert!(r.is_zero());
+    }
+}
