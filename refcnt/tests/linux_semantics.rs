@@ -22,6 +22,9 @@ use refcnt::percpu_ref::{Flags, Mode, PercpuRef};
 use refcnt::srcu::{Flavour, Srcu, SrcuError, SrcuPtr};
 use refcnt::{Backend, Misuse, Report};
 
+mod outside_common;
+use outside_common::spawn_sync;
+
 const FLAVOURS: [Flavour; 2] = [Flavour::Normal, Flavour::Fast];
 
 /// Long enough for another thread to run into a wait, for the
@@ -507,17 +510,6 @@ fn release_sees_ref_zero_and_dead() {
 
 fn domain(f: Flavour) -> Arc<Srcu<Host>> {
     Arc::new(Srcu::with_flavour(f).unwrap())
-}
-
-/// Runs `sync` on a new thread; the flag says when it has returned.
-fn spawn_sync(s: &Arc<Srcu<Host>>) -> (Arc<AtomicBool>, thread::JoinHandle<()>) {
-    let done = Arc::new(AtomicBool::new(false));
-    let (s, d) = (s.clone(), done.clone());
-    let h = thread::spawn(move || {
-        s.synchronize().unwrap();
-        d.store(true, SeqCst);
-    });
-    (done, h)
 }
 
 /// synchronize_srcu waits only for readers that were already inside: a

@@ -25,6 +25,20 @@ fn counted(flags: Flags) -> (R, Counter) {
     (R::new(move || c2.inc(), flags).unwrap(), c)
 }
 
+/// A ref shared between threads whose release counts into the counter.
+fn shared_counted(flags: Flags) -> (Arc<R>, Arc<AtomicUsize>) {
+    let released = Arc::new(AtomicUsize::new(0));
+    let rel = released.clone();
+    let r = R::new(
+        move || {
+            rel.fetch_add(1, SeqCst);
+        },
+        flags,
+    )
+    .unwrap();
+    (Arc::new(r), released)
+}
+
 const MODES: [Flags; 3] = [Flags::INIT_ATOMIC, Flags::DYNAMIC, Flags::empty()];
 
 // percpu_ref_tryget_many: "Increment a percpu refcount by @nr unless its
@@ -275,17 +289,7 @@ fn q10_drop_handles() {
 #[test]
 fn q11_dynamic_hot_kill_race() {
     for round in 0..15 {
-        let released = Arc::new(AtomicUsize::new(0));
-        let rel = released.clone();
-        let r = Arc::new(
-            R::new(
-                move || {
-                    rel.fetch_add(1, SeqCst);
-                },
-                Flags::DYNAMIC,
-            )
-            .unwrap(),
-        );
+        let (r, released) = shared_counted(Flags::DYNAMIC);
         let stop = Arc::new(AtomicBool::new(false));
         let bad = Arc::new(AtomicBool::new(false));
         let mut hs = vec![];
@@ -489,17 +493,7 @@ fn q17_release_puts_another_ref() {
 fn q18_tryget_races_final_put() {
     for flags in [Flags::empty(), Flags::INIT_ATOMIC] {
         for _ in 0..30 {
-            let released = Arc::new(AtomicUsize::new(0));
-            let rel = released.clone();
-            let r = Arc::new(
-                R::new(
-                    move || {
-                        rel.fetch_add(1, SeqCst);
-                    },
-                    flags,
-                )
-                .unwrap(),
-            );
+            let (r, released) = shared_counted(flags);
             let bad = Arc::new(AtomicBool::new(false));
             let start = Arc::new(Barrier::new(3));
             let mut hs = vec![];
@@ -672,17 +666,7 @@ fn q22_tryget_live_after_confirm_stress() {
 #[test]
 fn q23_kill_resurrect_cycles_with_holders() {
     for flags in MODES {
-        let rel = Arc::new(AtomicUsize::new(0));
-        let rel2 = rel.clone();
-        let r = Arc::new(
-            R::new(
-                move || {
-                    rel2.fetch_add(1, SeqCst);
-                },
-                flags,
-            )
-            .unwrap(),
-        );
+        let (r, rel) = shared_counted(flags);
         let stop = Arc::new(AtomicBool::new(false));
         let bad = Arc::new(AtomicUsize::new(0));
         let hs: Vec<_> = (0..2)

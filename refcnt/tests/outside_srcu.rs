@@ -50,16 +50,6 @@ impl Reader {
     }
 }
 
-fn bg_sync(s: &Arc<S>) -> (Arc<AtomicBool>, thread::JoinHandle<()>) {
-    let done = Arc::new(AtomicBool::new(false));
-    let (s, d) = (s.clone(), done.clone());
-    let h = thread::spawn(move || {
-        s.synchronize().unwrap();
-        d.store(true, SeqCst);
-    });
-    (done, h)
-}
-
 // srcu_barrier waits for callbacks queued before it; a callback chain that
 // keeps re-queueing itself must not make it wait for ever.
 #[test]
@@ -108,7 +98,7 @@ fn t02_start_poll_mid_gp_completes_by_itself() {
     for f in FLAVOURS {
         let s = dom(f);
         let r1 = reader(&s);
-        let (done, h) = bg_sync(&s);
+        let (done, h) = spawn_sync(&s);
         ms(30);
         let r2 = reader(&s);
         let c = s.start_poll();
@@ -415,7 +405,7 @@ fn t10_refused_wait_loses_nothing() {
         s.synchronize().unwrap();
         assert!(s.completed() > before);
         let r1 = reader(&s);
-        let (done, h) = bg_sync(&s);
+        let (done, h) = spawn_sync(&s);
         assert!(stays_false(30, || done.load(SeqCst)));
         r1.leave();
         h.join().unwrap();
@@ -443,7 +433,7 @@ fn t11_bad_unlock_changes_nothing() {
         assert!(s.read_unlock(2).is_err());
         assert!(s.up_read(usize::MAX).is_err());
         assert_eq!(s.readers(), 1);
-        let (done, h) = bg_sync(&s);
+        let (done, h) = spawn_sync(&s);
         assert!(
             stays_false(40, || done.load(SeqCst)),
             "{f:?}: bad unlock released the section"
@@ -528,7 +518,7 @@ fn t13_down_read_survives_thread_slot_reuse() {
             thread::spawn(move || drop(s2.read_lock())).join().unwrap();
         }
         assert_eq!(s.readers(), 80, "{f:?}");
-        let (done, h) = bg_sync(&s);
+        let (done, h) = spawn_sync(&s);
         assert!(stays_false(40, || done.load(SeqCst)), "{f:?}");
         let last = idxs.pop().unwrap();
         for i in idxs {
@@ -717,7 +707,7 @@ fn t21_cookies_across_concurrent_gps() {
         let s = dom(f);
         let c_idle = s.get_state();
         let r1 = reader(&s);
-        let (done, h) = bg_sync(&s);
+        let (done, h) = spawn_sync(&s);
         ms(30);
         let c_busy = s.get_state();
         assert_ne!(c_idle, c_busy, "{f:?}: cookie taken mid-GP equals idle one");
@@ -908,14 +898,14 @@ fn t26_raw_sections_across_flip_non_lifo() {
     for f in FLAVOURS {
         let s = dom(f);
         let outer = s.read_lock_raw();
-        let (done, h) = bg_sync(&s);
+        let (done, h) = spawn_sync(&s);
         ms(30); // the GP has flipped and waits for `outer`
         let inner = s.read_lock_raw();
         assert!(!done.load(SeqCst));
         s.read_unlock(outer).unwrap();
         h.join().unwrap(); // does not wait for `inner`, which began later
         assert!(s.synchronize().is_err(), "{f:?}: still inside `inner`");
-        let (done2, h2) = bg_sync(&s);
+        let (done2, h2) = spawn_sync(&s);
         assert!(
             stays_false(40, || done2.load(SeqCst)),
             "{f:?}: new GP ignored `inner`"

@@ -1,9 +1,24 @@
-//! Helpers of the outside-user suites (`outside_percpu_ref.rs`,
-//! `outside_srcu.rs`, `outside_kref.rs`).
+//! Helpers of the outside-user suites (`linux_semantics.rs`,
+//! `outside_percpu_ref.rs`, `outside_srcu.rs`, `outside_kref.rs`).
 #![allow(dead_code)]
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
+
+use refcnt::host::Host;
+use refcnt::srcu::Srcu;
+
+/// Runs `synchronize` on a new thread; the flag says when it has returned.
+pub fn spawn_sync(s: &Arc<Srcu<Host>>) -> (Arc<AtomicBool>, thread::JoinHandle<()>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let (s, d) = (s.clone(), done.clone());
+    let h = thread::spawn(move || {
+        s.synchronize().unwrap();
+        d.store(true, SeqCst);
+    });
+    (done, h)
+}
 
 /// Poll `f` for up to 5 s.
 pub fn until(what: &str, mut f: impl FnMut() -> bool) {
