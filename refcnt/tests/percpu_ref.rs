@@ -770,6 +770,8 @@ fn max_refs_are_counted_exactly_in_both_modes() {
 /// `get_many(0)` and `put_many(0)` take and drop nothing, so they are never
 /// misuse: not on a live ref in any mode, not on a dead one before or after
 /// its release (they reported a get on zero and a second zero there).
+/// After the release `tryget_many(0)` fails, as Linux's add-unless-zero
+/// does on a count of zero.
 #[test]
 fn zero_count_calls_do_nothing_in_every_state() {
     for flags in [Flags::empty(), Flags::INIT_ATOMIC, Flags::DYNAMIC] {
@@ -788,6 +790,11 @@ fn zero_count_calls_do_nothing_in_every_state() {
         r.wait_for_release();
         zero_calls("released");
         assert_eq!(n.load(SeqCst), 1, "{flags:?}: released again");
+        assert!(
+            !r.tryget_many(0),
+            "{flags:?}: tryget_many(0) on a count of zero"
+        );
+        assert_eq!(r.count_atomic(), 0);
         assert!(r.is_zero());
     }
 }
