@@ -866,26 +866,36 @@ crate::ktest! {
         const TARGET: usize = 1;
         // 0: not started, 1: in the handler's section, 2: section over.
         let state = Arc::new(AtomicU8::new(0));
+        // The handler stays in its section until this is set, so the test
+        // cannot miss state 1 when the host leaves this vCPU unrun for
+        // longer than the section lasts.
+        let release = Arc::new(core::sync::atomic::AtomicBool::new(false));
         for round in 0..2 {
             state.store(0, Ordering::SeqCst);
+            release.store(false, Ordering::SeqCst);
             // Let the target halt (it idles: this test runs nothing there).
             crate::arch::time::delay_us(2_000);
-            let s = state.clone();
+            let (s, r) = (state.clone(), release.clone());
             smp::on_each_cpu_nowait(Arc::new(move || {
                 if cpu_id() == TARGET {
                     s.store(1, Ordering::SeqCst);
+                    while !r.load(Ordering::SeqCst) {
+                        core::hint::spin_loop();
+                    }
                     crate::arch::time::delay_us(20_000);
                     s.store(2, Ordering::SeqCst);
                 }
             }));
             assert!(smp::wait_for(1000, || state.load(Ordering::SeqCst) == 1));
             if round == 0 {
+                release.store(true, Ordering::SeqCst);
                 synchronize_sched();
                 assert_eq!(state.load(Ordering::SeqCst), 2, "synchronize_sched returned while the handler's section ran");
             } else {
                 let seen = Arc::new(AtomicU8::new(0));
                 let (s, v) = (state.clone(), seen.clone());
                 call_sched(Box::new(move || v.store(10 + s.load(Ordering::SeqCst), Ordering::SeqCst)));
+                release.store(true, Ordering::SeqCst);
                 assert!(smp::wait_for(2000, || seen.load(Ordering::SeqCst) != 0));
                 assert_eq!(seen.load(Ordering::SeqCst), 12, "a call_sched callback ran while the handler's section ran");
             }
@@ -1064,7 +1074,7 @@ crate::ktest! {
             drop(irq);
             assert!(asked, "the grace period never asked cpu 1 inside its section");
         });
-        assert!(smp::wait_for(1000, || state.load(SeqCst) == 1));
+        assert!(smp::wait_for(1000, || state.load(SeqCst) >= 1), "cpu 1 never entered its section");
         let callback_saw = Arc::new(AtomicU8::new(0));
         let (st, saw) = (state.clone(), callback_saw.clone());
         call_sched(Box::new(move || saw.store(st.load(SeqCst), SeqCst)));
