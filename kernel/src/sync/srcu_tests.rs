@@ -160,24 +160,45 @@ crate::ktest! {
     }
 }
 
-/// Starts a thread on `cpu` that enters a read section of `srcu`, sleeps
-/// 30 ms in it, then leaves; returns once it is inside. Its state: 1 in
-/// the section, 2 woken and about to unlock.
-fn sleeping_reader<K: Kind>(
-    srcu: &Arc<Srcu<Kernel, K>>,
-    cpu: usize,
-) -> (crate::sched::JoinHandle<()>, Arc<AtomicU8>) {
+/// A reader thread inside a section, started by [`sleeping_reader`].
+struct SleepingReader {
+    thread: crate::sched::JoinHandle<()>,
+    /// [`INSIDE`], [`ASLEEP`] or [`DONE`].
+    state: Arc<AtomicU8>,
+    /// Completing it starts the reader's 30 ms sleep.
+    go: Arc<crate::sched::Completion>,
+}
+
+/// A [`SleepingReader`] is in its section, waiting for `go`.
+const INSIDE: u8 = 1;
+/// It is in its section, in (or about to start) its 30 ms sleep.
+const ASLEEP: u8 = 2;
+/// It has woken and is about to unlock.
+const DONE: u8 = 3;
+
+/// Starts a thread on `cpu` that enters a read section of `srcu`, waits
+/// for `go`, sleeps 30 ms, then leaves; returns once it is inside. It
+/// stays inside until `go` whatever the host does, so the caller cannot
+/// miss the section, nor start its wait after the sleep, because its own
+/// vCPU was not run for a while.
+fn sleeping_reader<K: Kind>(srcu: &Arc<Srcu<Kernel, K>>, cpu: usize) -> SleepingReader {
     let state = Arc::new(AtomicU8::new(0));
-    let (s, st) = (srcu.clone(), state.clone());
-    let reader = crate::sched::spawn_on(cpu, move || {
+    let go = Arc::new(crate::sched::Completion::new());
+    let (s, st, g) = (srcu.clone(), state.clone(), go.clone());
+    let thread = crate::sched::spawn_on(cpu, move || {
         let guard = s.read_lock();
-        st.store(1, SeqCst);
+        st.store(INSIDE, SeqCst);
+        g.wait_for_completion();
+        st.store(ASLEEP, SeqCst);
         crate::sched::sleep(Duration::from_millis(30));
-        st.store(2, SeqCst);
+        st.store(DONE, SeqCst);
         drop(guard);
     });
-    assert!(smp::wait_for(1000, || state.load(SeqCst) == 1));
-    (reader, state)
+    assert!(
+        smp::wait_for(1000, || state.load(SeqCst) == INSIDE),
+        "the reader never entered its section"
+    );
+    SleepingReader { thread, state, go }
 }
 
 crate::ktest! {
@@ -187,12 +208,14 @@ crate::ktest! {
     #[smp(2, 8)]
     fn srcu_reader_sleeping_in_its_section_holds_up_synchronize() {
         let srcu = Arc::new(Srcu::<Kernel>::new().unwrap());
-        let (reader, state) = sleeping_reader(&srcu, 1);
+        let reader = sleeping_reader(&srcu, 1);
         let t0 = time::now_ns();
+        // The reader's 30 ms sleep starts after `t0`.
+        reader.go.complete();
         srcu.synchronize().unwrap();
-        assert_eq!(state.load(SeqCst), 2, "synchronize returned while the reader slept in its section");
-        assert!(time::now_ns() - t0 >= 10_000_000, "synchronize did not wait for the sleeper");
-        reader.join();
+        assert_eq!(reader.state.load(SeqCst), DONE, "synchronize returned while the reader slept in its section");
+        assert!(time::now_ns() - t0 >= 30_000_000, "synchronize did not wait for the sleeper");
+        reader.thread.join();
     }
 }
 
@@ -201,37 +224,48 @@ crate::ktest! {
     /// section: `synchronize` is not mistaken for a call from inside the
     /// section (the per-CPU counts include the sleeper's lock; the
     /// per-thread count does not), waits for the reader, and waits by
-    /// sleeping (its CPU switches threads while it waits, instead of one
-    /// thread spinning).
+    /// sleeping (its CPU, with both threads asleep, halts while it waits,
+    /// instead of the updater spinning).
     #[smp(1, 2)]
     fn srcu_updater_sleeps_beside_a_sleeping_reader_of_its_cpu() {
         let cpu = smp::online().last().unwrap();
         let srcu = Arc::new(Srcu::<Kernel, Checked<Normal>>::new().unwrap());
-        // The case needs the updater to start while the reader sleeps; a
-        // host that does not run this vCPU for the reader's 30 ms makes the
-        // updater start after it woke: then try again (3 times at most).
-        let mut attempts = 0;
-        let switches = loop {
-            attempts += 1;
-            let (reader, state) = sleeping_reader(&srcu, cpu);
-            let (s, st) = (srcu.clone(), state.clone());
+        // The updater starts its wait while the reader sleeps. Waiting by
+        // sleeping, it leaves the CPU with nothing to run, and the CPU
+        // halts in its idle loop; a spinning updater keeps it busy. A host
+        // that does not run this vCPU for the reader's 30 ms can make the
+        // updater start after the reader woke, or find it woken at its
+        // first check: then try again (5 times at most).
+        let mut waits = 0;
+        for attempt in 1.. {
+            let reader = sleeping_reader(&srcu, cpu);
+            let (s, st, go) = (srcu.clone(), reader.state.clone(), reader.go.clone());
             let updater = crate::sched::spawn_on(cpu, move || {
-                let switches = crate::sched::context_switches(cpu);
+                go.complete();
+                while st.load(SeqCst) == INSIDE {
+                    crate::sched::sleep(Duration::from_millis(1));
+                }
+                let idle = crate::arch::percpu::idle_seq(cpu);
                 let before = st.load(SeqCst);
                 let result = s.synchronize();
                 let seen = st.load(SeqCst);
-                (before, result, seen, crate::sched::context_switches(cpu) - switches)
+                (before, result, seen, crate::arch::percpu::idle_seq(cpu) != idle)
             });
-            let (before, result, seen, switches) = updater.join();
-            reader.join();
+            let (before, result, seen, idled) = updater.join();
+            reader.thread.join();
             assert_eq!(result, Ok(()), "synchronize beside a sleeping reader was refused");
-            assert_eq!(seen, 2, "synchronize returned while the reader slept in its section");
-            if before == 1 {
-                break switches;
+            assert_eq!(seen, DONE, "synchronize returned while the reader slept in its section");
+            if before == ASLEEP {
+                waits += 1;
+                if idled {
+                    break;
+                }
             }
-            assert!(attempts < 3, "the updater never started while the reader slept (3 tries)");
-        };
-        assert!(switches >= 4, "the updater spun instead of sleeping ({switches} switches in 30 ms)");
+            assert!(
+                attempt < 5,
+                "the updater spun instead of sleeping: cpu {cpu} never went idle in {waits} waits (of 5 tries) that started while the reader slept"
+            );
+        }
         // The same thread inside its own section is still refused.
         let guard = srcu.read_lock();
         assert!(matches!(srcu.synchronize(), Err(SrcuError::SyncInReadSection { .. })));
@@ -250,17 +284,18 @@ crate::ktest! {
         let cpu = smp::online().last().unwrap();
         let d = Arc::new(Srcu::<Kernel, Checked<Normal>>::new().unwrap());
         let e = Arc::new(Srcu::<Kernel, Checked<Fast>>::new().unwrap());
-        let (reader, state) = sleeping_reader(&d, cpu);
-        let (d2, e2, st) = (d.clone(), e.clone(), state.clone());
+        let reader = sleeping_reader(&d, cpu);
+        let (d2, e2, st, go) = (d.clone(), e.clone(), reader.state.clone(), reader.go.clone());
         let waiter = crate::sched::spawn_on(cpu, move || {
             let _in_e = e2.read_lock();
+            go.complete();
             let result = d2.synchronize();
             (result, st.load(SeqCst))
         });
         let (result, seen) = waiter.join();
-        reader.join();
+        reader.thread.join();
         assert_eq!(result, Ok(()), "a legal wait inside another domain's section was refused");
-        assert_eq!(seen, 2, "synchronize returned while the reader slept in its section");
+        assert_eq!(seen, DONE, "synchronize returned while the reader slept in its section");
         // Inside its own section of D, the same wait is refused.
         let (d3, e3) = (d.clone(), e.clone());
         let refused = crate::sched::spawn_on(cpu, move || {
