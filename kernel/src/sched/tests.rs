@@ -363,14 +363,33 @@ crate::ktest! {
         let high = spawn_on(1, move || {
             set_priority(Priority::High);
             // Under the limit (a quarter of it, several ticks): the busy
-            // Normal thread never runs.
-            let before = c.load(SeqCst);
-            let t0 = time::now_ns();
+            // Normal thread never runs. The limit is wall-clock time since
+            // the switch-in, so a host that leaves this vCPU unrun for most
+            // of it puts the thread past it: a spin with a gap over 5 ms is
+            // such a run, and is tried again (5 times at most) after a
+            // sleep, which starts a fresh run. A tick that wrongly preempts
+            // for the Normal thread does so in every try (a quarter of the
+            // limit spans several ticks), and the last try's count stands.
             let quarter = HIGH_RUN_LIMIT.as_nanos() as u64 / 4;
-            while time::now_ns() - t0 < quarter {
-                core::hint::spin_loop();
+            let mut under_limit = 0;
+            for attempt in 0..5 {
+                if attempt > 0 {
+                    sleep(Duration::from_millis(1));
+                }
+                let before = c.load(SeqCst);
+                let t0 = time::now_ns();
+                let (mut last, mut widest_gap) = (t0, 0);
+                while last - t0 < quarter {
+                    core::hint::spin_loop();
+                    let now = time::now_ns();
+                    widest_gap = widest_gap.max(now - last);
+                    last = now;
+                }
+                under_limit = c.load(SeqCst) - before;
+                if widest_gap < 5_000_000 {
+                    break;
+                }
             }
-            let under_limit = c.load(SeqCst) - before;
             // Spinning on: past the limit it gets turns again.
             let before = c.load(SeqCst);
             let resumed = busy_until(2000, || c.load(SeqCst) > before);

@@ -931,8 +931,13 @@ crate::ktest! {
         synchronize_sched();
         assert_eq!(state.load(Ordering::SeqCst), 2, "returned while the section was still running");
         assert!(job.join(1000));
+        // An idle CPU is not asked: it serves at its next tick, which the
+        // host may run late.
         for (i, cpu) in smp::online().enumerate().skip(1) {
-            assert!(GP_SERVED.read_remote(cpu) > served_before[i], "cpu {cpu} served no grace period");
+            assert!(
+                smp::wait_for(2000, || GP_SERVED.read_remote(cpu) > served_before[i]),
+                "cpu {cpu} served no grace period"
+            );
         }
     }
 }
@@ -1325,31 +1330,48 @@ crate::ktest! {
     }
 }
 
-/// Latencies (ns) of `n` asynchronous grace periods on an otherwise idle
-/// machine, each from `start` to the moment the waiter sees its end: the
-/// waiter waits as refcnt's waiters do ([`super::wait::wait_until`]: a
-/// short spin, then a sleep), so the callback thread (CPU 0) gets the CPU.
-fn async_latencies(
-    n: usize,
+/// The median and the maximum (ns) of the latencies of 20 asynchronous
+/// grace periods on an otherwise idle machine, each from `start` to the
+/// moment the waiter sees its end: the waiter waits as refcnt's waiters do
+/// ([`super::wait::wait_until`]: a short spin, then a sleep), so the
+/// callback thread (CPU 0) gets the CPU. Each wait needs the host to run
+/// the vCPUs involved, which it may not do for milliseconds when busy: a
+/// set of 20 with its median at [`TICK_FREE_P50`] or over is measured again
+/// (3 sets at most), and the best set is returned. A grace period that
+/// waits for a tick puts every set's median at a tick (4 ms).
+fn async_p50_max(
     mut start: impl FnMut() -> alloc::sync::Arc<core::sync::atomic::AtomicBool>,
-) -> Vec<u64> {
-    let mut lat: Vec<u64> = (0..n)
-        .map(|_| {
-            let t0 = time::now_ns();
-            let done = start();
-            super::wait::wait_until(Duration::from_micros(100), || done.load(Ordering::SeqCst));
-            time::now_ns() - t0
-        })
-        .collect();
-    lat.sort_unstable();
-    lat
+) -> (u64, u64) {
+    let mut best = (u64::MAX, 0);
+    for _ in 0..3 {
+        let mut lat: Vec<u64> = (0..20)
+            .map(|_| {
+                let t0 = time::now_ns();
+                let done = start();
+                super::wait::wait_until(Duration::from_micros(100), || done.load(Ordering::SeqCst));
+                time::now_ns() - t0
+            })
+            .collect();
+        lat.sort_unstable();
+        let set = (lat[lat.len() / 2], lat[lat.len() - 1]);
+        best = best.min(set);
+        if set.0 < TICK_FREE_P50 {
+            break;
+        }
+    }
+    best
 }
+
+/// The median latency under which an asynchronous grace period did not
+/// wait for a tick (4 ms): 2 ms.
+const TICK_FREE_P50: u64 = 2_000_000;
 
 crate::ktest! {
     /// Issue 21: on an idle machine a `call_sched` callback runs within an
     /// expedited grace period (one IPI round, tens to a few hundred
     /// microseconds under TCG), not at the next tick: the median of 20
-    /// call-to-callback latencies is below 2 ms (70-150 us measured). The
+    /// call-to-callback latencies is below 2 ms (70-150 us measured), in
+    /// one of 3 sets at most (a busy host delays some). The
     /// tick-driven `call_sched` before the expedited grace period failed
     /// it at 2 and 8 CPUs alike (median 4.0 ms: the callback waited for
     /// every CPU's next tick, the sleeping waiter for a tick as well).
@@ -1357,22 +1379,21 @@ crate::ktest! {
     fn call_sched_on_an_idle_machine_does_not_wait_for_a_tick() {
         use alloc::sync::Arc;
         use core::sync::atomic::AtomicBool;
-        let lat = async_latencies(20, || {
+        let (p50, max) = async_p50_max(|| {
             let done = Arc::new(AtomicBool::new(false));
             let d = done.clone();
             call_sched(Box::new(move || d.store(true, Ordering::SeqCst)));
             done
         });
-        let (p50, max) = (lat[lat.len() / 2], lat[lat.len() - 1]);
         crate::println!("call_sched -> callback, idle: p50 {} us, max {} us", p50 / 1000, max / 1000);
-        assert!(p50 < 2_000_000, "p50 of call_sched -> callback is {p50} ns: the callback waited for a tick");
+        assert!(p50 < TICK_FREE_P50, "p50 of call_sched -> callback is {p50} ns: the callback waited for a tick");
     }
 }
 
 crate::ktest! {
     /// Issue 21, through percpu_ref: kill (and kill_and_confirm) to release
-    /// of an idle ref, 20 each, median below 2 ms (a tick-driven kill took
-    /// 4 ms at 8 CPUs).
+    /// of an idle ref, 20 each, median below 2 ms in one of 3 sets at most
+    /// (a tick-driven kill took 4 ms at 8 CPUs).
     #[smp(2, 8)]
     fn percpu_ref_kill_to_release_does_not_wait_for_a_tick() {
         use crate::sync::backend::Kernel;
@@ -1383,7 +1404,7 @@ crate::ktest! {
             let released = Arc::new(AtomicBool::new(false));
             let rel = released.clone();
             let r = PercpuRef::<Kernel>::new(move || rel.store(true, Ordering::SeqCst), Flags::empty()).unwrap();
-            let lat = async_latencies(20, || {
+            let (p50, max) = async_p50_max(|| {
                 if released.swap(false, Ordering::SeqCst) {
                     r.resurrect();
                 }
@@ -1394,9 +1415,8 @@ crate::ktest! {
                 }
                 released.clone()
             });
-            let (p50, max) = (lat[lat.len() / 2], lat[lat.len() - 1]);
             crate::println!("percpu_ref kill -> release (confirm {confirm}), idle: p50 {} us, max {} us", p50 / 1000, max / 1000);
-            assert!(p50 < 2_000_000, "p50 of kill -> release (confirm {confirm}) is {p50} ns: the release waited for a tick");
+            assert!(p50 < TICK_FREE_P50, "p50 of kill -> release (confirm {confirm}) is {p50} ns: the release waited for a tick");
         }
     }
 }

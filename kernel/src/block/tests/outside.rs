@@ -413,9 +413,12 @@ crate::ktest! {
         let stop = Arc::new(AtomicBool::new(false));
         let ran_a = Arc::new(AtomicUsize::new(0));
         let ran_b = Arc::new(AtomicUsize::new(0));
+        // Jobs that have seen a's removal.
+        let saw_dead = Arc::new(AtomicUsize::new(0));
         let jobs: Vec<_> = (1..4)
             .map(|cpu| {
                 let (a, b, ra, rb, stop) = (a.clone(), b.clone(), ran_a.clone(), ran_b.clone(), stop.clone());
+                let saw_dead = saw_dead.clone();
                 sched::spawn_on(cpu, move || {
                     let (mut na, mut nb, mut a_dead) = (0usize, 0usize, false);
                     let mut i = 0u64;
@@ -427,6 +430,7 @@ crate::ktest! {
                                 Err((BlkError::Dead, back)) => {
                                     outside_whole(&back, Op::Write, (i % 64) * 4096, 4096, false);
                                     a_dead = true;
+                                    saw_dead.fetch_add(1, SeqCst);
                                 }
                                 Err((e, _)) => panic!("a: {e}"),
                             }
@@ -445,9 +449,11 @@ crate::ktest! {
             .collect();
         sched::sleep(Duration::from_millis(60));
         assert!(a.remove());
+        // Waits, not fixed sleeps: a job's vCPU may be left unrun by the
+        // host for a while, which delays its progress but stops nothing.
         let b_before = ran_b.load(SeqCst);
-        sched::sleep(Duration::from_millis(60));
-        assert!(ran_b.load(SeqCst) > b_before, "b stopped while a was removed");
+        assert!(outside_sleep_until(2000, || ran_b.load(SeqCst) > b_before), "b stopped while a was removed");
+        assert!(outside_sleep_until(2000, || saw_dead.load(SeqCst) == 3), "a job never saw a's removal");
         stop.store(true, SeqCst);
         let (mut na, mut nb) = (0, 0);
         for j in jobs {
@@ -847,15 +853,18 @@ crate::ktest! {
         let cfg = NullBlkConfig { irqmode: IrqMode::Timer, completion_nsec: 50_000_000, memory_backed: true, size_mib: 1, ..NullBlkConfig::default() };
         let disk = null_blk::create(28, &cfg, None).unwrap();
         let ran = Arc::new(AtomicUsize::new(0));
+        // Before the submits: every completion is due 50 ms after `t0` or
+        // later, whenever the host runs this vCPU.
+        let t0 = crate::arch::time::now_ns();
         for i in 0..4 {
             disk.submit(outside_bio(Op::Write, i * 4096, 4096, &ran, false)).map_err(|(e, _)| e).unwrap();
         }
-        assert_eq!(ran.load(SeqCst), 0);
-        let t0 = crate::arch::time::now_ns();
+        let (ran_before, submitted_in) = (ran.load(SeqCst), crate::arch::time::now_ns() - t0);
+        assert!(ran_before == 0 || submitted_in >= 50_000_000, "{ran_before} completions ran {submitted_in} ns after submit, before their 50 ms");
         assert!(disk.remove());
         let took = crate::arch::time::now_ns() - t0;
         assert_eq!(ran.load(SeqCst), 4, "remove returned before the pending completions ran");
-        assert!(took >= 30_000_000, "remove took only {took} ns with 50 ms completions pending");
+        assert!(took >= 50_000_000, "submit and remove took only {took} ns with 50 ms completions pending");
         assert_eq!(disk.queue().in_flight(), 0);
         assert!(lookup("nullb28").is_none());
         let again = null_blk::create(28, &cfg, None).unwrap();
@@ -996,12 +1005,13 @@ crate::ktest! {
     /// completed; nothing is dispatched after it.
     #[smp(2)]
     fn outside_remove_while_blocking_driver_sleeps() {
-        let drv = Arc::new(Parking { sleep_ms: 40, ..Parking::default() });
+        let drv = Arc::new(Parking { sleep_ms: 40, hold: AtomicBool::new(true), ..Parking::default() });
         let disk = parking_disk("o-rm-block", drv.clone(), true, 4);
         let ran = Arc::new(AtomicUsize::new(0));
         let (d2, r2) = (disk.clone(), ran.clone());
         let sub = sched::spawn_on(1, move || d2.submit(outside_bio(Op::Write, 0, 4096, &r2, false)).map_err(|(e, _)| e));
         assert!(outside_sleep_until(2000, || drv.in_queue_rq.load(SeqCst)));
+        drv.hold.store(false, SeqCst);
         let drv2 = drv.clone();
         let completer = sched::spawn_on(1, move || {
             assert!(outside_sleep_until(2000, || drv2.parked.lock().len() == 1));
@@ -1022,6 +1032,9 @@ crate::ktest! {
 /// rcu-sched section), recording what it was given.
 struct Spinner {
     inside: AtomicBool,
+    /// While set, queue_rq spins (flagged, for up to 5 s) before its
+    /// 40 ms: as `Parking::hold`.
+    hold: AtomicBool,
     seen: SpinLock<Vec<(Op, u64, usize, usize)>>,
 }
 
@@ -1029,6 +1042,7 @@ impl Default for Spinner {
     fn default() -> Self {
         Spinner {
             inside: AtomicBool::new(false),
+            hold: AtomicBool::new(false),
             seen: SpinLock::new(Vec::new()),
         }
     }
@@ -1037,6 +1051,7 @@ impl Default for Spinner {
 impl Driver for Spinner {
     fn queue_rq(&self, rq: &Arc<Request>) {
         self.inside.store(true, SeqCst);
+        wait_while_held(&self.hold, core::hint::spin_loop);
         let t0 = crate::arch::time::now_ns();
         while crate::arch::time::now_ns() - t0 < 40_000_000 {
             core::hint::spin_loop();
@@ -1053,12 +1068,13 @@ crate::ktest! {
     /// bio's op, offset and length on the submitting CPU's hardware queue.
     #[smp(2)]
     fn outside_quiesce_waits_for_nonblocking_dispatch() {
-        let drv = Arc::new(Spinner::default());
+        let drv = Arc::new(Spinner { hold: AtomicBool::new(true), ..Spinner::default() });
         let disk = test_disk("o-spin", TagSet::new(2, 4, false), drv.clone(), 512);
         let ran = Arc::new(AtomicUsize::new(0));
         let (d2, r2) = (disk.clone(), ran.clone());
         let sub = sched::spawn_on(1, move || d2.submit(outside_bio(Op::Write, 1536, 2048, &r2, false)).map_err(|(e, _)| e));
         assert!(smp::wait_for(2000, || drv.inside.load(SeqCst)));
+        drv.hold.store(false, SeqCst);
         disk.queue().quiesce();
         assert!(!drv.inside.load(SeqCst), "quiesce returned while a non-blocking queue_rq ran");
         assert_eq!(sub.join(), Ok(()));
