@@ -236,7 +236,7 @@ fn q08_wait_for_release_timeout_live_ref() {
             e >= Duration::from_millis(40),
             "{flags:?}: returned early: {e:?}"
         );
-        assert!(e < Duration::from_secs(2), "{flags:?}: took {e:?}");
+        assert!(e < Duration::from_secs(10), "{flags:?}: took {e:?}");
         assert_eq!(c.get(), 0);
     }
 }
@@ -255,7 +255,7 @@ fn q09_wait_for_release_init_dead_then_reinit() {
     assert!(r.reinit());
     assert!(!r.wait_for_release_timeout(Duration::from_millis(30)));
     r.kill();
-    assert!(r.wait_for_release_timeout(Duration::from_secs(2)));
+    assert!(r.wait_for_release_timeout(Duration::from_secs(10)));
     assert_eq!(c.get(), 1);
 }
 
@@ -386,7 +386,7 @@ fn q13_refs_survive_thread_slot_reuse() {
     }
     r.kill();
     assert!(
-        r.wait_for_release_timeout(Duration::from_secs(2)),
+        r.wait_for_release_timeout(Duration::from_secs(10)),
         "lost count across slot reuse"
     );
     assert_eq!(c.get(), 1);
@@ -801,7 +801,7 @@ fn q25_release_may_inspect_ref() {
                     r2.kill();
                 }
             });
-            let got = rx.recv_timeout(Duration::from_secs(3));
+            let got = rx.recv_timeout(Duration::from_secs(10));
             assert!(
                 got.is_ok(),
                 "{flags:?} path {path}: release inspecting its ref hung"
@@ -820,7 +820,7 @@ fn q26_wait_timeout_edges() {
     let (r, _c) = counted(Flags::empty());
     let t = Instant::now();
     assert!(!r.wait_for_release_timeout(Duration::ZERO));
-    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(t.elapsed() < Duration::from_secs(5));
     r.kill();
     assert!(r.wait_for_release_timeout(Duration::MAX));
     assert!(r.wait_for_release_timeout(Duration::ZERO));

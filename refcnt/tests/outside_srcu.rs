@@ -50,6 +50,27 @@ impl Reader {
     }
 }
 
+/// The index a section entered now would count on.
+fn index_now(s: &S) -> usize {
+    let i = s.read_lock_raw();
+    s.read_unlock(i).unwrap();
+    i
+}
+
+/// Waits (10 s at most) until sections enter on another index than
+/// `from`: the grace period in progress has flipped. A fixed sleep is not
+/// enough when the host leaves the updater's thread unrun for a while.
+fn wait_flip(s: &S, from: usize) {
+    let t = Instant::now();
+    while index_now(s) == from {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the grace period never flipped"
+        );
+        thread::yield_now();
+    }
+}
+
 // srcu_barrier waits for callbacks queued before it; a callback chain that
 // keeps re-queueing itself must not make it wait for ever.
 #[test]
@@ -73,8 +94,9 @@ fn t01_barrier_not_starved_by_requeueing_callback() {
             s3.barrier().unwrap();
             d.store(true, SeqCst);
         });
+        // A starved barrier never ends; 10 s is room for a busy host.
         let t = Instant::now();
-        while !done.load(SeqCst) && t.elapsed() < Duration::from_secs(2) {
+        while !done.load(SeqCst) && t.elapsed() < Duration::from_secs(10) {
             ms(1);
         }
         let ok = done.load(SeqCst);
@@ -97,9 +119,10 @@ fn t01_barrier_not_starved_by_requeueing_callback() {
 fn t02_start_poll_mid_gp_completes_by_itself() {
     for f in FLAVOURS {
         let s = dom(f);
+        let before = index_now(&s);
         let r1 = reader(&s);
         let (done, h) = spawn_sync(&s);
-        ms(30);
+        wait_flip(&s, before);
         let r2 = reader(&s);
         let c = s.start_poll();
         r1.leave();
@@ -145,7 +168,8 @@ fn t03_poll_state_implies_old_readers_gone() {
         }
         let t = Instant::now();
         let mut n = 0;
-        while t.elapsed() < Duration::from_millis(500) {
+        // At least 4 rounds, however slowly a busy host runs them.
+        while t.elapsed() < Duration::from_millis(500) || n < 4 {
             let e = epoch.fetch_add(1, SeqCst);
             let c = if n % 2 == 0 {
                 s.start_poll()
@@ -708,7 +732,7 @@ fn t21_cookies_across_concurrent_gps() {
         let c_idle = s.get_state();
         let r1 = reader(&s);
         let (done, h) = spawn_sync(&s);
-        ms(30);
+        until("the grace period starts", || s.get_state() != c_idle);
         let c_busy = s.get_state();
         assert_ne!(c_idle, c_busy, "{f:?}: cookie taken mid-GP equals idle one");
         r1.leave();
@@ -744,7 +768,8 @@ fn t22_cross_domain_stress() {
                 })
                 .unwrap();
                 let mut n = 0;
-                while !stop.load(SeqCst) {
+                // One round at least, however late the thread starts.
+                while n == 0 || !stop.load(SeqCst) {
                     {
                         let _g = shared.read_lock();
                         own.synchronize().unwrap();
@@ -899,7 +924,7 @@ fn t26_raw_sections_across_flip_non_lifo() {
         let s = dom(f);
         let outer = s.read_lock_raw();
         let (done, h) = spawn_sync(&s);
-        ms(30); // the GP has flipped and waits for `outer`
+        wait_flip(&s, outer); // the GP has flipped and waits for `outer`
         let inner = s.read_lock_raw();
         assert!(!done.load(SeqCst));
         s.read_unlock(outer).unwrap();
@@ -941,7 +966,7 @@ fn t27_concurrent_start_poll_all_complete() {
                         let t = Instant::now();
                         while !s.poll_state(c) {
                             assert!(
-                                t.elapsed() < Duration::from_secs(2),
+                                t.elapsed() < Duration::from_secs(10),
                                 "cookie never completed"
                             );
                             thread::sleep(Duration::from_micros(200));
@@ -994,7 +1019,7 @@ fn t29_many_domains_blocked_workers() {
             d.read_unlock(i).unwrap();
         }
         let t = Instant::now();
-        while ran.get() < n && t.elapsed() < Duration::from_secs(3) {
+        while ran.get() < n && t.elapsed() < Duration::from_secs(10) {
             ms(2);
         }
         assert_eq!(ran.get(), n, "{f:?}: callbacks lost");
@@ -1031,8 +1056,10 @@ fn t30_record_recovers_after_deep_nesting() {
         r
     });
     let ia = rx.recv().unwrap();
+    // A refusal returns at once; a self-wait never does. 10 s is for a
+    // host that leaves the thread unrun a while.
     let t = Instant::now();
-    while !h.is_finished() && t.elapsed() < Duration::from_millis(500) {
+    while !h.is_finished() && t.elapsed() < Duration::from_secs(10) {
         ms(5);
     }
     let finished = h.is_finished();
@@ -1111,7 +1138,8 @@ fn t32_no_updater_starvation_under_overlapping_readers() {
                 }
                 tx.send(()).unwrap();
             });
-            let ok = rx.recv_timeout(Duration::from_secs(2)).is_ok();
+            // Starvation never ends; 20 s is room for a busy host.
+            let ok = rx.recv_timeout(Duration::from_secs(20)).is_ok();
             stop.store(true, SeqCst);
             for h in hs {
                 h.join().unwrap();
