@@ -55,8 +55,9 @@ pub enum Misuse {
     /// An SRCU grace-period wait (`synchronize`, `barrier`, ...) inside a
     /// read section of the same domain; refused, since it would deadlock.
     SrcuSyncInReadSection,
-    /// SRCU `read_unlock` or `up_read` of an index that no section entered
-    /// with `read_lock_raw` or `down_read` holds; ignored.
+    /// SRCU `read_unlock` of an index that no section entered with
+    /// `read_lock_raw` holds, or `up_read` of one that no section entered
+    /// with `down_read` holds; ignored.
     SrcuBadUnlock,
     /// SRCU `cleanup` while readers or callbacks remain; refused.
     SrcuCleanupBusy,
@@ -142,9 +143,10 @@ impl fmt::Display for Misuse {
                  would deadlock; refused: leave the section first, or use call()"
             }
             Misuse::SrcuBadUnlock => {
-                "srcu: read_unlock of an index no raw section holds; ignored: \
-                 pass the index read_lock_raw or down_read returned, once (a \
-                 guard's section ends when the guard is dropped)"
+                "srcu: unlock of an index no open section of that kind holds; ignored: \
+                 pass the index read_lock_raw returned to read_unlock, or the one \
+                 down_read returned to up_read, once (a guard's section ends when \
+                 the guard is dropped)"
             }
             Misuse::SrcuCleanupBusy => {
                 "srcu: cleanup while read sections are open or callbacks pending; \

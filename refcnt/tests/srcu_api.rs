@@ -221,6 +221,82 @@ fn misuse_unlock_bad_index() {
     }
 }
 
+/// Each unlock ends only its own kind of section, as Linux's lockdep
+/// holds them apart: `up_read` of a `read_lock_raw` section and
+/// `read_unlock` of a `down_read` one are refused and change nothing, and
+/// the right unlock then leaves the section, with no report and no false
+/// refusal of a later wait. (Accepted before, the first left the
+/// entering thread's record saying it was inside for ever, every later
+/// wait of that thread refused; the second reported a section the thread
+/// had entered itself as another task's.)
+#[test]
+fn unlock_calls_end_only_their_own_kind() {
+    fn check<K: Kind>() {
+        let s = Srcu::<Host, K>::new().unwrap();
+        let own = s.read_lock_raw();
+        let refused = SrcuError::BadUnlock {
+            domain: s.id(),
+            index: own,
+        };
+        assert_eq!(s.up_read(own), Err(refused));
+        assert_eq!(s.readers(), 1, "the refused up_read left the section");
+        s.read_unlock(own).unwrap();
+        assert_eq!(
+            s.synchronize(),
+            Ok(()),
+            "a wait after the section was left refused"
+        );
+        let handed = s.down_read();
+        let refused = SrcuError::BadUnlock {
+            domain: s.id(),
+            index: handed,
+        };
+        assert_eq!(s.read_unlock(handed), Err(refused));
+        assert_eq!(s.readers(), 1, "the refused read_unlock left the section");
+        s.up_read(handed).unwrap();
+        assert_eq!(s.readers(), 0);
+        s.synchronize().unwrap();
+        assert_eq!(
+            s.take_reports(),
+            [Misuse::SrcuBadUnlock, Misuse::SrcuBadUnlock]
+        );
+    }
+    check::<Checked<Normal>>();
+    check::<Checked<Fast>>();
+}
+
+/// A thread that leaves another thread's raw section (allowed, reported)
+/// keeps the record of its own guard: its wait inside the guard is still
+/// refused instead of waiting for itself for ever, and allowed once the
+/// guard is gone. (Before, the unlock took away the guard's record, and
+/// the wait hung.)
+#[test]
+fn leaving_another_threads_section_keeps_ones_own_guard_checked() {
+    fn check<K: Kind>() {
+        let s = Arc::new(Srcu::<Host, K>::new().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let s2 = s.clone();
+        // The entering thread ends without leaving: its record goes with it.
+        thread::spawn(move || tx.send(s2.read_lock_raw()).unwrap())
+            .join()
+            .unwrap();
+        let theirs = rx.recv().unwrap();
+        let guard = s.read_lock();
+        s.read_unlock(theirs).unwrap();
+        assert_eq!(s.take_reports(), [Misuse::SrcuUnlockOtherTask]);
+        assert_eq!(
+            s.synchronize(),
+            Err(SrcuError::SyncInReadSection { domain: s.id() }),
+            "a wait inside the thread's own guard let through"
+        );
+        drop(guard);
+        s.synchronize().unwrap();
+        assert_eq!(s.take_reports(), [Misuse::SrcuSyncInReadSection]);
+    }
+    check::<Checked<Normal>>();
+    check::<Checked<Fast>>();
+}
+
 #[test]
 fn misuse_unlock_not_locked() {
     let s = domain(Flavour::Normal);

@@ -135,10 +135,12 @@
 //! * waiting for a grace period (`synchronize*`, `barrier`,
 //!   [`SrcuPtr::replace`]) inside a read section of the same domain, which
 //!   would wait for itself forever ([`Misuse::SrcuSyncInReadSection`]);
-//! * [`Srcu::read_unlock`] or [`Srcu::up_read`] of an index that no raw
-//!   section ([`Srcu::read_lock_raw`], [`Srcu::down_read`]) holds; a
-//!   guard's section cannot be ended that way, so no grace period ends
-//!   under a live guard ([`Misuse::SrcuBadUnlock`]);
+//! * [`Srcu::read_unlock`] of an index that no [`Srcu::read_lock_raw`]
+//!   section holds, or [`Srcu::up_read`] of one that no [`Srcu::down_read`]
+//!   section holds (each ends only its own kind, as in Linux, where
+//!   lockdep tells them apart); a guard's section cannot be ended either
+//!   way, so no grace period ends under a live guard
+//!   ([`Misuse::SrcuBadUnlock`]);
 //! * [`Srcu::cleanup`] while readers are inside or callbacks are pending
 //!   ([`Misuse::SrcuCleanupBusy`]);
 //! * more than [`MAX_NESTING`] sections open at once in one task
@@ -312,9 +314,10 @@ pub enum SrcuError {
         /// [`Srcu::id`] of the domain.
         domain: usize,
     },
-    /// `read_unlock` or `up_read` of an index that no section entered with
-    /// `read_lock_raw` or `down_read` holds (or that is not 0 or 1). No
-    /// counter was changed.
+    /// `read_unlock` of an index that no section entered with
+    /// `read_lock_raw` holds, `up_read` of one that no section entered
+    /// with `down_read` holds, or an index that is not 0 or 1. No counter
+    /// was changed.
     BadUnlock {
         /// [`Srcu::id`] of the domain.
         domain: usize,
@@ -349,8 +352,10 @@ impl fmt::Display for SrcuError {
             ),
             SrcuError::BadUnlock { domain, index } => write!(
                 f,
-                "srcu domain {domain}: read_unlock({index}) of an index that is not locked \
-                 (by read_lock_raw or down_read; a guard's section ends when it is dropped)"
+                "srcu domain {domain}: read_unlock({index}) or up_read({index}) of an index \
+                 that is not locked by an open section of its kind (read_unlock ends read_lock_raw \
+                 sections, up_read ends down_read sections; a guard's section ends when the \
+                 guard is dropped)"
             ),
             SrcuError::ReadersActive { domain, readers } => write!(
                 f,
@@ -444,9 +449,30 @@ struct Inner<B: Backend> {
     /// [`SrcuPtr::read`] hand out borrows in safe code. (Without it, an
     /// extra `read_unlock(g.index())` balanced the counters under a live
     /// guard, a grace period ended, and `SrcuPtr::replace` freed what
-    /// the guard's borrow still pointed into.) Only the raw calls touch
-    /// it; guards do not.
+    /// the guard's borrow still pointed into.) Only `read_lock_raw` and
+    /// `read_unlock` touch it; guards do not.
     raw_open: [AtomicUsize; 2],
+    /// The same for sections entered with `down_read`, which only
+    /// `up_read` ends. Kept apart so that each unlock ends only its own
+    /// kind: an `up_read` of a `read_lock_raw` section would leave the
+    /// entering task's record saying it is inside for ever (its waits
+    /// refused), and a `read_unlock` of a `down_read` section would take
+    /// away a record the task made for another of its sections (its wait
+    /// inside that one let through, to wait for itself).
+    handoff_open: [AtomicUsize; 2],
+}
+
+/// Who holds a read section, for the calling task's record (checked
+/// domains) and for which unlock may end it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// A guard of [`Srcu::read_lock`]: recorded, left by its drop.
+    Guard,
+    /// [`Srcu::read_lock_raw`]: recorded, left by [`Srcu::read_unlock`].
+    Raw,
+    /// [`Srcu::down_read`]: any task may leave it, with [`Srcu::up_read`];
+    /// not recorded.
+    Handoff,
 }
 
 /// An SRCU domain (see the [module documentation](self)).
@@ -533,7 +559,7 @@ impl<B: Backend, K: Kind> Drop for SrcuReadGuard<'_, B, K> {
     #[inline]
     fn drop(&mut self) {
         // The guard is not `Send`: the task that entered leaves.
-        self.srcu.unlock(self.word, true);
+        self.srcu.unlock(self.word, Holder::Guard);
     }
 }
 
@@ -623,17 +649,18 @@ impl<B: Backend> Inner<B> {
             id: NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
             log: ReportLog::new(),
             raw_open: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            handoff_open: [AtomicUsize::new(0), AtomicUsize::new(0)],
         })
     }
 
     // ---- readers ---------------------------------------------------------
 
-    /// Enters a section; in a checked domain (`K`), `task` records it as
-    /// the calling task's (not for sections handed between tasks,
-    /// [`Srcu::down_read`]).
+    /// Enters a section; in a checked domain (`K`), records it as the
+    /// calling task's unless `holder` hands it between tasks
+    /// ([`Srcu::down_read`]).
     #[inline]
     #[allow(unsafe_code)] // the fast flavour's unchecked add, see SAFETY
-    fn lock<K: Kind>(&self, task: bool) -> usize {
+    fn lock<K: Kind>(&self, holder: Holder) -> usize {
         // Relaxed: a stale index is allowed; scan 1 of the next grace
         // period exists to catch it (module docs, "two scans"). The index
         // and the offset come from one load, so they agree.
@@ -667,19 +694,19 @@ impl<B: Backend> Inner<B> {
             }
         }
         // A constant: an unchecked domain's reader ends here.
-        if K::CHECKED && task {
-            self.record_enter(idx);
+        if K::CHECKED && holder != Holder::Handoff {
+            self.record_enter(idx, holder == Holder::Raw);
         }
         word
     }
 
-    /// Leaves a section; in a checked domain (`K`) with `task`, also
-    /// forgets it in the calling task's record and returns false if the
-    /// task held no section of this domain there (another task entered
-    /// it). An unchecked domain always returns true.
+    /// Leaves a section; in a checked domain (`K`), unless `holder` hands
+    /// sections between tasks, also forgets it in the calling task's
+    /// record and returns false if the task held no section of this
+    /// domain and kind there (another task entered it). Otherwise true.
     #[inline]
     #[allow(unsafe_code)] // the fast flavour's unchecked add, see SAFETY
-    fn unlock<K: Kind>(&self, word: usize, task: bool) -> bool {
+    fn unlock<K: Kind>(&self, word: usize, holder: Holder) -> bool {
         let idx = word_index(word);
         match K::FLAVOUR.unwrap_or(self.flavour) {
             Flavour::Normal => {
@@ -712,7 +739,8 @@ impl<B: Backend> Inner<B> {
             }
         }
         // A backend without per-task records cannot tell: not reported.
-        !(K::CHECKED && task) || B::with_task_sections(|t| t.exit(self.id)).unwrap_or(true)
+        !(K::CHECKED && holder != Holder::Handoff)
+            || B::with_task_sections(|t| t.exit(self.id, holder == Holder::Raw)).unwrap_or(true)
     }
 
     /// Records the new section as the calling task's (if the backend keeps
@@ -720,8 +748,8 @@ impl<B: Backend> Inner<B> {
     /// suspiciously deep nesting (the task's, all domains together; else
     /// this domain's on this CPU).
     #[inline]
-    fn record_enter(&self, idx: usize) {
-        let depth = B::with_task_sections(|t| t.enter(self.id)).or_else(|| {
+    fn record_enter(&self, idx: usize, raw: bool) {
+        let depth = B::with_task_sections(|t| t.enter(self.id, raw)).or_else(|| {
             let l = B::this_cpu_read(&self.percpu, lock_slot(idx))?;
             let u = B::this_cpu_read(&self.percpu, unlock_slot(idx))?;
             Some(l.wrapping_sub(u))
@@ -758,6 +786,14 @@ impl<B: Backend> Inner<B> {
             return Err(SrcuError::SyncInReadSection { domain: self.id });
         }
         Ok(())
+    }
+
+    /// The open-section counts of raw sections entered as `holder`.
+    fn open_of(&self, holder: Holder) -> &[AtomicUsize; 2] {
+        match holder {
+            Holder::Handoff => &self.handoff_open,
+            Holder::Raw | Holder::Guard => &self.raw_open,
+        }
     }
 
     fn readers(&self) -> usize {
@@ -1030,19 +1066,19 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
 
     /// Enters a section and returns its reader word (see [`Inner::lock`]).
     #[inline(always)]
-    fn lock(&self, task: bool) -> usize {
-        self.inner.lock::<K>(task)
+    fn lock(&self, holder: Holder) -> usize {
+        self.inner.lock::<K>(holder)
     }
 
     /// Leaves the section of reader word `word` (see [`Inner::unlock`]).
     #[inline(always)]
-    fn unlock(&self, word: usize, task: bool) -> bool {
-        self.inner.unlock::<K>(word, task)
+    fn unlock(&self, word: usize, holder: Holder) -> bool {
+        self.inner.unlock::<K>(word, holder)
     }
 
     /// Leaves a section entered on index `idx` (0 or 1) by a raw lock.
-    fn unlock_index(&self, idx: usize, task: bool) -> bool {
-        self.unlock(reader_word(B::key(&self.inner.percpu), idx), task)
+    fn unlock_index(&self, idx: usize, holder: Holder) -> bool {
+        self.unlock(reader_word(B::key(&self.inner.percpu), idx), holder)
     }
 
     /// This domain's flavour.
@@ -1087,7 +1123,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     #[inline]
     pub fn read_lock(&self) -> SrcuReadGuard<'_, B, K> {
         SrcuReadGuard {
-            word: self.lock(true),
+            word: self.lock(Holder::Guard),
             srcu: self,
             _not_send: PhantomData,
         }
@@ -1115,7 +1151,7 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     #[inline]
     pub fn read_lock_raw(&self) -> usize {
-        self.open_raw(self.lock(true))
+        self.open_raw(self.lock(Holder::Raw), Holder::Raw)
     }
 
     /// Leaves a read section entered with [`read_lock_raw`] by the calling
@@ -1130,12 +1166,14 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// # Errors
     ///
     /// [`SrcuError::BadUnlock`] (and [`Misuse::SrcuBadUnlock`]) if `idx` is
-    /// not 0 or 1, or if no section entered with `read_lock_raw` or
-    /// [`down_read`](Srcu::down_read) holds `idx`; no counter changes. A
-    /// guard's section ([`read_lock`](Srcu::read_lock)) is left only by
-    /// dropping the guard: an unlock of its index is refused, in every
-    /// flavour, so that no grace period can end while a guard (and a
-    /// borrow from [`SrcuPtr::read`]) is alive.
+    /// not 0 or 1, or if no section entered with `read_lock_raw` holds
+    /// `idx`; no counter changes. A section entered with
+    /// [`down_read`](Srcu::down_read) is left with
+    /// [`up_read`](Srcu::up_read), not here. A guard's section
+    /// ([`read_lock`](Srcu::read_lock)) is left only by dropping the
+    /// guard: an unlock of its index is refused, in every flavour, so that
+    /// no grace period can end while a guard (and a borrow from
+    /// [`SrcuPtr::read`]) is alive.
     ///
     /// [`read_lock_raw`]: Srcu::read_lock_raw
     ///
@@ -1149,10 +1187,14 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// assert!(srcu.read_unlock(idx).is_err()); // not locked any more
     /// let g = srcu.read_lock();
     /// assert!(srcu.read_unlock(g.index()).is_err()); // a guard's section
+    /// drop(g);
+    /// let handed = srcu.down_read();
+    /// assert!(srcu.read_unlock(handed).is_err()); // up_read's to end
+    /// srcu.up_read(handed).unwrap();
     /// ```
     pub fn read_unlock(&self, idx: usize) -> Result<(), SrcuError> {
-        self.check_unlock(idx)?;
-        if !self.unlock_index(idx, true) {
+        self.check_unlock(idx, Holder::Raw)?;
+        if !self.unlock_index(idx, Holder::Raw) {
             self.inner.log.report::<B>(Misuse::SrcuUnlockOtherTask);
         }
         Ok(())
@@ -1178,17 +1220,17 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     #[inline]
     pub fn down_read(&self) -> usize {
-        self.open_raw(self.lock(false))
+        self.open_raw(self.lock(Holder::Handoff), Holder::Handoff)
     }
 
-    /// Counts a section just entered by a raw call (`raw_open`) and
-    /// returns its index.
-    fn open_raw(&self, word: usize) -> usize {
+    /// Counts a section just entered by a raw call (`raw_open` or
+    /// `handoff_open`, by `holder`) and returns its index.
+    fn open_raw(&self, word: usize, holder: Holder) -> usize {
         let idx = word_index(word);
         // Release: the section's lock count (added just before) happens
         // before any unlock that takes this one away (Acquire in
         // `check_unlock`), as a section's lock precedes its unlock.
-        self.inner.raw_open[idx].fetch_add(1, Ordering::Release);
+        self.inner.open_of(holder)[idx].fetch_add(1, Ordering::Release);
         idx
     }
 
@@ -1198,7 +1240,9 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// # Errors
     ///
     /// As [`read_unlock`](Srcu::read_unlock): [`SrcuError::BadUnlock`] for
-    /// an index that is not held; nothing changes.
+    /// an index that no `down_read` section holds; nothing changes. A
+    /// section entered with [`read_lock_raw`](Srcu::read_lock_raw) belongs
+    /// to its task and is left with `read_unlock`, not here.
     ///
     /// # Examples
     ///
@@ -1208,21 +1252,25 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// let idx = srcu.down_read();
     /// srcu.up_read(idx).unwrap();
     /// assert!(srcu.up_read(idx).is_err());
+    /// let own = srcu.read_lock_raw();
+    /// assert!(srcu.up_read(own).is_err()); // read_unlock's to end
+    /// srcu.read_unlock(own).unwrap();
     /// ```
     pub fn up_read(&self, idx: usize) -> Result<(), SrcuError> {
-        self.check_unlock(idx)?;
-        self.unlock_index(idx, false);
+        self.check_unlock(idx, Holder::Handoff)?;
+        self.unlock_index(idx, Holder::Handoff);
         Ok(())
     }
 
-    /// Takes away one open raw section of `idx` (`raw_open`), or refuses
-    /// the unlock if there is none (see `read_unlock`).
-    fn check_unlock(&self, idx: usize) -> Result<(), SrcuError> {
+    /// Takes away one open section of `idx` entered as `holder` says
+    /// (`raw_open` or `handoff_open`), or refuses the unlock if there is
+    /// none (see `read_unlock`).
+    fn check_unlock(&self, idx: usize, holder: Holder) -> Result<(), SrcuError> {
         let inner = &*self.inner;
         // Acquire on success: pairs with the Release increment in
         // `open_raw`, so the section's lock count happens before the
         // unlock count added next. Relaxed on failure: nothing is done.
-        let bad = idx > 1 || !take_one(&inner.raw_open[idx]);
+        let bad = idx > 1 || !take_one(&inner.open_of(holder)[idx]);
         if bad {
             self.inner.log.report::<B>(Misuse::SrcuBadUnlock);
             return Err(SrcuError::BadUnlock {

@@ -27,13 +27,24 @@ pub const TASK_SECTIONS: usize = 16;
 /// ids count up from 0 and never reach it).
 const VACANT: usize = usize::MAX;
 
+/// An entry of `TaskSections::ids`: the domain, and whether the section
+/// is a raw one (`read_lock_raw`, left by `read_unlock`) rather than a
+/// guard's, in the low bit, so that an unlock forgets only a section of
+/// its own kind.
+fn entry(id: usize, raw: bool) -> usize {
+    id << 1 | raw as usize
+}
+
 /// The SRCU read sections one task is inside, by domain
 /// ([`Srcu::id`](super::Srcu::id)), most recent last.
 ///
 /// A backend only stores it (one per task) and lends it out; the
 /// sections of checked SRCU domains record themselves in it (see
 /// [`Kind`](super::Kind)). Sections left in any order are
-/// found. Sections handed between tasks
+/// found, and guards' sections are told from raw ones
+/// ([`Srcu::read_lock_raw`](super::Srcu::read_lock_raw)), so a
+/// `read_unlock` of a section another task entered never takes away the
+/// record of the unlocking task's own guard. Sections handed between tasks
 /// ([`Srcu::down_read`](super::Srcu::down_read)) are not recorded.
 ///
 /// # Examples
@@ -51,7 +62,9 @@ pub struct TaskSections {
     /// Set when a section could not be recorded (the task was already
     /// `TASK_SECTIONS` deep); cleared when the task leaves its last one.
     lost: bool,
-    /// The domains of the first `min(depth, TASK_SECTIONS)` open sections.
+    /// The first `min(depth, TASK_SECTIONS)` open sections ([`entry`]:
+    /// domain and kind), or `VACANT` where one was left while others
+    /// stayed unrecorded.
     ids: [usize; TASK_SECTIONS],
 }
 
@@ -104,7 +117,8 @@ impl TaskSections {
     /// assert_eq!(Host::with_task_sections(|t| t.holds(b.id())), Some(Some(false)));
     /// ```
     pub fn holds(&self, id: usize) -> Option<bool> {
-        if self.recorded().contains(&id) {
+        let held = |&e: &usize| e != VACANT && e >> 1 == id;
+        if self.recorded().iter().any(held) {
             Some(true)
         } else if self.lost {
             None
@@ -117,22 +131,25 @@ impl TaskSections {
         &self.ids[..self.depth.min(TASK_SECTIONS)]
     }
 
-    /// Records a section of domain `id`; returns the new depth.
-    pub(crate) fn enter(&mut self, id: usize) -> usize {
+    /// Records a section of domain `id`, raw or a guard's; returns the
+    /// new depth.
+    pub(crate) fn enter(&mut self, id: usize, raw: bool) -> usize {
         match self.ids.get_mut(self.depth) {
-            Some(slot) => *slot = id,
+            Some(slot) => *slot = entry(id, raw),
             None => self.lost = true,
         }
         self.depth += 1;
         self.depth
     }
 
-    /// Forgets the most recent section of domain `id`. False if the task
-    /// holds none (it is leaving a section another task entered); a
-    /// section that was never recorded is taken to be the one left.
-    pub(crate) fn exit(&mut self, id: usize) -> bool {
+    /// Forgets the most recent section of domain `id` of the kind given
+    /// (raw or a guard's). False if the task holds none (it is leaving a
+    /// section another task entered); a section that was never recorded
+    /// is taken to be the one left.
+    pub(crate) fn exit(&mut self, id: usize, raw: bool) -> bool {
         let n = self.depth.min(TASK_SECTIONS);
-        if let Some(i) = self.ids[..n].iter().rposition(|&d| d == id) {
+        let e = entry(id, raw);
+        if let Some(i) = self.ids[..n].iter().rposition(|&d| d == e) {
             self.ids.copy_within(i + 1..n, i);
             // The freed place stays empty even while unrecorded sections
             // remain (their domains are unknown).
@@ -155,16 +172,29 @@ mod tests {
     #[test]
     fn records_any_order() {
         let mut t = TaskSections::new();
-        assert_eq!(t.enter(1), 1);
-        assert_eq!(t.enter(2), 2);
-        assert_eq!(t.enter(1), 3);
-        assert!(t.exit(1));
+        assert_eq!(t.enter(1, false), 1);
+        assert_eq!(t.enter(2, false), 2);
+        assert_eq!(t.enter(1, false), 3);
+        assert!(t.exit(1, false));
         assert_eq!(t.holds(1), Some(true));
-        assert!(t.exit(1));
+        assert!(t.exit(1, false));
         assert_eq!(t.holds(1), Some(false));
         assert_eq!(t.holds(2), Some(true));
-        assert!(!t.exit(3));
-        assert!(t.exit(2));
+        assert!(!t.exit(3, false));
+        assert!(t.exit(2, false));
+        assert_eq!(t, TaskSections::new());
+    }
+
+    #[test]
+    fn an_unlock_forgets_only_its_own_kind() {
+        let mut t = TaskSections::new();
+        t.enter(1, false); // a guard
+        assert!(!t.exit(1, true), "a raw unlock took the guard's record");
+        assert_eq!(t.holds(1), Some(true));
+        t.enter(1, true);
+        assert!(t.exit(1, true));
+        assert_eq!(t.holds(1), Some(true), "the guard's record is gone");
+        assert!(t.exit(1, false));
         assert_eq!(t, TaskSections::new());
     }
 
@@ -172,21 +202,21 @@ mod tests {
     fn too_deep_is_unknown_not_refused() {
         let mut t = TaskSections::new();
         for _ in 0..TASK_SECTIONS {
-            t.enter(1);
+            t.enter(1, false);
         }
         assert_eq!(t.holds(2), Some(false));
-        t.enter(2);
+        t.enter(2, false);
         assert_eq!(t.holds(2), None);
         assert_eq!(t.holds(1), Some(true));
         // Leaving a recorded one while too deep: its place is not reused.
-        assert!(t.exit(1));
+        assert!(t.exit(1, false));
         assert_eq!(t.holds(1), Some(true));
-        assert!(t.exit(1));
+        assert!(t.exit(1, false));
         // Leaving the unrecorded section: taken as one of those left.
-        assert!(t.exit(2));
+        assert!(t.exit(2, false));
         for _ in 2..TASK_SECTIONS {
             assert_eq!(t.holds(1), Some(true));
-            assert!(t.exit(1));
+            assert!(t.exit(1, false));
         }
         assert_eq!(t.depth(), 0);
         assert_eq!(t.holds(1), Some(false));
