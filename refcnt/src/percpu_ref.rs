@@ -109,6 +109,10 @@
 //! [`DEFAULT_DYNAMIC_RATE`] gets a second); a faster batch switches the ref
 //! to per-CPU. A ref never switches after kill. The low bits hold the
 //! reference count; every test of the count masks the top bits off.
+//! [`resurrect`](PercpuRef::resurrect) starts the measurement again; an
+//! explicit [`switch_to_percpu`](PercpuRef::switch_to_percpu) or
+//! [`switch_to_atomic`](PercpuRef::switch_to_atomic) ends the dynamic mode,
+//! the user's choice holding in later lives too, as Linux's modes do.
 //!
 //! **A dynamic ref allocates its per-CPU counters only when it first goes
 //! per-CPU**, which is the point of the mode (the 2013 patch's: the many
@@ -1630,7 +1634,10 @@ impl<B: Backend> PercpuRef<B> {
 
     /// Switches to per-CPU mode (at once, or when a switch in flight lands).
     /// On a dead ref it takes effect at [`resurrect`](Self::resurrect) (the
-    /// ref stays atomic while dead), as in Linux.
+    /// ref stays atomic while dead), as in Linux. On a dynamic ref
+    /// ([`Flags::DYNAMIC`]) it ends the dynamic mode: the ref is per-CPU
+    /// from then on, in its later lives too, until
+    /// [`switch_to_atomic`](Self::switch_to_atomic).
     ///
     /// # Examples
     ///
@@ -1639,10 +1646,17 @@ impl<B: Backend> PercpuRef<B> {
     /// let r = PercpuRef::<Host>::new(|| {}, Flags::INIT_ATOMIC).unwrap();
     /// r.switch_to_percpu();
     /// assert_eq!(r.stats().mode, Mode::PerCpu);
+    /// // A dynamic ref asked for per-CPU while dead comes back per-CPU.
+    /// let d = PercpuRef::<Host>::new(|| {}, Flags::DYNAMIC | Flags::INIT_DEAD).unwrap();
+    /// d.switch_to_percpu();
+    /// assert!(d.reinit());
+    /// assert_eq!(d.stats().mode, Mode::PerCpu);
     /// ```
     pub fn switch_to_percpu(&self) {
         let mut ctl = self.inner.ctl.lock();
         ctl.force_atomic = false;
+        // The caller has chosen the mode: later lives do not measure.
+        ctl.dynamic = false;
         let mode = self.inner.mode();
         let exited = mode & EXITED != 0;
         if !exited && mode & DEAD == 0 {
@@ -1665,10 +1679,15 @@ impl<B: Backend> PercpuRef<B> {
     }
 
     /// Brings a dead ref back to life with one (initial) reference, in the
-    /// mode it would have now had it never been killed. If the count was
-    /// zero, a new life begins (waiting, if needed, for the last put's
-    /// release to return). Returns false (and reports) if the ref is not
-    /// dead. Must not be called from the release callback.
+    /// mode its user chose: atomic after
+    /// [`switch_to_atomic`](Self::switch_to_atomic) (or
+    /// [`Flags::INIT_ATOMIC`]), per-CPU otherwise; a dynamic ref that was
+    /// not switched to per-CPU explicitly begins the new life measuring its
+    /// get rate again, as at creation (even if it had gone per-CPU by
+    /// itself: the new life's rate is its own). If the count was zero, a
+    /// new life begins (waiting, if needed, for the last put's release to
+    /// return). Returns false (and reports) if the ref is not dead. Must
+    /// not be called from the release callback.
     ///
     /// # Examples
     ///
@@ -1701,13 +1720,17 @@ impl<B: Backend> PercpuRef<B> {
             inner.lives.fetch_add(1, Release);
         }
         let mut new = mode & !DEAD;
-        if !ctl.force_atomic && ctl.dynamic {
+        // A ref without counters (dynamic, or one asked for per-CPU before
+        // it ever had them) that cannot get them now measures its rate, to
+        // allocate them when hot, as `switch_to_percpu` does.
+        let measure = !ctl.force_atomic && (ctl.dynamic || !self.ensure_counters(&mut ctl));
+        if measure {
             new |= DYN;
             // Relaxed: heuristic.
             inner.window_start.store(B::now_ns(), Relaxed);
         }
         inner.set_mode(new);
-        if !ctl.force_atomic && !ctl.dynamic && !ctl.in_flight {
+        if !ctl.force_atomic && !measure && !ctl.in_flight {
             inner.to_percpu_locked(&mut ctl);
         }
         self.sync_word(&ctl);
@@ -1715,8 +1738,9 @@ impl<B: Backend> PercpuRef<B> {
     }
 
     /// Linux `percpu_ref_reinit`: [`resurrect`](Self::resurrect) a ref whose
-    /// count is zero. With references still held it reports
-    /// [`Misuse::ReinitNonZero`] and returns false.
+    /// count is zero. Unless [`is_zero`](Self::is_zero) (references still
+    /// held, or a kill whose grace period has not yet folded the per-CPU
+    /// counts) it reports [`Misuse::ReinitNonZero`] and returns false.
     ///
     /// # Examples
     ///

@@ -798,3 +798,67 @@ fn zero_count_calls_do_nothing_in_every_state() {
         assert!(r.is_zero());
     }
 }
+
+/// A dynamic ref's mode across lives follows its user's choice: switched
+/// to per-CPU explicitly (while live, or while dead before a resurrect or
+/// reinit) it comes back per-CPU; switched to atomic, atomic; never
+/// switched, measuring its rate again. (Before, every dynamic ref came
+/// back measuring, and with a rate it never reaches stayed atomic for
+/// good although its user had asked for per-CPU.) Counts stay exact.
+#[test]
+fn a_dynamic_refs_explicit_mode_survives_kill_and_resurrect() {
+    let dynamic = |flags: Flags| {
+        let released = Arc::new(AtomicUsize::new(0));
+        let rel = released.clone();
+        // Rate 0: the ref never goes per-CPU by itself.
+        let r = PercpuRef::<Host>::new_with_rate(
+            move || {
+                rel.fetch_add(1, SeqCst);
+            },
+            flags | Flags::DYNAMIC,
+            0,
+        )
+        .unwrap();
+        (r, released)
+    };
+    let next_life = |r: &PercpuRef<Host>, released: &AtomicUsize| {
+        let before = released.load(SeqCst);
+        r.kill();
+        r.wait_for_release();
+        assert_eq!(released.load(SeqCst), before + 1);
+        assert!(r.resurrect());
+    };
+    // Switched while live.
+    let (r, released) = dynamic(Flags::empty());
+    r.switch_to_percpu();
+    assert_eq!(r.stats().mode, Mode::PerCpu);
+    next_life(&r, &released);
+    assert_eq!(r.stats().mode, Mode::PerCpu, "switched while live");
+    // Switched while dead, then resurrected.
+    let (r, released) = dynamic(Flags::empty());
+    r.kill();
+    r.wait_for_release();
+    r.switch_to_percpu();
+    assert!(r.resurrect());
+    assert_eq!(r.stats().mode, Mode::PerCpu, "switched while dead");
+    let g = r.get();
+    drop(g);
+    next_life(&r, &released);
+    assert_eq!(r.stats().mode, Mode::PerCpu);
+    // Created dead, switched, then reinit.
+    let (r, _) = dynamic(Flags::INIT_DEAD);
+    r.switch_to_percpu();
+    assert!(r.reinit());
+    assert_eq!(r.stats().mode, Mode::PerCpu, "switched before reinit");
+    // Switched to atomic: atomic in the next life, even after per-CPU.
+    let (r, released) = dynamic(Flags::empty());
+    r.switch_to_percpu();
+    r.switch_to_atomic_sync();
+    next_life(&r, &released);
+    assert_eq!(r.stats().mode, Mode::Atomic);
+    // Never switched: measuring again.
+    let (r, released) = dynamic(Flags::empty());
+    next_life(&r, &released);
+    assert_eq!(r.stats().mode, Mode::DynamicAtomic);
+    assert_eq!(take_reports(), []);
+}
