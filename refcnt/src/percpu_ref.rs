@@ -1573,18 +1573,25 @@ impl<B: Backend> PercpuRef<B> {
     /// [`switch_to_percpu`](Self::switch_to_percpu)); `confirm` runs once
     /// every CPU uses the atomic count, in the context that rules give
     /// [`kill_and_confirm`](Self::kill_and_confirm)'s (it must not sleep).
-    /// Does not wait.
+    /// Does not wait. On a ref already atomic with no switch in flight,
+    /// `confirm` runs before this call returns, as in Linux; while a switch
+    /// is in flight, when it lands.
     ///
     /// # Examples
     ///
     /// ```
-    /// use std::sync::mpsc;
+    /// use std::sync::{atomic::{AtomicBool, Ordering}, mpsc, Arc};
     /// use refcnt::{host::Host, percpu_ref::{Flags, Mode, PercpuRef}};
     /// let r = PercpuRef::<Host>::new(|| {}, Flags::empty()).unwrap();
     /// let (tx, rx) = mpsc::channel();
     /// r.switch_to_atomic(move || tx.send(()).unwrap());
     /// rx.recv().unwrap();
     /// assert_eq!(r.stats().mode, Mode::Atomic);
+    /// // Already atomic: confirmed at once.
+    /// let ran = Arc::new(AtomicBool::new(false));
+    /// let r2 = ran.clone();
+    /// r.switch_to_atomic(move || r2.store(true, Ordering::SeqCst));
+    /// assert!(ran.load(Ordering::SeqCst));
     /// ```
     pub fn switch_to_atomic(&self, confirm: impl FnOnce() + Send + 'static) {
         self.to_atomic(Some((Box::new(confirm), false)), false);

@@ -10,7 +10,6 @@
 //! same code paths.
 #![cfg(all(feature = "std", not(loom), not(miri)))]
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
@@ -20,10 +19,10 @@ use refcnt::host::{take_reports, Host};
 use refcnt::kref::Kref;
 use refcnt::percpu_ref::{Flags, Mode, PercpuRef};
 use refcnt::srcu::{Flavour, Srcu, SrcuError, SrcuPtr};
-use refcnt::{Backend, Misuse, Report};
+use refcnt::{Backend, Misuse};
 
 mod outside_common;
-use outside_common::spawn_sync;
+use outside_common::{recorded, spawn_sync, Record};
 
 const FLAVOURS: [Flavour; 2] = [Flavour::Normal, Flavour::Fast];
 
@@ -912,22 +911,7 @@ fn ptr_concurrent_replaces_hand_back_each_value_once() {
 
 // ---- kref ----------------------------------------------------------------
 
-thread_local! {
-    static KREF_REPORTS: RefCell<Vec<Misuse>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Records kref misuse per thread, so tests running in parallel do not see
-/// each other's reports.
-struct Record;
-impl Report for Record {
-    fn report(m: Misuse) {
-        KREF_REPORTS.with(|r| r.borrow_mut().push(m));
-    }
-}
-
-fn kref_reports() -> Vec<Misuse> {
-    KREF_REPORTS.with(|r| std::mem::take(&mut *r.borrow_mut()))
-}
+// Kref misuse is recorded per thread: `Record` and `recorded()`.
 
 /// kref_init sets 1; kref_get increments; kref_put calls release and
 /// returns 1 only for the put that drops the last reference.
@@ -946,7 +930,7 @@ fn kref_put_returns_true_only_for_last() {
     assert_eq!(released, 1);
     assert!(!k.get_unless_zero(), "kref_get_unless_zero at zero");
     assert_eq!(k.read(), 0);
-    assert_eq!(kref_reports(), []);
+    assert_eq!(recorded(), []);
 }
 
 /// Concurrent kref_get/kref_put from many threads, with
@@ -973,7 +957,7 @@ fn kref_concurrent_get_put_releases_once() {
                 k.put(|| {
                     released.fetch_add(1, SeqCst);
                 });
-                kref_reports()
+                recorded()
             })
         })
         .collect();
@@ -994,6 +978,6 @@ fn kref_put_after_release_is_reported_not_rereleased() {
     let k = Kref::<Record>::with_report();
     assert!(k.put(|| {}));
     assert!(!k.put(|| panic!("released twice")));
-    assert_eq!(kref_reports(), [Misuse::KrefUseAfterZero]);
+    assert_eq!(recorded(), [Misuse::KrefUseAfterZero]);
     assert!(!k.put(|| panic!("released twice")));
 }

@@ -25,52 +25,6 @@ fn dom(f: Flavour) -> Arc<S> {
     Arc::new(S::with_flavour(f).unwrap())
 }
 
-/// A thread inside a read section until told to leave.
-struct Reader {
-    leave: mpsc::Sender<()>,
-    h: thread::JoinHandle<()>,
-}
-fn reader(s: &Arc<S>) -> Reader {
-    let (in_tx, in_rx) = mpsc::channel();
-    let (leave, leave_rx) = mpsc::channel::<()>();
-    let s = s.clone();
-    let h = thread::spawn(move || {
-        let g = s.read_lock();
-        in_tx.send(()).unwrap();
-        leave_rx.recv().unwrap();
-        drop(g);
-    });
-    in_rx.recv().unwrap();
-    Reader { leave, h }
-}
-impl Reader {
-    fn leave(self) {
-        self.leave.send(()).unwrap();
-        self.h.join().unwrap();
-    }
-}
-
-/// The index a section entered now would count on.
-fn index_now(s: &S) -> usize {
-    let i = s.read_lock_raw();
-    s.read_unlock(i).unwrap();
-    i
-}
-
-/// Waits (10 s at most) until sections enter on another index than
-/// `from`: the grace period in progress has flipped. A fixed sleep is not
-/// enough when the host leaves the updater's thread unrun for a while.
-fn wait_flip(s: &S, from: usize) {
-    let t = Instant::now();
-    while index_now(s) == from {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the grace period never flipped"
-        );
-        thread::yield_now();
-    }
-}
-
 // srcu_barrier waits for callbacks queued before it; a callback chain that
 // keeps re-queueing itself must not make it wait for ever.
 #[test]
