@@ -527,6 +527,33 @@ fn srcu_demo() {
     srcu.barrier().expect("not inside a section");
     assert!(done.load(Acquire));
     println!("  srcu.call: callback ran before barrier returned");
+
+    // A section handed between CPUs (an I/O submitted on one, completed
+    // on another): down_read on CPU 1, up_read on CPU 2. This backend has
+    // no per-task records, so the misuse check reads the CPU's counts,
+    // which the hand-off leaves off by one; it then lets waits through
+    // instead of refusing CPU 1's legal one.
+    let idx = std::thread::scope(|s| {
+        s.spawn(|| {
+            become_cpu(1);
+            srcu.down_read()
+        })
+        .join()
+        .unwrap()
+    });
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            become_cpu(2);
+            srcu.up_read(idx).expect("the index down_read returned");
+        });
+    });
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            become_cpu(1);
+            srcu.synchronize().expect("CPU 1 is in no section");
+        });
+    });
+    println!("  down_read on CPU 1, up_read on CPU 2: CPU 1 may wait again");
 }
 
 fn main() {

@@ -210,6 +210,13 @@ pub trait Report: 'static {
 /// assert!(!r.is_zero()); // the switch waits for its grace period
 /// run_deferred();
 /// assert!(r.is_zero());
+/// // No clock: a dynamic ref measures nothing and never switches by itself.
+/// use refcnt::percpu_ref::{Flags, Mode, PercpuRef, DYNAMIC_BATCH};
+/// let d = PercpuRef::<Uni>::new(|| {}, Flags::DYNAMIC).unwrap();
+/// for _ in 0..4 * DYNAMIC_BATCH {
+///     drop(d.get());
+/// }
+/// assert_eq!(d.stats().mode, Mode::DynamicAtomic);
 /// ```
 #[allow(unsafe_code)] // declaring the contract is not unsafe code; implementing it is
 pub unsafe trait Backend: Report {

@@ -154,7 +154,8 @@ impl fmt::Display for Misuse {
             }
             Misuse::SrcuNestingOverflow => {
                 "srcu: read sections nested too deep in one task; \
-                 a guard or raw index was probably leaked"
+                 a guard or raw index was probably leaked: drop every guard and \
+                 unlock every index you enter, once"
             }
             Misuse::SrcuUnlockOtherTask => {
                 "srcu: read_unlock of a section another task entered; it was left, but \
@@ -180,10 +181,12 @@ impl ReportLog {
     }
 
     /// Logs `m` here (up to [`LOG_MAX`]), then counts it and hands it to
-    /// `R` as [`report`] does.
+    /// `R` as [`report`] does. The log's lock is only tried: a misuse made
+    /// in an interrupt handler that landed on another report of the same
+    /// object (whose lock the interrupted code holds) would otherwise spin
+    /// for ever. Such a report is counted and handed to `R`, not logged.
     pub(crate) fn report<R: Report>(&self, m: Misuse) {
-        {
-            let mut log = self.0.lock();
+        if let Some(mut log) = self.0.try_lock() {
             if log.len() < LOG_MAX {
                 log.push(m);
             }
@@ -218,4 +221,39 @@ pub(crate) fn report<R: Report>(m: Misuse) {
     // Relaxed: a statistic; nothing is published through it.
     COUNTS[m.index()].fetch_add(1, Ordering::Relaxed);
     R::report(m);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use core::sync::atomic::AtomicUsize;
+
+    static HANDED: AtomicUsize = AtomicUsize::new(0);
+    struct Sink;
+    impl Report for Sink {
+        fn report(_m: Misuse) {
+            HANDED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A report made while the object's log is held (an interrupt handler
+    /// that landed on another report of the same object, on its CPU)
+    /// returns instead of spinning for ever: it is counted and handed to
+    /// the backend, and only the log misses it.
+    #[test]
+    fn a_report_while_the_log_is_held_is_counted_not_stuck() {
+        let log = ReportLog::new();
+        let (handed, counted) = (
+            HANDED.load(Ordering::Relaxed),
+            misuse_count(Misuse::Underflow),
+        );
+        let held = log.0.lock();
+        log.report::<Sink>(Misuse::Underflow);
+        drop(held);
+        assert_eq!(HANDED.load(Ordering::Relaxed), handed + 1);
+        assert!(misuse_count(Misuse::Underflow) > counted);
+        assert!(log.take().is_empty());
+        log.report::<Sink>(Misuse::Underflow);
+        assert_eq!(log.take(), [Misuse::Underflow]);
+    }
 }

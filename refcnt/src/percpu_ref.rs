@@ -843,7 +843,15 @@ impl<B: Backend> Inner<B> {
         }
         let now = B::now_ns();
         // Relaxed: a heuristic; a stale window only delays the switch.
-        let start = self.window_start.swap(now, Relaxed);
+        let start = self.window_start.load(Relaxed);
+        if now == start {
+            // The clock has not moved: no measurement. A backend without a
+            // clock (`now_ns` constant) never switches by itself, as its
+            // docs promise; a coarse clock measures the batches since its
+            // last tick, at its next one.
+            return false;
+        }
+        self.window_start.store(now, Relaxed);
         now.saturating_sub(start) < self.batch_ns
     }
 
@@ -1910,7 +1918,9 @@ impl<B: Backend> PercpuRef<B> {
     /// (up to 64 are kept), whichever thread made them: a release or a
     /// switch confirmation may run on a worker. Each is also counted
     /// ([`misuse_count`](crate::misuse::misuse_count)) and reported to the
-    /// backend.
+    /// backend. Takes the log's lock: not from an interrupt handler. A
+    /// misuse made by an interrupt handler that landed on another report
+    /// of this ref is counted and reported to the backend, not kept here.
     ///
     /// # Examples
     ///

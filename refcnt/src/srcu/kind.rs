@@ -53,8 +53,10 @@ pub const CHECKS: bool = cfg!(feature = "checks");
 /// What an unchecked domain still checks: `read_unlock` of an index that
 /// is not locked (that check runs in `read_unlock` itself, not in a
 /// guard's drop), `cleanup` while busy, and, on a backend without per-task
-/// records, a wait inside a section counted on the caller's CPU (the
-/// per-CPU fallback, read only by the wait). What it does not: a wait
+/// records that can read its CPU's counters, a wait inside a section
+/// counted on the caller's CPU (the per-CPU fallback, read only by the
+/// wait; off for good after the domain's first `down_read`, whose section
+/// may end on another CPU and leave the counts off). What it does not: a wait
 /// inside the caller's own section on a backend with per-task records
 /// (the wait never ends, as in Linux without lockdep), an unlock of
 /// another task's section, nesting deeper than

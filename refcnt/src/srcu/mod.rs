@@ -166,10 +166,12 @@
 //! entered and has not left, whatever other tasks of the same CPU hold.
 //! A backend without per-task records falls back to the calling CPU's
 //! counters ([`Backend::this_cpu_read`]), exact only when each CPU runs
-//! one task (the loom backend); one that can read neither turns the check
-//! off rather than risk a false alarm. Sections entered with
-//! [`Srcu::down_read`] may change tasks and are not recorded, so the check
-//! cannot see them (nor can Linux's lockdep).
+//! one task (the loom backend) and no section changes CPUs; one that can
+//! read neither turns the check off rather than risk a false alarm.
+//! Sections entered with [`Srcu::down_read`] may change tasks and are not
+//! recorded, so the check cannot see them (nor can Linux's lockdep); as
+//! they may also end on another CPU, leaving both CPUs' counts off, a
+//! domain's first `down_read` turns the per-CPU fallback off for good.
 //!
 //! # Examples
 //!
@@ -205,7 +207,7 @@ use core::sync::atomic::compiler_fence;
 
 use crate::backend::{AllocError, Backend};
 use crate::misuse::{Misuse, ReportLog};
-use crate::sync::atomic::{fence, AtomicUsize, Ordering};
+use crate::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use crate::sync::Mutex;
 
 /// Puts an SRCU sequence back to the even value it had before a grace
@@ -359,7 +361,8 @@ impl fmt::Display for SrcuError {
             ),
             SrcuError::ReadersActive { domain, readers } => write!(
                 f,
-                "srcu domain {domain}: cleanup with {readers} read section(s) still open"
+                "srcu domain {domain}: cleanup with {readers} read section(s) still open; \
+                 end them first (drop every guard, read_unlock or up_read every index)"
             ),
             SrcuError::CallbacksPending { domain, callbacks } => write!(
                 f,
@@ -460,6 +463,12 @@ struct Inner<B: Backend> {
     /// away a record the task made for another of its sections (its wait
     /// inside that one let through, to wait for itself).
     handoff_open: [AtomicUsize; 2],
+    /// Set by the first `down_read`. A section handed between tasks may
+    /// end on another CPU than it began on, which leaves the per-CPU
+    /// counts of both CPUs off by one for good: the misuse check's per-CPU
+    /// fallback (backends without per-task records) cannot tell from then
+    /// on, and lets waits through rather than refuse a legal one.
+    handed: AtomicBool,
 }
 
 /// Who holds a read section, for the calling task's record (checked
@@ -650,6 +659,7 @@ impl<B: Backend> Inner<B> {
             log: ReportLog::new(),
             raw_open: [AtomicUsize::new(0), AtomicUsize::new(0)],
             handoff_open: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            handed: AtomicBool::new(false),
         })
     }
 
@@ -778,8 +788,13 @@ impl<B: Backend> Inner<B> {
         let inside = match B::with_task_sections(|t| t.holds(self.id)) {
             // Recorded per task: exact, or unknown when nested too deep.
             Some(held) => held == Some(true),
-            // Per-CPU counts: exact when each CPU runs one task.
-            None => self.this_cpu_depth().is_some_and(|d| d > 0),
+            // Per-CPU counts: exact when each CPU runs one task and no
+            // section has changed CPUs. Relaxed: a `down_read` whose
+            // section could have moved here reached this CPU through
+            // whatever carried its index, which carries the flag too.
+            None => {
+                !self.handed.load(Ordering::Relaxed) && self.this_cpu_depth().is_some_and(|d| d > 0)
+            }
         };
         if inside {
             self.log.report::<B>(Misuse::SrcuSyncInReadSection);
@@ -1220,6 +1235,11 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// ```
     #[inline]
     pub fn down_read(&self) -> usize {
+        // Relaxed: see `Inner::handed`. Loaded first, so that the shared
+        // line is written once, not at every hand-off.
+        if !self.inner.handed.load(Ordering::Relaxed) {
+            self.inner.handed.store(true, Ordering::Relaxed);
+        }
         self.open_raw(self.lock(Holder::Handoff), Holder::Handoff)
     }
 
@@ -1292,7 +1312,8 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// [`Misuse::SrcuSyncInReadSection`]) if the caller is inside a read
     /// section of this domain: the wait would never end. Detected in a
     /// checked domain (the feature `checks`, or `Srcu<B, Checked<_>>`),
-    /// and on a backend without per-task records; see [`Kind`].
+    /// and on a backend without per-task records that can read its CPU's
+    /// counters, until the domain's first `down_read`; see [`Kind`].
     ///
     /// # Examples
     ///
@@ -1334,8 +1355,8 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     }
 
     /// Queues `f` to run once every read section open now has been left
-    /// (Linux's `call_srcu`). `f` runs on a worker (from
-    /// [`Backend::call_sched`]), never inside this call; callbacks of one
+    /// (Linux's `call_srcu`). `f` runs on a worker (the domain's grace-period
+    /// work, through [`Backend::queue_work`]), never inside this call; callbacks of one
     /// domain run in the order they were queued. May be called inside a
     /// read section.
     ///
@@ -1477,7 +1498,10 @@ impl<B: Backend, K: Kind> Srcu<B, K> {
     /// Misuse reports about this domain since the last call, oldest first
     /// (up to 64 are kept), whichever thread made them. Each is also
     /// counted ([`misuse_count`](crate::misuse::misuse_count)) and
-    /// reported to the backend.
+    /// reported to the backend. Takes the log's lock: not from an
+    /// interrupt handler. A misuse made by an interrupt handler that landed
+    /// on another report of this domain is counted and reported to the
+    /// backend, not kept here.
     ///
     /// # Examples
     ///
