@@ -1394,10 +1394,14 @@ impl<B: Backend> PercpuRef<B> {
     /// release callback. Dropping more than are held reports
     /// [`Misuse::Underflow`]. In atomic mode that is seen at once and the
     /// put is ignored. In per-CPU mode it can only be seen at the next
-    /// switch to atomic, when the per-CPU sum is folded: the count is then
-    /// left below zero and the ref is never released (a leak, rather than
-    /// a release while a holder whose reference the extra put took may
-    /// still be using the object; Linux warns and leaks the same way).
+    /// switch to atomic, when the per-CPU sum is folded, and only if the
+    /// puts then outnumber every reference, the initial one included: the
+    /// count is then left below zero and the ref is never released (a
+    /// leak, rather than a release while a holder whose reference the
+    /// extra put took may still be using the object; Linux warns and leaks
+    /// the same way). An over-put that other references still cover at the
+    /// fold cannot be told from their puts: the last of them then releases
+    /// while one holder may still use the object, in Linux too.
     /// `n == 0` drops nothing, in any state: no release, no report.
     ///
     /// # Examples
