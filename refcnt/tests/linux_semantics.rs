@@ -22,7 +22,7 @@ use refcnt::srcu::{Flavour, Srcu, SrcuError, SrcuPtr};
 use refcnt::{Backend, Misuse};
 
 mod outside_common;
-use outside_common::{recorded, spawn_sync, Record};
+use outside_common::{reader, recorded, spawn_sync, Record};
 
 const FLAVOURS: [Flavour; 2] = [Flavour::Normal, Flavour::Fast];
 
@@ -759,16 +759,7 @@ fn start_poll_waits_for_reader_on_other_thread() {
 fn call_waits_for_other_threads_reader_and_barrier_for_their_callbacks() {
     for fl in FLAVOURS {
         let s = domain(fl);
-        let (in_tx, in_rx) = mpsc::channel();
-        let (go_tx, go_rx) = mpsc::channel::<()>();
-        let s2 = s.clone();
-        let reader = thread::spawn(move || {
-            let g = s2.read_lock();
-            in_tx.send(()).unwrap();
-            go_rx.recv().unwrap();
-            drop(g);
-        });
-        in_rx.recv().unwrap();
+        let reader = reader(&s);
         let ran = Arc::new(AtomicUsize::new(0));
         let s3 = s.clone();
         let r3 = ran.clone();
@@ -784,10 +775,9 @@ fn call_waits_for_other_threads_reader_and_barrier_for_their_callbacks() {
         .unwrap();
         pause();
         assert_eq!(ran.load(SeqCst), 0, "{fl:?}: callback ran under a reader");
-        go_tx.send(()).unwrap();
+        reader.leave();
         s.barrier().unwrap();
         assert_eq!(ran.load(SeqCst), 3);
-        reader.join().unwrap();
     }
 }
 
