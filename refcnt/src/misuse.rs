@@ -170,6 +170,10 @@ impl fmt::Display for Misuse {
 /// are still counted and reported to the backend.
 const LOG_MAX: usize = 64;
 
+/// How many times a report tries the log's lock before it gives up on
+/// logging (see `ReportLog::report`): some tens of microseconds.
+const LOG_TRIES: usize = 1 << 14;
+
 /// The misuse reports of one object (a percpu_ref or an SRCU domain),
 /// whichever thread made them (a release or a confirmation that runs on a
 /// worker, say), for the object's `take_reports`.
@@ -181,12 +185,26 @@ impl ReportLog {
     }
 
     /// Logs `m` here (up to [`LOG_MAX`]), then counts it and hands it to
-    /// `R` as [`report`] does. The log's lock is only tried: a misuse made
-    /// in an interrupt handler that landed on another report of the same
-    /// object (whose lock the interrupted code holds) would otherwise spin
-    /// for ever. Such a report is counted and handed to `R`, not logged.
+    /// `R` as [`report`] does. The log's lock is tried a bounded number of
+    /// times ([`LOG_TRIES`]), not waited for: a misuse made in an interrupt
+    /// handler that landed on another report of the same object (whose
+    /// lock the interrupted code holds) would otherwise spin for ever.
+    /// Such a report is counted and handed to `R`, not logged. Another CPU
+    /// holds the lock only for a push, well within the tries.
     pub(crate) fn report<R: Report>(&self, m: Misuse) {
-        if let Some(mut log) = self.0.try_lock() {
+        let mut tries = 0;
+        let log = loop {
+            if let Some(log) = self.0.try_lock() {
+                break Some(log);
+            }
+            tries += 1;
+            // Under loom a spin would only multiply the interleavings.
+            if cfg!(loom) || tries >= LOG_TRIES {
+                break None;
+            }
+            core::hint::spin_loop();
+        };
+        if let Some(mut log) = log {
             if log.len() < LOG_MAX {
                 log.push(m);
             }
